@@ -1,0 +1,443 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func formatTime(nanos int64) string { return time.Unix(0, nanos).UTC().Format(timeLayout) }
+
+func optionalTime(nanos int64) *string {
+	if nanos == 0 {
+		return nil
+	}
+	t := formatTime(nanos)
+	return &t
+}
+
+func validName(field, name string) *apiError {
+	if strings.TrimSpace(name) == "" {
+		return invalidRequest("Field %q is required.", field)
+	}
+	if len(name) > 200 || !utf8.ValidString(name) || strings.ContainsFunc(name, isControl) {
+		return invalidRequest("Field %q must be at most 200 printable characters.", field)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < ' ' || r == 0x7f }
+
+type orgView struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	CreatedAt string `json:"created_at"`
+}
+
+func viewOrg(o orgRecord) orgView {
+	return orgView{ID: o.ID, Name: o.Name, CreatedAt: formatTime(o.CreatedAt)}
+}
+
+type nameRequest struct {
+	Name string `json:"name"`
+}
+
+func (s *server) createOrg(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ caller) *apiError {
+	var req nameRequest
+	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
+		return aerr
+	}
+	if aerr := validName("name", req.Name); aerr != nil {
+		return aerr
+	}
+	o, err := s.newOrg(req.Name)
+	if err != nil {
+		return s.internal(err, "creating org")
+	}
+	writeJSON(w, 201, viewOrg(o))
+	return nil
+}
+
+func (s *server) newOrg(name string) (orgRecord, error) {
+	o := orgRecord{ID: newID("org"), Name: name, CreatedAt: s.now().UnixNano()}
+	return o, s.store.PutOrg(o)
+}
+
+func (s *server) listOrgs(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, c caller) *apiError {
+	orgs, err := s.store.Orgs()
+	if err != nil {
+		return s.internal(err, "listing orgs")
+	}
+	views := []orgView{}
+	for _, o := range orgs {
+		if c.root || o.ID == c.orgID {
+			views = append(views, viewOrg(o))
+		}
+	}
+	writeJSON(w, 200, map[string][]orgView{"orgs": views})
+	return nil
+}
+
+func (s *server) getOrg(w http.ResponseWriter, _ *http.Request, p httprouter.Params, _ caller) *apiError {
+	o, err := s.store.Org(p.ByName("org"))
+	if err != nil {
+		return s.internal(err, "loading org")
+	}
+	writeJSON(w, 200, viewOrg(o))
+	return nil
+}
+
+type tokenView struct {
+	ID        string `json:"id"`
+	OrgID     string `json:"org_id"`
+	Name      string `json:"name"`
+	CreatedAt string `json:"created_at"`
+	Token     string `json:"token"`
+}
+
+func (s *server) createAdminToken(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	var req nameRequest
+	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
+		return aerr
+	}
+	if aerr := validName("name", req.Name); aerr != nil {
+		return aerr
+	}
+	token := s.cfg.brand + "_orgadmin_" + randomHex(16)
+	rec := tokenRecord{ID: newID("tok"), OrgID: p.ByName("org"), Name: req.Name,
+		Hash: hashKey(token), CreatedAt: s.now().UnixNano()}
+	if err := s.store.PutToken(rec); err != nil {
+		return s.internal(err, "creating admin token")
+	}
+	s.admins.addOrgToken(rec.Hash, rec.OrgID)
+	writeJSON(w, 201, tokenView{ID: rec.ID, OrgID: rec.OrgID, Name: rec.Name,
+		CreatedAt: formatTime(rec.CreatedAt), Token: token})
+	return nil
+}
+
+// keyView is a key record as the API shows it: never a hash, and the key
+// itself only in the create and roll answers.
+type keyView struct {
+	ID         string      `json:"id"`
+	OrgID      string      `json:"org_id"`
+	Name       string      `json:"name"`
+	Env        string      `json:"env"`
+	Prefix     string      `json:"prefix"`
+	Scopes     []string    `json:"scopes"`
+	RateLimits []rateLimit `json:"rate_limits"`
+	CreatedAt  string      `json:"created_at"`
+	LastUsedAt *string     `json:"last_used_at"`
+	ExpiresAt  *string     `json:"expires_at"`
+	RevokedAt  *string     `json:"revoked_at"`
+	Key        string      `json:"key,omitempty"`
+}
+
+func (s *server) viewKey(k keyRecord) keyView {
+	limits := k.RateLimits
+	if limits == nil {
+		limits = s.cfg.rateLimits
+	}
+	var lastUsed int64
+	if e := s.index.byID(k.Prefix, k.ID); e != nil {
+		lastUsed = e.lastUsed.Load()
+	}
+	return keyView{ID: k.ID, OrgID: k.OrgID, Name: k.Name, Env: k.Env, Prefix: k.Prefix,
+		Scopes: nonNil(k.Scopes), RateLimits: limits, CreatedAt: formatTime(k.CreatedAt),
+		LastUsedAt: optionalTime(lastUsed), ExpiresAt: optionalTime(k.ExpiresAt),
+		RevokedAt: optionalTime(k.RevokedAt)}
+}
+
+type createKeyRequest struct {
+	Name       string      `json:"name"`
+	Env        string      `json:"env"`
+	Scopes     []string    `json:"scopes"`
+	RateLimits []rateLimit `json:"rate_limits"`
+	ExpiresAt  *string     `json:"expires_at"`
+}
+
+func (s *server) createKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	var req createKeyRequest
+	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
+		return aerr
+	}
+	rec, aerr := s.validateNewKey(req, p.ByName("org"))
+	if aerr != nil {
+		return aerr
+	}
+	key, err := s.issueKey(&rec)
+	if err != nil {
+		return s.internal(err, "creating key")
+	}
+	view := s.viewKey(rec)
+	view.Key = key
+	writeJSON(w, 201, view)
+	return nil
+}
+
+func (s *server) validateNewKey(req createKeyRequest, orgID string) (keyRecord, *apiError) {
+	rec := keyRecord{OrgID: orgID, Name: req.Name, Env: req.Env, Scopes: []string{}}
+	if aerr := validName("name", req.Name); aerr != nil {
+		return rec, aerr
+	}
+	if req.Env != envTest && req.Env != envLive {
+		return rec, invalidRequest(`Field "env" must be "test" or "live".`)
+	}
+	if len(req.Scopes) > 50 {
+		return rec, invalidRequest(`Field "scopes" may hold at most 50 scopes.`)
+	}
+	for _, sc := range req.Scopes {
+		if !validScope(sc) {
+			return rec, invalidRequest(`Field "scopes" holds %q, which is not a scope like sms:send.`, sc)
+		}
+	}
+	if req.Scopes != nil {
+		rec.Scopes = req.Scopes
+	}
+	if req.RateLimits != nil {
+		limits, err := normalizeLimits(req.RateLimits)
+		if err != nil || len(limits) == 0 {
+			return rec, invalidRequest(`Field "rate_limits": %s.`, problem(err, "give at least one window"))
+		}
+		rec.RateLimits = limits
+	}
+	if req.ExpiresAt != nil {
+		t, err := time.Parse(time.RFC3339Nano, *req.ExpiresAt)
+		if err != nil {
+			return rec, invalidRequest(`Field "expires_at" must be an RFC 3339 time like 2030-01-02T15:04:05Z.`)
+		}
+		if !t.After(s.now()) {
+			return rec, invalidRequest(`Field "expires_at" must be in the future.`)
+		}
+		rec.ExpiresAt = t.UnixNano()
+	}
+	return rec, nil
+}
+
+func problem(err error, fallback string) string {
+	if err == nil {
+		return fallback
+	}
+	return err.Error()
+}
+
+// issueKey gives rec an id, a fresh key and its hash, commits it, and only
+// then makes it usable. It returns the plaintext key, which is kept nowhere.
+func (s *server) issueKey(rec *keyRecord) (string, error) {
+	key, lookup := s.format.newKey(rec.Env)
+	rec.ID = newID("key")
+	rec.Prefix = lookup
+	rec.Hash = hashKey(key)
+	rec.CreatedAt = s.now().UnixNano()
+	if err := s.store.PutKey(*rec); err != nil {
+		return "", err
+	}
+	s.index.put(newKeyEntry(*rec, nil))
+	return key, nil
+}
+
+func (s *server) listKeys(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	q := r.URL.Query()
+	env := q.Get("env")
+	if env != "" && env != envTest && env != envLive {
+		return invalidRequest(`Parameter "env" must be "test" or "live".`)
+	}
+	includeRevoked, err := parseBool(q.Get("include_revoked"))
+	if err != nil {
+		return invalidRequest(`Parameter "include_revoked" must be true or false.`)
+	}
+	keys, err := s.store.OrgKeys(p.ByName("org"))
+	if err != nil {
+		return s.internal(err, "listing keys")
+	}
+	views := []keyView{}
+	for _, k := range keys {
+		if (env == "" || k.Env == env) && (includeRevoked || k.RevokedAt == 0) {
+			views = append(views, s.viewKey(k))
+		}
+	}
+	writeJSON(w, 200, map[string][]keyView{"keys": views})
+	return nil
+}
+
+func parseBool(s string) (bool, error) {
+	if s == "" {
+		return false, nil
+	}
+	return strconv.ParseBool(s)
+}
+
+func (s *server) loadKey(p httprouter.Params) (keyRecord, *apiError) {
+	k, err := s.store.Key(p.ByName("org"), p.ByName("key"))
+	if errors.Is(err, errNotFound) {
+		return k, notFound("Key")
+	}
+	if err != nil {
+		return k, s.internal(err, "loading key")
+	}
+	return k, nil
+}
+
+func (s *server) getKey(w http.ResponseWriter, _ *http.Request, p httprouter.Params, _ caller) *apiError {
+	k, aerr := s.loadKey(p)
+	if aerr != nil {
+		return aerr
+	}
+	writeJSON(w, 200, s.viewKey(k))
+	return nil
+}
+
+// revokeKey is idempotent: revoking a revoked key answers its record.
+func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	if aerr := decodeStrict(w, r, &struct{}{}, true); aerr != nil {
+		return aerr
+	}
+	s.mutate.Lock()
+	defer s.mutate.Unlock()
+	k, aerr := s.loadKey(p)
+	if aerr != nil {
+		return aerr
+	}
+	if k.RevokedAt == 0 {
+		k.RevokedAt = s.now().UnixNano()
+		if err := s.store.PutKey(k); err != nil {
+			return s.internal(err, "revoking key")
+		}
+		s.replaceEntry(k)
+	}
+	writeJSON(w, 200, s.viewKey(k))
+	return nil
+}
+
+// replaceEntry swaps the hot-path entry for an updated record, keeping its
+// last-used time.
+func (s *server) replaceEntry(k keyRecord) {
+	var lastUsed = s.index.byID(k.Prefix, k.ID)
+	if lastUsed != nil {
+		s.index.put(newKeyEntry(k, lastUsed.lastUsed))
+		return
+	}
+	s.index.put(newKeyEntry(k, nil))
+}
+
+type rollRequest struct {
+	ExpiresIn string `json:"expires_in"`
+}
+
+const maxGrace = 366 * 24 * time.Hour
+
+// rollKey issues a new key like the old one; the old one expires after the
+// grace period. Both records commit in one transaction.
+func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	var req rollRequest
+	if aerr := decodeStrict(w, r, &req, true); aerr != nil {
+		return aerr
+	}
+	var grace time.Duration
+	if req.ExpiresIn != "" {
+		d, err := time.ParseDuration(req.ExpiresIn)
+		if err != nil || d < 0 || d > maxGrace {
+			return invalidRequest(`Field "expires_in" must be a duration like 24h, between 0s and 8784h.`)
+		}
+		grace = d
+	}
+	s.mutate.Lock()
+	defer s.mutate.Unlock()
+	old, aerr := s.loadKey(p)
+	if aerr != nil {
+		return aerr
+	}
+	if old.RevokedAt != 0 {
+		return invalidRequest("Key %s is revoked and cannot be rolled.", old.ID)
+	}
+	now := s.now()
+	if end := now.Add(grace).UnixNano(); old.ExpiresAt == 0 || end < old.ExpiresAt {
+		old.ExpiresAt = end
+	}
+	key, fresh, err := s.issueRolled(old, now)
+	if err != nil {
+		return s.internal(err, "rolling key")
+	}
+	view := s.viewKey(fresh)
+	view.Key = key
+	writeJSON(w, 201, view)
+	return nil
+}
+
+func (s *server) issueRolled(old keyRecord, now time.Time) (string, keyRecord, error) {
+	key, lookup := s.format.newKey(old.Env)
+	fresh := keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
+		Prefix: lookup, Hash: hashKey(key), Scopes: old.Scopes, RateLimits: old.RateLimits,
+		CreatedAt: now.UnixNano()}
+	if err := s.store.PutKeys(fresh, old); err != nil {
+		return "", fresh, err
+	}
+	s.index.put(newKeyEntry(fresh, nil))
+	s.replaceEntry(old)
+	return key, fresh, nil
+}
+
+func (s *server) backup(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, _ caller) *apiError {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="keyhole-backup.db"`)
+	if _, err := s.store.WriteTo(w); err != nil {
+		s.log.Error().Err(err).Msg("streaming backup")
+	}
+	return nil
+}
+
+func (s *server) internal(err error, what string) *apiError {
+	s.log.Error().Err(err).Msg(what)
+	return errInternal
+}
+
+// failThrottle slows down guessing of admin tokens: after maxFails failures
+// in a minute from one client address, that address is refused for the rest
+// of the minute, whatever it sends.
+type failThrottle struct {
+	mu    sync.Mutex
+	fails map[string]*failCount
+}
+
+type failCount struct {
+	n     int
+	since time.Time
+}
+
+const (
+	maxFails      = 10
+	failWindow    = time.Minute
+	maxFailClient = 10000
+)
+
+func newFailThrottle() *failThrottle {
+	return &failThrottle{fails: make(map[string]*failCount)}
+}
+
+func (t *failThrottle) blocked(client string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.fails[client]
+	return f != nil && now.Sub(f.since) < failWindow && f.n >= maxFails
+}
+
+func (t *failThrottle) fail(client string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.fails[client]
+	if f == nil || now.Sub(f.since) >= failWindow {
+		if len(t.fails) >= maxFailClient {
+			t.fails = make(map[string]*failCount) // bound memory under a spray of addresses
+		}
+		f = &failCount{since: now}
+		t.fails[client] = f
+	}
+	f.n++
+}

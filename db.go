@@ -1,0 +1,343 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The bbolt layout. Every record is JSON unless noted; times are Unix
+// nanoseconds so they survive a round trip exactly.
+//
+//	meta/
+//	  version          -> "1"
+//	  root_token_hash  -> [32]byte SHA-256 of the root admin token
+//	orgs/
+//	  <orgID>          -> orgRecord
+//	tokens/
+//	  <tokenID>        -> tokenRecord (org admin tokens; hash only)
+//	keys/
+//	  <orgID>/<keyID>  -> keyRecord (hash only, never the key)
+//	lastused/
+//	  <keyID>          -> uint64 BE Unix nanoseconds (written behind)
+//	buckets/
+//	  <keyID>          -> limiterState (written behind)
+//	logs/
+//	  <orgID>|_server/ -> bucket: <seq uint64 BE> -> logEntry (a ring)
+//	usage/
+//	  <orgID>/<env>/<hour uint64 BE> -> usageCounts (written behind)
+var (
+	bucketMeta     = []byte("meta")
+	bucketOrgs     = []byte("orgs")
+	bucketTokens   = []byte("tokens")
+	bucketKeys     = []byte("keys")
+	bucketLastUsed = []byte("lastused")
+	bucketLimits   = []byte("buckets")
+	bucketLogs     = []byte("logs")
+	bucketUsage    = []byte("usage")
+
+	metaVersion   = []byte("version")
+	metaRootToken = []byte("root_token_hash")
+
+	allBuckets = [][]byte{bucketMeta, bucketOrgs, bucketTokens, bucketKeys,
+		bucketLastUsed, bucketLimits, bucketLogs, bucketUsage}
+)
+
+const layoutVersion = "1"
+
+// errNotFound is what the store returns for a missing record; callers test it
+// with errors.Is.
+var errNotFound = fs.ErrNotExist
+
+type orgRecord struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	CreatedAt int64  `json:"created_at"`
+}
+
+type tokenRecord struct {
+	ID        string   `json:"id"`
+	OrgID     string   `json:"org_id"`
+	Name      string   `json:"name"`
+	Hash      [32]byte `json:"hash"`
+	CreatedAt int64    `json:"created_at"`
+}
+
+type keyRecord struct {
+	ID         string      `json:"id"`
+	OrgID      string      `json:"org_id"`
+	Name       string      `json:"name"`
+	Env        string      `json:"env"`
+	Prefix     string      `json:"prefix"` // the lookup part, plaintext
+	Hash       [32]byte    `json:"hash"`   // SHA-256 of the whole key
+	Scopes     []string    `json:"scopes"`
+	RateLimits []rateLimit `json:"rate_limits,omitempty"`
+	CreatedAt  int64       `json:"created_at"`
+	ExpiresAt  int64       `json:"expires_at,omitempty"`
+	RevokedAt  int64       `json:"revoked_at,omitempty"`
+}
+
+// store is keyhole's bbolt file. Methods that write return only after the
+// transaction has committed (fsync included).
+type store struct {
+	db *bolt.DB
+}
+
+// openStore opens or creates the db file with mode 0600. A second process on
+// the same file fails after the lock timeout instead of hanging.
+func openStore(path string, lockTimeout time.Duration) (*store, error) {
+	if err := checkDBFile(path); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: the file is locked by another keyhole process", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	// Group commit: concurrent admin writes share one fsync without waiting
+	// out bbolt's default 10 ms delay (see MEASURED.md).
+	db.MaxBatchSize = 64
+	db.MaxBatchDelay = time.Millisecond
+	s := &store{db: db}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// checkDBFile refuses a file that exists but is not a bbolt file, before
+// bbolt can touch it.
+func checkDBFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	if st.IsDir() {
+		return fmt.Errorf("open %s: is a directory", path)
+	}
+	if st.Size() == 0 {
+		return nil
+	}
+	head := make([]byte, 32)
+	if _, err := io.ReadFull(f, head); err != nil {
+		return fmt.Errorf("open %s: not a keyhole db file (too short)", path)
+	}
+	// bbolt's meta page holds the magic 0xED0CDAED after the 16-byte page header.
+	if binary.LittleEndian.Uint32(head[16:20]) != 0xED0CDAED {
+		return fmt.Errorf("open %s: not a keyhole db file", path)
+	}
+	return nil
+}
+
+func (s *store) init() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(metaVersion)
+		if v == nil {
+			return meta.Put(metaVersion, []byte(layoutVersion))
+		}
+		if string(v) != layoutVersion {
+			return fmt.Errorf("db layout version %q; this keyhole reads %q", v, layoutVersion)
+		}
+		return nil
+	})
+}
+
+func (s *store) Close() error { return s.db.Close() }
+
+// IsEmpty reports whether no organization and no root token exist yet.
+func (s *store) IsEmpty() (bool, error) {
+	empty := true
+	err := s.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketOrgs).Cursor().First()
+		empty = k == nil && tx.Bucket(bucketMeta).Get(metaRootToken) == nil
+		return nil
+	})
+	return empty, err
+}
+
+func (s *store) RootTokenHash() (hash [32]byte, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(metaRootToken)
+		if len(v) == 32 {
+			copy(hash[:], v)
+			ok = true
+		}
+		return nil
+	})
+	return hash, ok, err
+}
+
+func (s *store) SetRootTokenHash(hash [32]byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(metaRootToken, hash[:])
+	})
+}
+
+// put writes one JSON record in a group-committed transaction.
+func (s *store) put(bucket []byte, key string, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).Put([]byte(key), buf)
+	})
+}
+
+// get reads one JSON record; a missing one is errNotFound.
+func (s *store) get(bucket []byte, key string, v any) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		buf := tx.Bucket(bucket).Get([]byte(key))
+		if buf == nil {
+			return errNotFound
+		}
+		return json.Unmarshal(buf, v)
+	})
+}
+
+func (s *store) PutOrg(o orgRecord) error { return s.put(bucketOrgs, o.ID, o) }
+
+func (s *store) Org(id string) (orgRecord, error) {
+	var o orgRecord
+	return o, s.get(bucketOrgs, id, &o)
+}
+
+func (s *store) Orgs() ([]orgRecord, error) {
+	orgs := []orgRecord{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOrgs).ForEach(func(_, v []byte) error {
+			var o orgRecord
+			if err := json.Unmarshal(v, &o); err != nil {
+				return err
+			}
+			orgs = append(orgs, o)
+			return nil
+		})
+	})
+	return orgs, err
+}
+
+func (s *store) PutToken(t tokenRecord) error { return s.put(bucketTokens, t.ID, t) }
+
+func (s *store) Tokens() ([]tokenRecord, error) {
+	var tokens []tokenRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTokens).ForEach(func(_, v []byte) error {
+			var t tokenRecord
+			if err := json.Unmarshal(v, &t); err != nil {
+				return err
+			}
+			tokens = append(tokens, t)
+			return nil
+		})
+	})
+	return tokens, err
+}
+
+func keyPath(orgID, keyID string) string { return orgID + "/" + keyID }
+
+func (s *store) PutKey(k keyRecord) error { return s.put(bucketKeys, keyPath(k.OrgID, k.ID), k) }
+
+// PutKeys writes several key records in one transaction (roll: new key and
+// the old one's new expiry commit together).
+func (s *store) PutKeys(keys ...keyRecord) error {
+	bufs := make([][]byte, len(keys))
+	for i, k := range keys {
+		buf, err := json.Marshal(k)
+		if err != nil {
+			return err
+		}
+		bufs[i] = buf
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKeys)
+		for i, k := range keys {
+			if err := b.Put([]byte(keyPath(k.OrgID, k.ID)), bufs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *store) Key(orgID, keyID string) (keyRecord, error) {
+	var k keyRecord
+	return k, s.get(bucketKeys, keyPath(orgID, keyID), &k)
+}
+
+// OrgKeys lists one organization's keys in id order.
+func (s *store) OrgKeys(orgID string) ([]keyRecord, error) {
+	keys := []keyRecord{}
+	prefix := []byte(orgID + "/")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKeys).Cursor()
+		for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+			var rec keyRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return err
+			}
+			keys = append(keys, rec)
+		}
+		return nil
+	})
+	return keys, err
+}
+
+// EachKey calls fn for every key record; it is how the in-memory index is
+// built at start.
+func (s *store) EachKey(fn func(keyRecord) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
+			var rec keyRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return err
+			}
+			return fn(rec)
+		})
+	})
+}
+
+// WriteTo streams a consistent copy of the whole db file.
+func (s *store) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+func hasPrefix(b, prefix []byte) bool {
+	return len(b) >= len(prefix) && string(b[:len(prefix)]) == string(prefix)
+}
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}

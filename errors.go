@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// apiError is an answer in the contract's error shape. Handlers return one;
+// the full cause of an internal error goes to the log, never to the client.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+// The rows of SPEC 3, and the admin API's own.
+var (
+	errMissingAuth  = &apiError{401, "missing_authorization", "Missing Authorization header."}
+	errInvalidSch   = &apiError{401, "invalid_scheme", "Authorization header must use the `Bearer <api key>` scheme."}
+	errInvalidKey   = &apiError{401, "invalid_or_revoked", "API key is invalid or revoked."}
+	errExpired      = &apiError{401, "key_expired", "API key has expired."}
+	errVerifyFailed = &apiError{500, "verification_failed", "Failed to verify API key."}
+
+	errAdminToken   = &apiError{401, "invalid_or_revoked", "Admin token is invalid or revoked."}
+	errRootOnly     = &apiError{403, "forbidden", "Only the root admin token can do this."}
+	errNotFoundPage = &apiError{404, "not_found", "No such endpoint."}
+	errBadMethod    = &apiError{405, "method_not_allowed", "Method not allowed for this endpoint."}
+	errInternal     = &apiError{500, "internal_error", "Internal error."}
+	errNotCanonical = &apiError{400, "invalid_request", "Request path must be canonical (no //, /./ or /../)."}
+)
+
+func malformedError(message string) *apiError {
+	return &apiError{401, "malformed_token", message}
+}
+
+func scopeError(scope string) *apiError {
+	return &apiError{403, "insufficient_scope", "API key lacks the required scope: " + scope + "."}
+}
+
+func invalidRequest(format string, args ...any) *apiError {
+	return &apiError{400, "invalid_request", fmt.Sprintf(format, args...)}
+}
+
+func notFound(what string) *apiError {
+	return &apiError{404, "not_found", what + " not found."}
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	RequestID string `json:"request_id"`
+}
+
+func writeError(w http.ResponseWriter, e *apiError, requestID string) {
+	var body errorBody
+	body.Error.Code = e.code
+	body.Error.Message = e.message
+	body.RequestID = requestID
+	writeJSON(w, e.status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		status, buf = 500, []byte(`{"error":{"code":"internal_error","message":"Internal error."}}`)
+	}
+	buf = append(buf, '\n')
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(buf))}
+	w.WriteHeader(status)
+	w.Write(buf)
+}
+
+const maxBodyBytes = 64 << 10
+
+// decodeStrict reads one JSON object into v: unknown fields, trailing data,
+// wrong types and bodies over 64 KiB are an invalid_request naming the cause.
+// An empty body decodes as {} when emptyOK.
+func decodeStrict(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *apiError {
+	body := http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	buf, err := io.ReadAll(body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return invalidRequest("Request body must be at most %d bytes.", maxBodyBytes)
+	}
+	if err != nil {
+		return invalidRequest("Request body could not be read.")
+	}
+	return decodeStrictBytes(buf, v, emptyOK)
+}
+
+func decodeStrictBytes(buf []byte, v any, emptyOK bool) *apiError {
+	if len(strings.TrimSpace(string(buf))) == 0 {
+		if emptyOK {
+			return nil
+		}
+		return invalidRequest("Request body must be a JSON object.")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(buf)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalidRequest("Invalid JSON body: %s.", jsonProblem(err))
+	}
+	if dec.More() {
+		return invalidRequest("Invalid JSON body: unexpected data after the object.")
+	}
+	return nil
+}
+
+// jsonProblem turns a decoding error into words that name the field.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return fmt.Sprintf("field %q must be %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+	case errors.As(err, &typeErr):
+		return "the body must be a JSON object"
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("syntax error at byte %d", syntaxErr.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "the body ends too soon"
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown field " + f
+	}
+	return "the body is not valid JSON"
+}
+
+func jsonKind(kind string) string {
+	switch kind {
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "a list"
+	case "struct", "map":
+		return "an object"
+	case "bool":
+		return "true or false"
+	}
+	return "a number"
+}

@@ -1,0 +1,15 @@
+module keyhole
+
+go 1.26.8
+
+require (
+	github.com/julienschmidt/httprouter v1.3.0
+	github.com/rs/zerolog v1.35.1
+	go.etcd.io/bbolt v1.5.0
+)
+
+require (
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+	"github.com/rs/zerolog"
+)
+
+// server holds all of keyhole's state; nothing lives in package variables.
+type server struct {
+	cfg      config
+	store    *store
+	index    *keyIndex
+	limiter  *limiter
+	logs     *logWriter
+	rules    []scopeRule
+	format   keyFormat
+	envError *apiError
+	proxy    *proxy
+	now      func() time.Time
+	log      zerolog.Logger
+	router   *httprouter.Router
+	admins   adminTokens
+	throttle *failThrottle
+	demoKeys []demoKey
+	demoOrg  string
+	mutate   sync.Mutex // serializes revoke and roll, which read, then write a record
+}
+
+// ServeHTTP sends the base paths to the guarded surface and the rest to the
+// router, so a configurable base can never collide with a route.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.envForPath(r.URL.Path) != "" {
+		s.serveGuarded(w, r)
+		return
+	}
+	s.router.ServeHTTP(w, r)
+}
+
+func (s *server) routes() {
+	rt := httprouter.New()
+	rt.RedirectTrailingSlash = false
+	rt.RedirectFixedPath = false
+	rt.HandleOPTIONS = false
+	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errNotFoundPage, newRequestID())
+	})
+	rt.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errBadMethod, newRequestID())
+	})
+	rt.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		s.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panicked")
+		writeError(w, errInternal, newRequestID())
+	}
+
+	rt.HandlerFunc("GET", "/healthz", s.serveHealth)
+	rt.HandlerFunc("GET", "/readyz", s.serveReady)
+	rt.HandlerFunc("POST", "/v1/keys/verify", s.serveVerify)
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		rt.HandlerFunc(m, "/v1/auth", s.serveAuth)
+	}
+
+	const a = "/admin/v1"
+	rt.POST(a+"/orgs", s.admin(rootOnly, s.createOrg))
+	rt.GET(a+"/orgs", s.admin(anyAdmin, s.listOrgs))
+	rt.GET(a+"/orgs/:org", s.admin(orgAdmin, s.getOrg))
+	rt.POST(a+"/orgs/:org/admin-tokens", s.admin(rootOnly, s.createAdminToken))
+	rt.POST(a+"/orgs/:org/keys", s.admin(orgAdmin, s.createKey))
+	rt.GET(a+"/orgs/:org/keys", s.admin(orgAdmin, s.listKeys))
+	rt.GET(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.getKey))
+	rt.POST(a+"/orgs/:org/keys/:key/revoke", s.admin(orgAdmin, s.revokeKey))
+	rt.POST(a+"/orgs/:org/keys/:key/roll", s.admin(orgAdmin, s.rollKey))
+	rt.GET(a+"/orgs/:org/logs", s.admin(orgAdmin, s.orgLogs))
+	rt.GET(a+"/orgs/:org/usage", s.admin(orgAdmin, s.orgUsage))
+	rt.GET(a+"/logs", s.admin(rootOnly, s.serverLogs))
+	rt.GET(a+"/backup", s.admin(rootOnly, s.backup))
+	s.router = rt
+}
+
+func (s *server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]string{"status": "ok"})
+}
+
+func (s *server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.store.IsEmpty(); err != nil {
+		writeJSON(w, 503, map[string]string{"status": "db unavailable"})
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+// newRequestID is unique enough to find a request in logs; it is not a secret.
+func newRequestID() string {
+	var b [8]byte
+	v := rand.Uint64()
+	for i := range b {
+		b[i] = byte(v >> (8 * i))
+	}
+	return "req_" + hex.EncodeToString(b[:])
+}
+
+// caller is who presented an admin token.
+type caller struct {
+	root  bool
+	orgID string // for an org admin token
+}
+
+type access int
+
+const (
+	rootOnly access = iota // the root token only
+	anyAdmin               // root or any org admin
+	orgAdmin               // root, or the admin of :org (others get 404)
+)
+
+type adminHandler func(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError
+
+// admin wraps an admin endpoint: who is calling, may they, does :org exist.
+func (s *server) admin(need access, h adminHandler) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+		reqID := newRequestID()
+		hdr := w.Header()
+		hdr["X-Request-Id"] = []string{reqID}
+		hdr["Cache-Control"] = []string{"no-store"}
+		c, aerr := s.authenticate(r)
+		if aerr == nil {
+			aerr = s.authorize(c, need, p.ByName("org"))
+		}
+		if aerr == nil {
+			aerr = h(w, r, p, c)
+		}
+		if aerr != nil {
+			writeError(w, aerr, reqID)
+		}
+	}
+}
+
+func (s *server) authorize(c caller, need access, orgID string) *apiError {
+	if need == rootOnly && !c.root {
+		return errRootOnly
+	}
+	if orgID == "" {
+		return nil
+	}
+	if !c.root && c.orgID != orgID {
+		return notFound("Organization")
+	}
+	if _, err := s.store.Org(orgID); err != nil {
+		if errors.Is(err, errNotFound) {
+			return notFound("Organization")
+		}
+		s.log.Error().Err(err).Msg("loading org")
+		return errInternal
+	}
+	return nil
+}
+
+// adminTokens is the in-memory copy of the root token hash and org admin
+// token hashes; bbolt holds the durable copy.
+type adminTokens struct {
+	mu   sync.RWMutex
+	root [32]byte
+	orgs map[[32]byte]string // token hash -> org id
+}
+
+func (a *adminTokens) setRoot(hash [32]byte) {
+	a.mu.Lock()
+	a.root = hash
+	a.mu.Unlock()
+}
+
+func (a *adminTokens) addOrgToken(hash [32]byte, orgID string) {
+	a.mu.Lock()
+	if a.orgs == nil {
+		a.orgs = make(map[[32]byte]string)
+	}
+	a.orgs[hash] = orgID
+	a.mu.Unlock()
+}
+
+// lookup compares against the root hash in constant time. Org tokens are
+// found by the hash of the presented token, which reveals nothing of a
+// stored secret.
+func (a *adminTokens) lookup(token string) (caller, bool) {
+	hash := sha256.Sum256([]byte(token))
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	isRoot := subtle.ConstantTimeCompare(hash[:], a.root[:]) == 1
+	orgID, isOrg := a.orgs[hash]
+	switch {
+	case isRoot:
+		return caller{root: true}, true
+	case isOrg:
+		return caller{orgID: orgID}, true
+	}
+	return caller{}, false
+}
+
+func (s *server) authenticate(r *http.Request) (caller, *apiError) {
+	client := clientAddr(r)
+	if s.throttle.blocked(client, s.now()) {
+		return caller{}, &apiError{429, "rate_limited", "Too many failed admin token attempts. Wait a minute before retrying."}
+	}
+	auth := r.Header.Values("Authorization")
+	if len(auth) == 0 {
+		return caller{}, errMissingAuth
+	}
+	scheme, token, ok := strings.Cut(auth[0], " ")
+	if len(auth) > 1 || !ok || !strings.EqualFold(scheme, "Bearer") {
+		return caller{}, errInvalidSch
+	}
+	c, ok := s.admins.lookup(strings.TrimSpace(token))
+	if !ok {
+		s.throttle.fail(client, s.now())
+		return caller{}, errAdminToken
+	}
+	return c, nil
+}
+
+func clientAddr(r *http.Request) string {
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = host[:i]
+	}
+	return host
+}

@@ -1,0 +1,556 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+	bolt "go.etcd.io/bbolt"
+)
+
+// logEntry is one guarded request as SPEC 7 describes it. It never holds a
+// key, a query string or a body.
+type logEntry struct {
+	ID        string  `json:"id"`
+	Time      string  `json:"time"`
+	Method    string  `json:"method"`
+	Path      string  `json:"path"`
+	Status    int     `json:"status"`
+	LatencyMS float64 `json:"latency_ms"`
+	KeyID     string  `json:"key_id"`
+	OrgID     string  `json:"org_id"`
+	Env       string  `json:"env"`
+	RequestID string  `json:"request_id"`
+}
+
+// pendingEntry is a log entry waiting in memory for the next flush.
+type pendingEntry struct {
+	at      int64
+	latency time.Duration
+	method  string
+	path    string
+	status  int
+	key     *keyEntry // nil: unidentified
+	env     string
+	reqID   string
+}
+
+// usageKey names one hourly counter row.
+type usageKey struct {
+	orgID string
+	env   string
+	hour  int64 // Unix seconds at the start of the hour
+}
+
+// usageCounts are the status classes of SPEC 7: 2xx, 4xx, 429, 5xx.
+type usageCounts [4]uint64
+
+func statusClass(status int) int {
+	switch {
+	case status == 429:
+		return 2
+	case status >= 500:
+		return 3
+	case status >= 400:
+		return 1
+	}
+	return 0 // 1xx and 3xx count with 2xx: the request was served
+}
+
+const (
+	serverLog       = "_server" // the log bucket for unidentified requests
+	maxPending      = 100_000   // log entries held in memory at most
+	flushEarlyAt    = 16_384    // pending entries that wake the flusher early
+	usageRetention  = 90 * 24 * time.Hour
+	maxLoggedPath   = 1024
+	defaultLogLimit = 50
+	maxLogLimit     = 1000
+)
+
+// logWriter is the write-behind buffer: the request path appends to memory
+// under one short lock, and flush writes everything in one bbolt transaction.
+// When the disk falls behind by more than maxPending entries, new log entries
+// are dropped and counted; usage counts, rate-limit state and last-used times
+// are aggregates of bounded size and are never dropped.
+type logWriter struct {
+	mu      sync.Mutex
+	pending []pendingEntry
+	usage   map[usageKey]*usageCounts
+	touched map[*keyEntry]struct{}
+	dropped atomic.Uint64
+	kick    chan struct{}
+
+	flushMu   sync.Mutex // one flush at a time
+	lastPrune time.Time
+}
+
+func newLogWriter() *logWriter {
+	return &logWriter{
+		usage:   make(map[usageKey]*usageCounts),
+		touched: make(map[*keyEntry]struct{}),
+		kick:    make(chan struct{}, 1),
+	}
+}
+
+// record queues the log entry and usage count of one guarded request.
+func (s *server) record(method, path string, status int, start time.Time, v *verdict, reqID string) {
+	if len(path) > maxLoggedPath {
+		path = path[:maxLoggedPath]
+	}
+	e := pendingEntry{at: start.UnixNano(), latency: s.now().Sub(start), method: method,
+		path: path, status: status, key: v.key, env: s.envForPath(path), reqID: reqID}
+	if v.key != nil {
+		e.env = v.key.env
+	}
+	s.logs.add(e, start)
+}
+
+func (lw *logWriter) add(e pendingEntry, start time.Time) {
+	lw.mu.Lock()
+	if len(lw.pending) < maxPending {
+		lw.pending = append(lw.pending, e)
+	} else {
+		lw.dropped.Add(1)
+	}
+	if e.key != nil {
+		uk := usageKey{orgID: e.key.orgID, env: e.key.env, hour: start.Unix() / 3600 * 3600}
+		c := lw.usage[uk]
+		if c == nil {
+			c = new(usageCounts)
+			lw.usage[uk] = c
+		}
+		c[statusClass(e.status)]++
+		lw.touched[e.key] = struct{}{}
+	}
+	n := len(lw.pending)
+	lw.mu.Unlock()
+	if n == flushEarlyAt {
+		select {
+		case lw.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run flushes every interval and when kicked, and once more when ctx ends.
+func (s *server) runFlusher(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.logs.kick:
+		}
+		if err := s.flush(); err != nil {
+			s.log.Error().Err(err).Msg("flushing logs and counters")
+		}
+	}
+}
+
+// flush writes everything held in memory in one transaction. On failure the
+// batch is put back, so a passing disk error loses nothing.
+func (s *server) flush() error {
+	lw := s.logs
+	lw.flushMu.Lock()
+	defer lw.flushMu.Unlock()
+	lw.mu.Lock()
+	pending, usage, touched := lw.pending, lw.usage, lw.touched
+	lw.pending = make([]pendingEntry, 0, len(pending))
+	lw.usage = make(map[usageKey]*usageCounts)
+	lw.touched = make(map[*keyEntry]struct{})
+	lw.mu.Unlock()
+	buckets := s.limiter.takeDirty()
+	if len(pending) == 0 && len(usage) == 0 && len(touched) == 0 && len(buckets) == 0 {
+		return nil
+	}
+	now := s.now()
+	prune := now.Sub(lw.lastPrune) > time.Hour
+	err := s.store.db.Update(func(tx *bolt.Tx) error {
+		if err := s.writeEntries(tx, pending); err != nil {
+			return err
+		}
+		if err := writeUsage(tx, usage); err != nil {
+			return err
+		}
+		if prune {
+			if err := pruneUsage(tx, now.Add(-usageRetention)); err != nil {
+				return err
+			}
+		}
+		return writeTouched(tx, touched, buckets)
+	})
+	if err != nil {
+		lw.putBack(pending, usage, touched)
+		for id := range buckets {
+			s.limiter.redirty(id)
+		}
+		return err
+	}
+	if prune {
+		lw.lastPrune = now
+	}
+	return nil
+}
+
+func (lw *logWriter) putBack(pending []pendingEntry, usage map[usageKey]*usageCounts, touched map[*keyEntry]struct{}) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if room := maxPending - len(lw.pending); len(pending) > room {
+		lw.dropped.Add(uint64(len(pending) - max(room, 0)))
+		pending = pending[:max(room, 0)]
+	}
+	lw.pending = append(pending, lw.pending...)
+	for k, c := range usage {
+		if cur := lw.usage[k]; cur != nil {
+			for i := range c {
+				cur[i] += c[i]
+			}
+		} else {
+			lw.usage[k] = c
+		}
+	}
+	for k := range touched {
+		lw.touched[k] = struct{}{}
+	}
+}
+
+// writeEntries appends entries to each org's ring and trims it to the
+// retention; freed pages are reused, so the file stops growing.
+func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
+	logs := tx.Bucket(bucketLogs)
+	touched := map[string]*bolt.Bucket{}
+	for i := range pending {
+		e := &pending[i]
+		org := serverLog
+		if e.key != nil {
+			org = e.key.orgID
+		}
+		b := touched[org]
+		if b == nil {
+			var err error
+			if b, err = logs.CreateBucketIfNotExists([]byte(org)); err != nil {
+				return err
+			}
+			touched[org] = b
+		}
+		seq, _ := b.NextSequence()
+		buf, err := json.Marshal(e.toLog(seq))
+		if err != nil {
+			return err
+		}
+		if err := b.Put(u64(seq), buf); err != nil {
+			return err
+		}
+	}
+	for _, b := range touched {
+		if err := trimRing(b, uint64(s.cfg.logRetention)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *pendingEntry) toLog(seq uint64) logEntry {
+	le := logEntry{ID: strconv.FormatUint(seq, 10), Time: formatTime(e.at), Method: e.method,
+		Path: e.path, Status: e.status, LatencyMS: float64(e.latency.Microseconds()) / 1000,
+		Env: e.env, RequestID: e.reqID}
+	if e.key != nil {
+		le.KeyID, le.OrgID = e.key.id, e.key.orgID
+	}
+	return le
+}
+
+// trimRing deletes the oldest entries beyond keep.
+func trimRing(b *bolt.Bucket, keep uint64) error {
+	last := b.Sequence()
+	if last <= keep {
+		return nil
+	}
+	cutoff := last - keep // delete seq <= cutoff
+	var old [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= cutoff; k, _ = c.Next() {
+		old = append(old, append([]byte(nil), k...))
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func usageRowKey(k usageKey) []byte {
+	return append([]byte(k.orgID+"/"+k.env+"/"), u64(uint64(k.hour))...)
+}
+
+func writeUsage(tx *bolt.Tx, usage map[usageKey]*usageCounts) error {
+	b := tx.Bucket(bucketUsage)
+	for k, c := range usage {
+		row := usageRowKey(k)
+		var buf [32]byte
+		if old := b.Get(row); len(old) == 32 {
+			copy(buf[:], old)
+		}
+		for i := range c {
+			binary.BigEndian.PutUint64(buf[i*8:], binary.BigEndian.Uint64(buf[i*8:])+c[i])
+		}
+		if err := b.Put(row, buf[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pruneUsage(tx *bolt.Tx, before time.Time) error {
+	b := tx.Bucket(bucketUsage)
+	var old [][]byte
+	err := b.ForEach(func(k, _ []byte) error {
+		if len(k) > 8 && int64(binary.BigEndian.Uint64(k[len(k)-8:])) < before.Unix() {
+			old = append(old, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func writeTouched(tx *bolt.Tx, touched map[*keyEntry]struct{}, buckets map[string]bucketState) error {
+	lu := tx.Bucket(bucketLastUsed)
+	for k := range touched {
+		if err := lu.Put([]byte(k.id), u64(uint64(k.lastUsed.Load()))); err != nil {
+			return err
+		}
+	}
+	lb := tx.Bucket(bucketLimits)
+	for id, st := range buckets {
+		buf, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if err := lb.Put([]byte(id), buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadWrittenBehind restores last-used times and bucket states at start.
+func (s *server) loadWrittenBehind(lastUsed map[string]*atomic.Int64) error {
+	return s.store.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketLastUsed).ForEach(func(k, v []byte) error {
+			if lu := lastUsed[string(k)]; lu != nil && len(v) == 8 {
+				lu.Store(int64(binary.BigEndian.Uint64(v)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketLimits).ForEach(func(k, v []byte) error {
+			var st bucketState
+			if json.Unmarshal(v, &st) == nil {
+				s.limiter.restore(string(k), st)
+			}
+			return nil
+		})
+	})
+}
+
+// logQuery is the filters and cursor of a logs request.
+type logQuery struct {
+	limit  int
+	before uint64 // 0: from the newest
+	keyID  string
+	env    string
+	status string // "429" or a class like "4xx"
+}
+
+func parseLogQuery(r *http.Request) (logQuery, *apiError) {
+	v := r.URL.Query()
+	q := logQuery{limit: defaultLogLimit, keyID: v.Get("key_id"), env: v.Get("env"), status: v.Get("status")}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLogLimit {
+			return q, invalidRequest(`Parameter "limit" must be between 1 and %d.`, maxLogLimit)
+		}
+		q.limit = n
+	}
+	if s := v.Get("before"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return q, invalidRequest(`Parameter "before" must be a cursor from "next".`)
+		}
+		q.before = n
+	}
+	if q.env != "" && q.env != envTest && q.env != envLive {
+		return q, invalidRequest(`Parameter "env" must be "test" or "live".`)
+	}
+	if q.status != "" && !validStatusFilter(q.status) {
+		return q, invalidRequest(`Parameter "status" must be a status like 429 or a class like 4xx.`)
+	}
+	return q, nil
+}
+
+func validStatusFilter(s string) bool {
+	if len(s) != 3 || s[0] < '1' || s[0] > '5' {
+		return false
+	}
+	if s[1:] == "xx" {
+		return true
+	}
+	_, err := strconv.Atoi(s)
+	return err == nil
+}
+
+func (q *logQuery) matches(e *logEntry) bool {
+	if q.keyID != "" && e.KeyID != q.keyID || q.env != "" && e.Env != q.env {
+		return false
+	}
+	if q.status == "" {
+		return true
+	}
+	st := strconv.Itoa(e.Status)
+	if q.status[1:] == "xx" {
+		return st[0] == q.status[0]
+	}
+	return st == q.status
+}
+
+type logPage struct {
+	Entries []logEntry `json:"entries"`
+	Next    *string    `json:"next"`
+}
+
+// readLogs walks one ring newest first from the cursor.
+func (s *server) readLogs(org string, q logQuery) (logPage, error) {
+	page := logPage{Entries: []logEntry{}}
+	err := s.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLogs).Bucket([]byte(org))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		var k, v []byte
+		if q.before == 0 {
+			k, v = c.Last()
+		} else {
+			c.Seek(u64(q.before))
+			k, v = c.Prev()
+		}
+		for ; k != nil; k, v = c.Prev() {
+			var e logEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			if !q.matches(&e) {
+				continue
+			}
+			if len(page.Entries) == q.limit {
+				next := page.Entries[len(page.Entries)-1].ID
+				page.Next = &next
+				return nil
+			}
+			page.Entries = append(page.Entries, e)
+		}
+		return nil
+	})
+	return page, err
+}
+
+func (s *server) serveLogs(w http.ResponseWriter, r *http.Request, org string) *apiError {
+	q, aerr := parseLogQuery(r)
+	if aerr != nil {
+		return aerr
+	}
+	if err := s.flush(); err != nil { // so a reader sees its own requests
+		return s.internal(err, "flushing logs")
+	}
+	page, err := s.readLogs(org, q)
+	if err != nil {
+		return s.internal(err, "reading logs")
+	}
+	writeJSON(w, 200, page)
+	return nil
+}
+
+func (s *server) orgLogs(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	return s.serveLogs(w, r, p.ByName("org"))
+}
+
+func (s *server) serverLogs(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ caller) *apiError {
+	return s.serveLogs(w, r, serverLog)
+}
+
+type usageBucket struct {
+	Hour    string `json:"hour"`
+	Env     string `json:"env"`
+	OK      uint64 `json:"2xx"`
+	Client  uint64 `json:"4xx"`
+	Limited uint64 `json:"429"`
+	Server  uint64 `json:"5xx"`
+}
+
+const maxUsageHours = 90 * 24
+
+// orgUsage answers the hours that saw traffic, oldest first, test and live apart.
+func (s *server) orgUsage(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	q := r.URL.Query()
+	env := q.Get("env")
+	if env != "" && env != envTest && env != envLive {
+		return invalidRequest(`Parameter "env" must be "test" or "live".`)
+	}
+	hours := 48
+	if h := q.Get("hours"); h != "" {
+		n, err := strconv.Atoi(h)
+		if err != nil || n < 1 || n > maxUsageHours {
+			return invalidRequest(`Parameter "hours" must be between 1 and %d.`, maxUsageHours)
+		}
+		hours = n
+	}
+	if err := s.flush(); err != nil {
+		return s.internal(err, "flushing usage")
+	}
+	from := s.now().Unix()/3600*3600 - int64(hours-1)*3600
+	buckets, err := s.readUsage(p.ByName("org"), env, from)
+	if err != nil {
+		return s.internal(err, "reading usage")
+	}
+	writeJSON(w, 200, map[string][]usageBucket{"buckets": buckets})
+	return nil
+}
+
+func (s *server) readUsage(orgID, env string, from int64) ([]usageBucket, error) {
+	out := []usageBucket{}
+	err := s.store.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketUsage).Cursor()
+		for _, e := range []string{envTest, envLive} {
+			if env != "" && env != e {
+				continue
+			}
+			prefix := []byte(orgID + "/" + e + "/")
+			for k, v := c.Seek(append(prefix, u64(uint64(from))...)); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+				hour := int64(binary.BigEndian.Uint64(k[len(prefix):]))
+				out = append(out, usageBucket{Hour: time.Unix(hour, 0).UTC().Format(time.RFC3339), Env: e,
+					OK: binary.BigEndian.Uint64(v), Client: binary.BigEndian.Uint64(v[8:]),
+					Limited: binary.BigEndian.Uint64(v[16:]), Server: binary.BigEndian.Uint64(v[24:])})
+			}
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Hour < out[j].Hour })
+	return out, err
+}

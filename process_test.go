@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The tests in this file run keyhole as a real child process.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	binDir    string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// keyholeBinary builds the binary once per test run.
+func keyholeBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "keyhole-bin")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "keyhole")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			binPath = string(out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v\n%s", buildErr, binPath)
+	}
+	return binPath
+}
+
+// child is a running keyhole process.
+type child struct {
+	cmd    *exec.Cmd
+	addr   string
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	done   chan struct{}
+}
+
+func (c *child) output() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stderr.String()
+}
+
+func (c *child) url() string { return "http://" + c.addr }
+
+var listeningRE = regexp.MustCompile(`listening on http://(\S+)`)
+
+// startKeyhole runs the binary with args and waits until it listens.
+func startKeyhole(t *testing.T, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(keyholeBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "KEYHOLE_ADMIN_TOKEN=")
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			c.mu.Lock()
+			c.stderr.WriteString(line + "\n")
+			c.mu.Unlock()
+			if m := listeningRE.FindStringSubmatch(line); m != nil {
+				addr <- m[1]
+			}
+		}
+		cmd.Wait()
+		close(c.done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-c.done
+	})
+	select {
+	case c.addr = <-addr:
+		return c
+	case <-c.done:
+		t.Fatalf("keyhole exited before listening:\n%s", c.output())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("keyhole did not listen within 30s:\n%s", c.output())
+	}
+	return nil
+}
+
+// stop sends sig and waits for the process to end.
+func (c *child) stop(t *testing.T, sig os.Signal) {
+	t.Helper()
+	c.cmd.Process.Signal(sig)
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("keyhole did not exit after %v", sig)
+	}
+}
+
+// TestReadmeWalkthrough runs the README's walkthrough block with bash against
+// a real keyhole, so every curl in it works as written.
+func TestReadmeWalkthrough(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			integrationMissing(t, tool+" is not installed")
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- walkthrough -->\n```sh\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no walkthrough block")
+	}
+	db := filepath.Join(t.TempDir(), "walkthrough.db")
+	c := startKeyhole(t, "--db", db, "--admin-token", "kh_admin_0123456789abcdef0123456789abcdef")
+	script := "set -euo pipefail\n" + strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url())
+	script = strings.ReplaceAll(script, "/tmp/keyhole-backup.db", filepath.Join(t.TempDir(), "backup.db"))
+	cmd := exec.Command("bash", "-c", script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walkthrough failed: %v\n%s\nserver:\n%s", err, out, c.output())
+	}
+	for _, want := range []string{`"environment_mismatch"`, `"valid":true`, `"invalid_or_revoked"`, "Ratelimit-Policy"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("walkthrough output lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+// integrationMissing skips when a real component is absent, or fails when
+// KEYHOLE_REQUIRE_INTEGRATION=1 says it must be there.
+func integrationMissing(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("KEYHOLE_REQUIRE_INTEGRATION") == "1" {
+		t.Fatalf("%s, and KEYHOLE_REQUIRE_INTEGRATION=1", why)
+	}
+	t.Skipf("skipping: %s (set KEYHOLE_REQUIRE_INTEGRATION=1 to make this a failure)", why)
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// scopeRule says that requests with Method to paths matching Path need Scope.
+// In Path, "*" matches one segment; a final "*" matches one or more.
+type scopeRule struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Scope  string `json:"scope"`
+
+	segments []string
+}
+
+const maxRulesFile = 1 << 20
+
+func loadRules(path string) ([]scopeRule, error) {
+	if path == "" {
+		return nil, nil
+	}
+	buf, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	rules, err := parseRules(buf)
+	if err != nil {
+		return nil, fmt.Errorf("rules %s: %w", path, err)
+	}
+	return rules, nil
+}
+
+func parseRules(buf []byte) ([]scopeRule, error) {
+	if len(buf) > maxRulesFile {
+		return nil, fmt.Errorf("file is larger than %d bytes", maxRulesFile)
+	}
+	dec := json.NewDecoder(bytes.NewReader(buf))
+	dec.DisallowUnknownFields()
+	var rules []scopeRule
+	if err := dec.Decode(&rules); err != nil {
+		return nil, fmt.Errorf("want a JSON list of {\"method\",\"path\",\"scope\"}: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("unexpected data after the list")
+	}
+	for i := range rules {
+		r := &rules[i]
+		r.Method = strings.ToUpper(r.Method)
+		switch {
+		case r.Method != "" && r.Method != "*" && !isToken(r.Method):
+			return nil, fmt.Errorf("rule %d: method %q is not an HTTP method", i, r.Method)
+		case !strings.HasPrefix(r.Path, "/"):
+			return nil, fmt.Errorf("rule %d: path %q must start with /", i, r.Path)
+		case !validScope(r.Scope) || r.Scope == "*":
+			return nil, fmt.Errorf("rule %d: scope %q is not a scope like sms:send", i, r.Scope)
+		}
+		r.segments = strings.Split(r.Path, "/")
+	}
+	return rules, nil
+}
+
+// requiredScope returns the scope of the first rule that matches, or "".
+func requiredScope(rules []scopeRule, method, path string) string {
+	for i := range rules {
+		if rules[i].matches(method, path) {
+			return rules[i].Scope
+		}
+	}
+	return ""
+}
+
+func (r *scopeRule) matches(method, path string) bool {
+	if r.Method != "" && r.Method != "*" && r.Method != method {
+		return false
+	}
+	rest := path
+	for i, seg := range r.segments {
+		part, after, more := strings.Cut(rest, "/")
+		last := i == len(r.segments)-1
+		switch {
+		case seg == "*" && last:
+			return part != ""
+		case seg == "*" && part == "", seg != "*" && seg != part:
+			return false
+		case last:
+			return !more
+		case !more:
+			return false
+		}
+		rest = after
+	}
+	return false
+}
+
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// validScope accepts printable ASCII without spaces or commas, up to 100
+// bytes: commas separate scopes in X-Keyhole-Scopes.
+func validScope(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == ',' || c == '"' {
+			return false
+		}
+	}
+	return true
+}
