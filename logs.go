@@ -224,16 +224,23 @@ func (lw *logWriter) putBack(pending []pendingEntry, usage map[usageKey]*usageCo
 }
 
 // writeEntries appends entries to each org's ring and trims it to the
-// retention; freed pages are reused, so the file stops growing.
+// retention; freed pages are reused, so the file stops growing. Entries that
+// would be trimmed in the same transaction only advance the sequence: bbolt
+// deletes from an unsplit node in O(n), which made large batches quadratic.
 func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
 	logs := tx.Bucket(bucketLogs)
+	keep := s.cfg.logRetention
+	skip := map[string]int{}
+	for i := range pending {
+		skip[pending[i].logName()]++
+	}
+	for org, n := range skip {
+		skip[org] = max(n-keep, 0)
+	}
 	touched := map[string]*bolt.Bucket{}
 	for i := range pending {
 		e := &pending[i]
-		org := serverLog
-		if e.key != nil {
-			org = e.key.orgID
-		}
+		org := e.logName()
 		b := touched[org]
 		if b == nil {
 			var err error
@@ -243,6 +250,10 @@ func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
 			touched[org] = b
 		}
 		seq, _ := b.NextSequence()
+		if skip[org] > 0 {
+			skip[org]--
+			continue
+		}
 		buf, err := json.Marshal(e.toLog(seq))
 		if err != nil {
 			return err
@@ -252,11 +263,18 @@ func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
 		}
 	}
 	for _, b := range touched {
-		if err := trimRing(b, uint64(s.cfg.logRetention)); err != nil {
+		if err := trimRing(b, uint64(keep)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (e *pendingEntry) logName() string {
+	if e.key != nil {
+		return e.key.orgID
+	}
+	return serverLog
 }
 
 func (e *pendingEntry) toLog(seq uint64) logEntry {
@@ -551,6 +569,8 @@ func (s *server) readUsage(orgID, env string, from int64) ([]usageBucket, error)
 		}
 		return nil
 	})
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Hour < out[j].Hour })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Hour < out[j].Hour || out[i].Hour == out[j].Hour && out[i].Env < out[j].Env
+	})
 	return out, err
 }

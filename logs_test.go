@@ -1,0 +1,327 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type logsAnswer struct {
+	Entries []logEntry `json:"entries"`
+	Next    *string    `json:"next"`
+}
+
+func (te *testEnv) logs(query string) logsAnswer {
+	te.t.Helper()
+	r := te.root("GET", query, "")
+	mustStatus(te.t, "logs "+query, r, 200)
+	var a logsAnswer
+	if err := json.Unmarshal(r.body, &a); err != nil {
+		te.t.Fatal(err)
+	}
+	return a
+}
+
+func TestLogRingRetention(t *testing.T) {
+	te := newTestEnv(t, func(c *config) { c.logRetention = 5 })
+	org := te.createOrg("acme")
+	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1000,"window":"1m"}]}`)
+	for i := 0; i < 12; i++ {
+		te.do("GET", fmt.Sprintf("/api/v1/prod/whoami?n=%d&secret=x", i), "", bearer(key)...)
+		if i == 6 {
+			te.s.flush() // the ring trims across flushes too
+		}
+	}
+	a := te.logs("/orgs/" + org + "/logs?limit=100")
+	if len(a.Entries) != 5 || a.Next != nil {
+		t.Fatalf("ring holds %d entries, next %v; want the newest 5 and no cursor", len(a.Entries), a.Next)
+	}
+	for i, e := range a.Entries {
+		if e.ID != fmt.Sprint(12-i) {
+			t.Errorf("entry %d id = %s; want %d (newest first)", i, e.ID, 12-i)
+		}
+		if e.Path != "/api/v1/prod/whoami" {
+			t.Errorf("logged path %q; want no query string", e.Path)
+		}
+	}
+}
+
+// TestLogFiltersAndPaging walks every page with the cursor for each filter.
+func TestLogFiltersAndPaging(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	liveID, live := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":3,"window":"1m"}]}`)
+	testID, test := te.createKey(org, `{"name":"t","env":"test"}`)
+	for i := 0; i < 5; i++ {
+		te.whoami(envLive, live) // 3 × 200, 2 × 429
+	}
+	te.whoami(envTest, test)       // 200
+	te.whoami(envLive, test)       // 401 mismatch
+	te.do("GET", "/api/v1/prod/x", "") // unidentified: server log only
+
+	tests := []struct {
+		query string
+		want  int
+	}{
+		{"", 7},
+		{"key_id=" + liveID, 5},
+		{"key_id=" + testID, 2},
+		{"env=live", 5},
+		{"env=test", 2},
+		{"status=429", 2},
+		{"status=4xx", 3},
+		{"status=2xx", 4},
+		{"status=200&env=test", 1},
+	}
+	for _, tt := range tests {
+		var all []logEntry
+		seen := map[string]bool{}
+		cursor := ""
+		for pages := 0; ; pages++ {
+			a := te.logs("/orgs/" + org + "/logs?limit=2&" + tt.query + cursor)
+			for _, e := range a.Entries {
+				if seen[e.ID] {
+					t.Fatalf("%s: entry %s on two pages", tt.query, e.ID)
+				}
+				seen[e.ID] = true
+			}
+			all = append(all, a.Entries...)
+			if a.Next == nil || pages > 10 {
+				break
+			}
+			cursor = "&before=" + *a.Next
+		}
+		if len(all) != tt.want {
+			t.Errorf("logs?%s: %d entries; want %d", tt.query, len(all), tt.want)
+		}
+		for i := 1; i < len(all); i++ {
+			if all[i].Time > all[i-1].Time || all[i].ID >= all[i-1].ID && len(all[i].ID) >= len(all[i-1].ID) {
+				t.Errorf("logs?%s not newest first: %s after %s", tt.query, all[i].ID, all[i-1].ID)
+			}
+		}
+	}
+	server := te.logs("/logs")
+	if len(server.Entries) != 1 || server.Entries[0].KeyID != "" || server.Entries[0].Status != 401 {
+		t.Fatalf("server log = %+v; want the one unidentified request", server.Entries)
+	}
+	e := te.logs("/orgs/" + org + "/logs?limit=1").Entries[0]
+	if e.KeyID != testID || e.OrgID != org || e.Env != envTest || e.Status != 401 || e.Method != "GET" ||
+		!strings.HasPrefix(e.RequestID, "req_") || !strings.HasSuffix(e.Time, "Z") || len(e.Time) != len("2026-11-24T20:30:00.000Z") {
+		t.Fatalf("newest entry = %+v; want every SPEC 7 field", e)
+	}
+	for _, bad := range []string{"limit=0", "limit=5000", "before=abc", "env=prod", "status=abc"} {
+		if r := te.root("GET", "/orgs/"+org+"/logs?"+bad, ""); r.status != 400 {
+			t.Errorf("logs?%s = %d; want 400", bad, r.status)
+		}
+	}
+}
+
+func TestUsageAndLastUsed(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	liveID, live := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":2,"window":"1m"}]}`)
+	_, test := te.createKey(org, `{"name":"t","env":"test"}`)
+	if r := te.root("GET", "/orgs/"+org+"/keys/"+liveID, "").json(t); r["last_used_at"] != nil {
+		t.Fatalf("unused key has last_used_at %v", r["last_used_at"])
+	}
+	te.whoami(envLive, live)
+	te.whoami(envLive, live)
+	te.whoami(envLive, live) // 429
+	te.whoami(envTest, live) // 401
+	te.whoami(envTest, test)
+	te.clock.Advance(time.Hour)
+	te.whoami(envTest, test)
+	te.restart()
+
+	r := te.root("GET", "/orgs/"+org+"/usage?hours=48", "")
+	mustStatus(t, "usage", r, 200)
+	var usage struct {
+		Buckets []map[string]any `json:"buckets"`
+	}
+	json.Unmarshal(r.body, &usage)
+	want := []string{
+		"2026-11-24T20:00:00Z live 2 1 1 0",
+		"2026-11-24T20:00:00Z test 1 0 0 0",
+		"2026-11-24T21:00:00Z test 1 0 0 0",
+	}
+	if len(usage.Buckets) != len(want) {
+		t.Fatalf("usage = %s; want %d buckets", r.body, len(want))
+	}
+	for i, b := range usage.Buckets {
+		got := fmt.Sprintf("%s %s %v %v %v %v", b["hour"], b["env"], b["2xx"], b["4xx"], b["429"], b["5xx"])
+		if got != want[i] {
+			t.Errorf("bucket %d = %s; want %s", i, got, want[i])
+		}
+	}
+	liveOnly := te.root("GET", "/orgs/"+org+"/usage?env=live", "")
+	if strings.Contains(string(liveOnly.body), `"test"`) {
+		t.Errorf("usage?env=live shows test traffic: %s", liveOnly.body)
+	}
+	rec := te.root("GET", "/orgs/"+org+"/keys/"+liveID, "").json(t)
+	if rec["last_used_at"] != "2026-11-24T20:30:00.000Z" {
+		t.Fatalf("last_used_at after restart = %v; want the time of its last request", rec["last_used_at"])
+	}
+	for _, bad := range []string{"hours=0", "hours=99999", "env=x"} {
+		if r := te.root("GET", "/orgs/"+org+"/usage?"+bad, ""); r.status != 400 {
+			t.Errorf("usage?%s = %d; want 400", bad, r.status)
+		}
+	}
+}
+
+// TestPendingIsBounded: when the disk falls behind, log entries beyond the
+// bound are dropped and counted, and usage still counts every request.
+func TestPendingIsBounded(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	_, key := te.createKey(org, `{"name":"k","env":"live"}`)
+	p, _ := te.s.format.parse(key)
+	k := te.s.index.find(p)
+	start := te.clock.Now()
+	for i := 0; i < maxPending+10; i++ {
+		te.s.logs.add(pendingEntry{at: start.UnixNano(), method: "GET", path: "/api/v1/prod/x", status: 200, key: k, env: envLive}, start)
+	}
+	if n := len(te.s.logs.pending); n != maxPending {
+		t.Fatalf("pending = %d; want the bound %d", n, maxPending)
+	}
+	if d := te.s.logs.dropped.Load(); d != 10 {
+		t.Fatalf("dropped = %d; want 10", d)
+	}
+	if err := te.s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	buckets, _ := te.s.readUsage(org, envLive, 0)
+	if len(buckets) != 1 || buckets[0].OK != maxPending+10 {
+		t.Fatalf("usage = %+v; want every request counted", buckets)
+	}
+}
+
+// TestSIGTERMLosesNothing: with a flush interval far away, every request's
+// entry is written by the shutdown flush.
+func TestSIGTERMLosesNothing(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "k.db")
+	token := "kh_admin_" + strings.Repeat("5", 32)
+	c := startKeyhole(t, "--db", db, "--admin-token", token, "--flush-interval", "1h", "--rate-limits", "1000/1m")
+	org, key := childOrgAndKey(t, c, token)
+	const n = 50
+	for i := 0; i < n; i++ {
+		if st := childGet(t, c.url()+"/api/v1/prod/whoami", key); st != 200 {
+			t.Fatalf("request %d = %d", i, st)
+		}
+	}
+	c.stop(t, syscall.SIGTERM)
+	c2 := startKeyhole(t, "--db", db, "--admin-token", token)
+	entries := childLogs(t, c2, token, org)
+	if len(entries) != n {
+		t.Fatalf("after SIGTERM the log holds %d entries; want %d", len(entries), n)
+	}
+}
+
+// TestSIGKILLKeepsFlushed: whatever was flushed before a SIGKILL is there
+// after it, and so is every key and revocation.
+func TestSIGKILLKeepsFlushed(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "k.db")
+	token := "kh_admin_" + strings.Repeat("6", 32)
+	c := startKeyhole(t, "--db", db, "--admin-token", token, "--flush-interval", "50ms", "--rate-limits", "1000/1m")
+	org, key := childOrgAndKey(t, c, token)
+	for i := 0; i < 30; i++ {
+		childGet(t, c.url()+"/api/v1/prod/whoami", key)
+	}
+	flushed := childLogs(t, c, token, org) // reading logs flushes first
+	_, revoked := childCreateKey(t, c, token, org, true)
+	for i := 0; i < 30; i++ {
+		childGet(t, c.url()+"/api/v1/prod/whoami", key)
+	}
+	c.stop(t, syscall.SIGKILL)
+
+	c2 := startKeyhole(t, "--db", db, "--admin-token", token)
+	after := map[string]bool{}
+	for _, e := range childLogs(t, c2, token, org) {
+		after[e.RequestID] = true
+	}
+	for _, e := range flushed {
+		if !after[e.RequestID] {
+			t.Fatalf("entry %s flushed before SIGKILL is gone", e.RequestID)
+		}
+	}
+	if st := childGet(t, c2.url()+"/api/v1/prod/whoami", key); st != 200 {
+		t.Fatalf("key after SIGKILL = %d; want 200", st)
+	}
+	if st := childGet(t, c2.url()+"/api/v1/prod/whoami", revoked); st != 401 {
+		t.Fatalf("revoked key after SIGKILL = %d; want 401", st)
+	}
+}
+
+func childRequest(t *testing.T, method, url, token, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func childGet(t *testing.T, url, key string) int {
+	t.Helper()
+	st, _ := childRequest(t, "GET", url, key, "")
+	return st
+}
+
+func childOrgAndKey(t *testing.T, c *child, token string) (org, key string) {
+	t.Helper()
+	st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs", token, `{"name":"acme"}`)
+	if st != 201 {
+		t.Fatalf("create org = %d %s", st, body)
+	}
+	var o struct{ ID string }
+	json.Unmarshal(body, &o)
+	_, key = childCreateKey(t, c, token, o.ID, false)
+	return o.ID, key
+}
+
+// childCreateKey creates a live key, and revokes it when revoke is set.
+func childCreateKey(t *testing.T, c *child, token, org string, revoke bool) (id, key string) {
+	t.Helper()
+	st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs/"+org+"/keys", token, `{"name":"k","env":"live"}`)
+	if st != 201 {
+		t.Fatalf("create key = %d %s", st, body)
+	}
+	var k struct{ ID, Key string }
+	json.Unmarshal(body, &k)
+	if revoke {
+		if st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs/"+org+"/keys/"+k.ID+"/revoke", token, ""); st != 200 {
+			t.Fatalf("revoke = %d %s", st, body)
+		}
+	}
+	return k.ID, k.Key
+}
+
+func childLogs(t *testing.T, c *child, token, org string) []logEntry {
+	t.Helper()
+	var all []logEntry
+	cursor := ""
+	for {
+		st, body := childRequest(t, "GET", c.url()+"/admin/v1/orgs/"+org+"/logs?limit=1000"+cursor, token, "")
+		if st != 200 {
+			t.Fatalf("logs = %d %s", st, body)
+		}
+		var a logsAnswer
+		json.Unmarshal(body, &a)
+		all = append(all, a.Entries...)
+		if a.Next == nil {
+			return all
+		}
+		cursor = "&before=" + *a.Next
+	}
+}
