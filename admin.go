@@ -146,7 +146,7 @@ func (s *server) viewKey(k keyRecord) keyView {
 		limits = s.cfg.rateLimits
 	}
 	var lastUsed int64
-	if e := s.index.byID(k.Prefix, k.ID); e != nil {
+	if e := s.index.get(k.Prefix, k.ID); e != nil {
 		lastUsed = e.lastUsed.Load()
 	}
 	return keyView{ID: k.ID, OrgID: k.OrgID, Name: k.Name, Env: k.Env, Prefix: k.Prefix,
@@ -213,6 +213,9 @@ func (s *server) validateNewKey(req createKeyRequest, orgID string) (keyRecord, 
 		if err != nil {
 			return rec, invalidRequest(`Field "expires_at" must be an RFC 3339 time like 2030-01-02T15:04:05Z.`)
 		}
+		if !time.Unix(0, t.UnixNano()).Equal(t) { // past 2262 the nanoseconds wrap around
+			return rec, invalidRequest(`Field "expires_at" must be before 2262-04-11.`)
+		}
 		if !t.After(s.now()) {
 			return rec, invalidRequest(`Field "expires_at" must be in the future.`)
 		}
@@ -236,10 +239,10 @@ func (s *server) issueKey(rec *keyRecord) (string, error) {
 	rec.Prefix = lookup
 	rec.Hash = hashKey(key)
 	rec.CreatedAt = s.now().UnixNano()
-	if err := s.store.PutKey(*rec); err != nil {
+	if err := s.store.PutKey(rec); err != nil {
 		return "", err
 	}
-	s.index.put(newKeyEntry(*rec, nil))
+	s.index.add(rec)
 	return key, nil
 }
 
@@ -307,24 +310,13 @@ func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.
 	}
 	if k.RevokedAt == 0 {
 		k.RevokedAt = s.now().UnixNano()
-		if err := s.store.PutKey(k); err != nil {
+		if err := s.store.PutKey(&k); err != nil {
 			return s.internal(err, "revoking key")
 		}
-		s.replaceEntry(k)
+		s.index.update(&k)
 	}
 	writeJSON(w, 200, s.viewKey(k))
 	return nil
-}
-
-// replaceEntry swaps the hot-path entry for an updated record, keeping its
-// last-used time.
-func (s *server) replaceEntry(k keyRecord) {
-	var lastUsed = s.index.byID(k.Prefix, k.ID)
-	if lastUsed != nil {
-		s.index.put(newKeyEntry(k, lastUsed.lastUsed))
-		return
-	}
-	s.index.put(newKeyEntry(k, nil))
 }
 
 type rollRequest struct {
@@ -376,11 +368,11 @@ func (s *server) issueRolled(old keyRecord, now time.Time) (string, keyRecord, e
 	fresh := keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
 		Prefix: lookup, Hash: hashKey(key), Scopes: old.Scopes, RateLimits: old.RateLimits,
 		CreatedAt: now.UnixNano()}
-	if err := s.store.PutKeys(fresh, old); err != nil {
+	if err := s.store.PutKeys(&fresh, &old); err != nil {
 		return "", fresh, err
 	}
-	s.index.put(newKeyEntry(fresh, nil))
-	s.replaceEntry(old)
+	s.index.add(&fresh)
+	s.index.update(&old)
 	return key, fresh, nil
 }
 

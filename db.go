@@ -8,9 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // The bbolt layout. Every record is JSON unless noted; times are Unix
@@ -25,6 +27,9 @@ import (
 //	  <tokenID>        -> tokenRecord (org admin tokens; hash only)
 //	keys/
 //	  <orgID>/<keyID>  -> keyRecord (hash only, never the key)
+//	keyrows/
+//	  <seq uint64 BE>  -> hotRow, binary: what the in-memory index needs of
+//	                      a key, in creation order, read at start
 //	lastused/
 //	  <keyID>          -> uint64 BE Unix nanoseconds (written behind)
 //	buckets/
@@ -38,6 +43,7 @@ var (
 	bucketOrgs     = []byte("orgs")
 	bucketTokens   = []byte("tokens")
 	bucketKeys     = []byte("keys")
+	bucketKeyRows  = []byte("keyrows")
 	bucketLastUsed = []byte("lastused")
 	bucketLimits   = []byte("buckets")
 	bucketLogs     = []byte("logs")
@@ -46,7 +52,7 @@ var (
 	metaVersion   = []byte("version")
 	metaRootToken = []byte("root_token_hash")
 
-	allBuckets = [][]byte{bucketMeta, bucketOrgs, bucketTokens, bucketKeys,
+	allBuckets = [][]byte{bucketMeta, bucketOrgs, bucketTokens, bucketKeys, bucketKeyRows,
 		bucketLastUsed, bucketLimits, bucketLogs, bucketUsage}
 )
 
@@ -82,6 +88,7 @@ type keyRecord struct {
 	CreatedAt  int64       `json:"created_at"`
 	ExpiresAt  int64       `json:"expires_at,omitempty"`
 	RevokedAt  int64       `json:"revoked_at,omitempty"`
+	Row        uint64      `json:"row"` // its key in keyrows
 }
 
 // store is keyhole's bbolt file. Methods that write return only after the
@@ -260,28 +267,49 @@ func (s *store) Tokens() ([]tokenRecord, error) {
 
 func keyPath(orgID, keyID string) string { return orgID + "/" + keyID }
 
-func (s *store) PutKey(k keyRecord) error { return s.put(bucketKeys, keyPath(k.OrgID, k.ID), k) }
+// PutKey writes a key record and its row in one group-committed
+// transaction. A new record (Row 0) gets its row number here.
+func (s *store) PutKey(k *keyRecord) error { return s.PutKeys(k) }
 
-// PutKeys writes several key records in one transaction (roll: new key and
-// the old one's new expiry commit together).
-func (s *store) PutKeys(keys ...keyRecord) error {
-	bufs := make([][]byte, len(keys))
+// PutKeys writes several key records in one transaction (roll: the new key
+// and the old one's new expiry commit together).
+func (s *store) PutKeys(keys ...*keyRecord) error {
+	rows := make([]uint64, len(keys))
 	for i, k := range keys {
-		buf, err := json.Marshal(k)
-		if err != nil {
-			return err
-		}
-		bufs[i] = buf
+		rows[i] = k.Row
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKeys)
+	err := s.db.Batch(func(tx *bolt.Tx) error {
 		for i, k := range keys {
-			if err := b.Put([]byte(keyPath(k.OrgID, k.ID)), bufs[i]); err != nil {
+			k.Row = rows[i] // a retried batch starts over
+			if err := putKeyTx(tx, k); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	return err
+}
+
+// putKeyTx writes the record and its row; rows are appended in creation
+// order, so their pages fill up (FillPercent) and a start reads them densely.
+func putKeyTx(tx *bolt.Tx, k *keyRecord) error {
+	rows := tx.Bucket(bucketKeyRows)
+	if k.Row == 0 {
+		rows.FillPercent = 0.95
+		seq, err := rows.NextSequence()
+		if err != nil {
+			return err
+		}
+		k.Row = seq
+	}
+	buf, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketKeys).Put([]byte(keyPath(k.OrgID, k.ID)), buf); err != nil {
+		return err
+	}
+	return rows.Put(u64(k.Row), appendHotRow(nil, k))
 }
 
 func (s *store) Key(orgID, keyID string) (keyRecord, error) {
@@ -307,18 +335,114 @@ func (s *store) OrgKeys(orgID string) ([]keyRecord, error) {
 	return keys, err
 }
 
-// EachKey calls fn for every key record; it is how the in-memory index is
-// built at start.
-func (s *store) EachKey(fn func(keyRecord) error) error {
+// EachKeyRow calls fn for every key's row, in creation order: it is how the
+// in-memory index is built at start. fn must not keep the row's strings'
+// bytes beyond the call unless it copies them.
+func (s *store) EachKeyRow(fn func(*hotRow) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
-			var rec keyRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return err
+		var row hotRow
+		return tx.Bucket(bucketKeyRows).ForEach(func(k, v []byte) error {
+			if err := row.decode(v); err != nil {
+				return fmt.Errorf("key row %d: %w", binary.BigEndian.Uint64(k), err)
 			}
-			return fn(rec)
+			return fn(&row)
 		})
 	})
+}
+
+// DropMappedPages tells the kernel this process no longer needs the db
+// file's pages mapped: a start reads every key row once, and without this
+// those pages (and, by fault-around, their neighbours) stay in the resident
+// set. They stay in the page cache and are mapped again when read.
+func (s *store) DropMappedPages() error {
+	st, err := os.Stat(s.db.Path())
+	if err != nil {
+		return err
+	}
+	data := s.db.Info().Data
+	size := uintptr(st.Size()) &^ uintptr(os.Getpagesize()-1)
+	if data == 0 || size == 0 {
+		return nil
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, data, size, unix.MADV_DONTNEED); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// HasLastUsed reports whether any last-used time was ever written.
+func (s *store) HasLastUsed() (has bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketLastUsed).Cursor().First()
+		has = k != nil
+		return nil
+	})
+	return has, err
+}
+
+// KeyCount is the number of keys ever created, revoked ones included.
+func (s *store) KeyCount() (n uint64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketKeyRows).Sequence()
+		return nil
+	})
+	return n, err
+}
+
+// hotRow is what the in-memory index needs of a key.
+type hotRow struct {
+	env       byte // 1: live
+	hash      [32]byte
+	expiresAt int64
+	revokedAt int64
+	id        []byte
+	orgID     []byte
+	prefix    []byte
+	scopes    []byte // joined with ","
+	limits    []byte // limitsSignature, "" for the server default
+}
+
+const hotRowVersion = 1
+
+func appendHotRow(b []byte, k *keyRecord) []byte {
+	env := byte(0)
+	if k.Env == envLive {
+		env = 1
+	}
+	b = append(b, hotRowVersion, env)
+	b = append(b, k.Hash[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(k.ExpiresAt))
+	b = binary.BigEndian.AppendUint64(b, uint64(k.RevokedAt))
+	limits := ""
+	if k.RateLimits != nil {
+		limits = limitsSignature(k.RateLimits)
+	}
+	for _, str := range []string{k.ID, k.OrgID, k.Prefix, strings.Join(k.Scopes, ","), limits} {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(str)))
+		b = append(b, str...)
+	}
+	return b
+}
+
+var errBadRow = errors.New("malformed key row")
+
+func (r *hotRow) decode(b []byte) error {
+	if len(b) < 50 || b[0] != hotRowVersion {
+		return errBadRow
+	}
+	r.env = b[1]
+	copy(r.hash[:], b[2:34])
+	r.expiresAt = int64(binary.BigEndian.Uint64(b[34:]))
+	r.revokedAt = int64(binary.BigEndian.Uint64(b[42:]))
+	b = b[50:]
+	for _, dst := range []*[]byte{&r.id, &r.orgID, &r.prefix, &r.scopes, &r.limits} {
+		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
+			return errBadRow
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		*dst, b = b[2:2+n], b[2+n:]
+	}
+	return nil
 }
 
 // WriteTo streams a consistent copy of the whole db file.

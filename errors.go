@@ -100,7 +100,7 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *
 }
 
 func decodeStrictBytes(buf []byte, v any, emptyOK bool) *apiError {
-	if len(strings.TrimSpace(string(buf))) == 0 {
+	if strings.Trim(string(buf), " \t\r\n") == "" { // JSON's whitespace, not TrimSpace's
 		if emptyOK {
 			return nil
 		}
@@ -111,7 +111,8 @@ func decodeStrictBytes(buf []byte, v any, emptyOK bool) *apiError {
 	if err := dec.Decode(v); err != nil {
 		return invalidRequest("Invalid JSON body: %s.", jsonProblem(err))
 	}
-	if dec.More() {
+	// Not dec.More(): it is false before a stray '}' or ']', so "{}}" passed.
+	if _, err := dec.Token(); err != io.EOF {
 		return invalidRequest("Invalid JSON body: unexpected data after the object.")
 	}
 	return nil

@@ -2,8 +2,10 @@ package main
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -63,13 +65,13 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 		return verdict{err: malformedError(err.Error())}
 	}
 	k := s.index.find(p)
-	if k == nil || k.revokedAt != 0 {
+	if k == nil || k.revokedAt.Load() != 0 {
 		return verdict{err: errInvalidKey}
 	}
 	v.key = k
 	nowNano := now.UnixNano()
 	switch {
-	case k.expiresAt != 0 && nowNano >= k.expiresAt:
+	case k.expiresAt.Load() != 0 && nowNano >= k.expiresAt.Load():
 		v.err = errExpired
 	case wantEnv != "" && k.env != wantEnv:
 		v.err = s.envError
@@ -87,11 +89,11 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 	return v
 }
 
-func (s *server) limitsFor(k *keyEntry) []rateLimit {
+func (s *server) limitsFor(k *keyEntry) *limitSet {
 	if k.limits != nil {
 		return k.limits
 	}
-	return s.cfg.rateLimits
+	return s.defaultLimits
 }
 
 // checkRequest verifies the key presented on r for method and path.
@@ -121,45 +123,64 @@ func isCanonicalPath(path string) bool {
 }
 
 // setRateLimitHeaders writes the headers of SPEC 4 for an identified key.
+// The per-request values share one allocation; the rest is precomputed.
 func setRateLimitHeaders(h http.Header, d *decision) {
-	r := d.limits[d.tightest]
-	h["X-Ratelimit-Limit"] = []string{strconv.FormatInt(r.Limit, 10)}
-	h["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(d.remaining, 10)}
-	h["X-Ratelimit-Reset"] = []string{strconv.FormatInt(d.reset, 10)}
-	h["Ratelimit-Policy"] = []string{policyHeader(d.limits)}
-	h["Ratelimit"] = []string{`"` + r.Window + `";r=` + strconv.FormatInt(d.remaining, 10) +
-		";t=" + strconv.FormatInt(d.reset, 10)}
+	i := d.tightest
+	vals := make([]string, 4)
+	vals[0] = strconv.FormatInt(d.remaining, 10)
+	vals[1] = strconv.FormatInt(d.reset, 10)
+	vals[2] = `"` + d.limits[i].Window + `";r=` + vals[0] + ";t=" + vals[1]
+	h["X-Ratelimit-Limit"] = d.set.limitValue[i]
+	h["X-Ratelimit-Remaining"] = vals[0:1:1]
+	h["X-Ratelimit-Reset"] = vals[1:2:2]
+	h["Ratelimit-Policy"] = d.set.policy
+	h["Ratelimit"] = vals[2:3:3]
 	if !d.allowed {
-		h["Retry-After"] = []string{strconv.FormatInt(d.retryAfter, 10)}
+		vals[3] = strconv.FormatInt(d.retryAfter, 10)
+		h["Retry-After"] = vals[3:4:4]
 	}
-}
-
-func policyHeader(limits []rateLimit) string {
-	var b strings.Builder
-	for i, r := range limits {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(`"` + r.Window + `";q=` + strconv.FormatInt(r.Limit, 10) + ";w=" + strconv.FormatInt(r.seconds(), 10))
-	}
-	return b.String()
 }
 
 // identityHeaders are what keyhole tells the upstream about the caller.
 var identityHeaders = []string{"X-Keyhole-Org", "X-Keyhole-Key-Id", "X-Keyhole-Env", "X-Keyhole-Scopes"}
 
 func setIdentityHeaders(h http.Header, k *keyEntry) {
-	h["X-Keyhole-Org"] = []string{k.orgID}
-	h["X-Keyhole-Key-Id"] = []string{k.id}
-	h["X-Keyhole-Env"] = []string{k.env}
-	h["X-Keyhole-Scopes"] = []string{strings.Join(k.scopes, ",")}
+	vals := make([]string, 3)
+	vals[0], vals[1], vals[2] = k.orgID, k.keyID(), k.env
+	h["X-Keyhole-Org"] = vals[0:1:1]
+	h["X-Keyhole-Key-Id"] = vals[1:2:2]
+	h["X-Keyhole-Env"] = vals[2:3:3]
+	h["X-Keyhole-Scopes"] = k.scopes.header
 }
 
-type whoamiBody struct {
-	KeyID  string   `json:"key_id"`
-	OrgID  string   `json:"org_id"`
-	Env    string   `json:"env"`
-	Scopes []string `json:"scopes"`
+var (
+	jsonContentType = []string{"application/json"}
+	bufPool         = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+)
+
+// writeWhoami writes {"key_id","org_id","env","scopes"} by hand from a
+// pooled buffer: it is the hot path's whole body.
+func writeWhoami(w http.ResponseWriter, k *keyEntry) {
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], `{"key_id":"`...)
+	b = appendKeyID(b, k.id)
+	b = append(b, `","org_id":"`...)
+	b = append(b, k.orgID...)
+	b = append(b, `","env":"`...)
+	b = append(b, k.env...)
+	b = append(b, `","scopes":[`...)
+	for i, sc := range k.scopes.list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, sc)
+	}
+	b = append(b, "]}\n"...)
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(200)
+	w.Write(b)
+	*bp = b
+	bufPool.Put(bp)
 }
 
 // serveGuarded answers requests under the base paths: whoami, or the proxy.
@@ -168,28 +189,31 @@ func (s *server) serveGuarded(w http.ResponseWriter, r *http.Request) {
 	reqID := newRequestID()
 	w.Header()["X-Request-Id"] = []string{reqID}
 	v := s.checkRequest(r, r.Method, r.URL.Path, start)
-	status := s.answerGuarded(w, r, &v, reqID)
-	s.record(r.Method, r.URL.Path, status, start, &v, reqID)
+	sw := &statusWriter{ResponseWriter: w}
+	// Deferred, so that a proxied response the upstream breaks off midway
+	// (ReverseProxy then panics with http.ErrAbortHandler) is logged too.
+	defer func() { s.record(r.Method, r.URL.Path, sw.logged(), start, &v, reqID) }()
+	s.answerGuarded(sw, r, &v, reqID)
 }
 
-func (s *server) answerGuarded(w http.ResponseWriter, r *http.Request, v *verdict, reqID string) int {
+func (s *server) answerGuarded(w http.ResponseWriter, r *http.Request, v *verdict, reqID string) {
 	if v.decided {
 		setRateLimitHeaders(w.Header(), &v.dec)
 	}
 	if v.err != nil {
 		writeError(w, v.err, reqID)
-		return v.err.status
+		return
 	}
 	if s.proxy != nil {
-		return s.proxy.serve(w, r, v.key)
+		s.proxy.serve(w, r, v.key)
+		return
 	}
 	if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/whoami") ||
 		r.URL.Path != s.baseFor(v.key.env)+"whoami" {
 		writeError(w, errNotFoundPage, reqID)
-		return 404
+		return
 	}
-	writeJSON(w, 200, whoamiBody{KeyID: v.key.id, OrgID: v.key.orgID, Env: v.key.env, Scopes: nonNil(v.key.scopes)})
-	return 200
+	writeWhoami(w, v.key)
 }
 
 func (s *server) baseFor(env string) string {
@@ -204,11 +228,10 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	reqID := newRequestID()
 	w.Header()["X-Request-Id"] = []string{reqID}
-	method, uri := forwardedRequest(r.Header)
-	path, _, _ := strings.Cut(uri, "?")
+	method, path, aerr := forwardedRequest(r.Header)
 	var v verdict
-	if path == "" {
-		v.err = invalidRequest("Forward auth needs X-Forwarded-Uri or X-Original-URI.")
+	if aerr != nil {
+		v.err = aerr
 	} else {
 		v = s.checkRequest(r, method, path, start)
 	}
@@ -227,74 +250,47 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	s.record(method, path, status, start, &v, reqID)
 }
 
-func forwardedRequest(h http.Header) (method, uri string) {
-	method = h.Get("X-Forwarded-Method")
-	if method == "" {
-		method = h.Get("X-Original-Method")
+// forwardedRequest reads the method and path of the request a front proxy
+// asks about. nginx sets X-Original-*, Traefik and Caddy set X-Forwarded-*,
+// and each passes the client's other headers on: so a client can send the
+// pair its proxy does not set, and when both are present they must agree.
+// The path is percent-decoded, as the upstream will see it.
+func forwardedRequest(h http.Header) (method, path string, aerr *apiError) {
+	method, ok := forwardedValue(h, "X-Forwarded-Method", "X-Original-Method")
+	if !ok {
+		return "", "", invalidRequest("X-Forwarded-Method and X-Original-Method disagree or repeat.")
 	}
-	uri = h.Get("X-Forwarded-Uri")
-	if uri == "" {
-		uri = h.Get("X-Original-Uri")
+	uri, ok := forwardedValue(h, "X-Forwarded-Uri", "X-Original-Uri")
+	if !ok {
+		return "", "", invalidRequest("X-Forwarded-Uri and X-Original-URI disagree or repeat.")
 	}
-	if method == "" {
-		method = http.MethodGet
+	if method == "" || uri == "" {
+		return "", "", invalidRequest("Forward auth needs X-Forwarded-Method and X-Forwarded-Uri, or X-Original-Method and X-Original-URI.")
 	}
-	return strings.ToUpper(method), uri
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return "", "", invalidRequest("X-Forwarded-Uri or X-Original-URI is not a request URI.")
+	}
+	return strings.ToUpper(method), u.Path, nil
 }
 
-type verifyRequest struct {
-	Key   string `json:"key"`
-	Env   string `json:"env"`
-	Scope string `json:"scope"`
-}
-
-type verifyAnswer struct {
-	Valid     bool          `json:"valid"`
-	KeyID     string        `json:"key_id,omitempty"`
-	OrgID     string        `json:"org_id,omitempty"`
-	Env       string        `json:"env,omitempty"`
-	Scopes    []string      `json:"scopes,omitempty"`
-	RateLimit *verifyLimits `json:"ratelimit,omitempty"`
-	Code      string        `json:"code,omitempty"`
-	Message   string        `json:"message,omitempty"`
-}
-
-type verifyLimits struct {
-	Limit     int64 `json:"limit"`
-	Remaining int64 `json:"remaining"`
-	Reset     int64 `json:"reset"`
-}
-
-// serveVerify is POST /v1/keys/verify: 200 with valid true or false.
-func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
-	start := s.now()
-	reqID := newRequestID()
-	w.Header()["X-Request-Id"] = []string{reqID}
-	var req verifyRequest
-	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
-		writeError(w, aerr, reqID)
-		return
+// forwardedValue is the value of header a or b; ok is false when either is
+// repeated or both are present and differ.
+func forwardedValue(h http.Header, a, b string) (value string, ok bool) {
+	va, vb := h.Values(a), h.Values(b)
+	if len(va) > 1 || len(vb) > 1 {
+		return "", false
 	}
-	if req.Env != "" && req.Env != envTest && req.Env != envLive {
-		writeError(w, invalidRequest(`Field "env" must be "test" or "live".`), reqID)
-		return
+	if len(va) == 1 && len(vb) == 1 && va[0] != vb[0] {
+		return "", false
 	}
-	v := s.verify(strings.TrimSpace(req.Key), req.Env, req.Scope, start)
-	if req.Key == "" {
-		v = verdict{err: errMissingAuth}
+	if len(va) == 1 {
+		return va[0], true
 	}
-	ans := verifyAnswer{Valid: v.err == nil}
-	if v.decided {
-		setRateLimitHeaders(w.Header(), &v.dec)
-		ans.RateLimit = &verifyLimits{Limit: v.dec.limits[v.dec.tightest].Limit, Remaining: v.dec.remaining, Reset: v.dec.reset}
+	if len(vb) == 1 {
+		return vb[0], true
 	}
-	if v.err != nil {
-		ans.Code, ans.Message = v.err.code, v.err.message
-	} else {
-		ans.KeyID, ans.OrgID, ans.Env, ans.Scopes = v.key.id, v.key.orgID, v.key.env, nonNil(v.key.scopes)
-	}
-	writeJSON(w, 200, ans)
-	s.record(r.Method, r.URL.Path, logStatus(v), start, &v, reqID)
+	return "", true
 }
 
 // logStatus is what a verify call is logged as: the status the key would

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"math/rand/v2"
@@ -17,23 +18,25 @@ import (
 
 // server holds all of keyhole's state; nothing lives in package variables.
 type server struct {
-	cfg      config
-	store    *store
-	index    *keyIndex
-	limiter  *limiter
-	logs     *logWriter
-	rules    []scopeRule
-	format   keyFormat
-	envError *apiError
-	proxy    *proxy
-	now      func() time.Time
-	log      zerolog.Logger
-	router   *httprouter.Router
-	admins   adminTokens
-	throttle *failThrottle
-	demoKeys []demoKey
-	demoOrg  string
-	mutate   sync.Mutex // serializes revoke and roll, which read, then write a record
+	cfg     config
+	store   *store
+	index   *keyIndex
+	limiter *limiter
+	// defaultLimits are --rate-limits, for keys without their own.
+	defaultLimits *limitSet
+	logs          *logWriter
+	rules         []scopeRule
+	format        keyFormat
+	envError      *apiError
+	proxy         *proxy
+	now           func() time.Time
+	log           zerolog.Logger
+	router        *httprouter.Router
+	admins        adminTokens
+	throttle      *failThrottle
+	demoKeys      []demoKey
+	demoOrg       string
+	mutate        sync.Mutex // serializes revoke and roll, which read, then write a record
 }
 
 // ServeHTTP sends the base paths to the guarded surface and the rest to the
@@ -100,12 +103,12 @@ func (s *server) serveReady(w http.ResponseWriter, r *http.Request) {
 
 // newRequestID is unique enough to find a request in logs; it is not a secret.
 func newRequestID() string {
-	var b [8]byte
-	v := rand.Uint64()
-	for i := range b {
-		b[i] = byte(v >> (8 * i))
-	}
-	return "req_" + hex.EncodeToString(b[:])
+	var raw [8]byte
+	binary.LittleEndian.PutUint64(raw[:], rand.Uint64())
+	var b [20]byte
+	copy(b[:], "req_")
+	hex.Encode(b[4:], raw[:])
+	return string(b[:])
 }
 
 // caller is who presented an admin token.

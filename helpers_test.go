@@ -41,7 +41,7 @@ const testRootToken = "kh_admin_00000000000000000000000000000001"
 
 // testEnv is one keyhole server on a real bbolt file in a temp dir.
 type testEnv struct {
-	t      *testing.T
+	t      testing.TB
 	s      *server
 	clock  *fakeClock
 	dbPath string
@@ -49,7 +49,7 @@ type testEnv struct {
 	stderr *bytes.Buffer
 }
 
-func testConfig(t *testing.T) config {
+func testConfig(t testing.TB) config {
 	cfg, err := parseServeFlags([]string{"--db", filepath.Join(t.TempDir(), "keyhole.db"),
 		"--admin-token", testRootToken}, func(string) string { return "" })
 	if err != nil {
@@ -58,7 +58,7 @@ func testConfig(t *testing.T) config {
 	return cfg
 }
 
-func newTestEnv(t *testing.T, modify ...func(*config)) *testEnv {
+func newTestEnv(t testing.TB, modify ...func(*config)) *testEnv {
 	t.Helper()
 	cfg := testConfig(t)
 	for _, m := range modify {
@@ -108,7 +108,7 @@ type response struct {
 	body   []byte
 }
 
-func (r response) json(t *testing.T) map[string]any {
+func (r response) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -117,7 +117,7 @@ func (r response) json(t *testing.T) map[string]any {
 	return m
 }
 
-func (r response) errorCode(t *testing.T) string {
+func (r response) errorCode(t testing.TB) string {
 	t.Helper()
 	e, _ := r.json(t)["error"].(map[string]any)
 	code, _ := e["code"].(string)
@@ -154,7 +154,7 @@ func (te *testEnv) root(method, path, body string) response {
 }
 
 // mustStatus fails the test unless r has status want.
-func mustStatus(t *testing.T, what string, r response, want int) {
+func mustStatus(t testing.TB, what string, r response, want int) {
 	t.Helper()
 	if r.status != want {
 		t.Fatalf("%s = %d %s; want %d", what, r.status, r.body, want)

@@ -123,36 +123,54 @@ func randomHex(n int) string {
 
 func newID(kind string) string { return kind + "_" + randomHex(8) }
 
-func hashKey(s string) [32]byte { return sha256.Sum256([]byte(s)) }
-
-// keyEntry is the hot-path view of a key. It is immutable: a revoke or roll
-// replaces the entry in the index, so readers never see a half-updated key.
-type keyEntry struct {
-	id        string
-	orgID     string
-	env       string
-	lookup    string
-	hash      [32]byte
-	scopes    []string
-	limits    []rateLimit // nil: the server default
-	expiresAt int64
-	revokedAt int64
-	lastUsed  *atomic.Int64 // shared by every version of the entry
+// hashKey is the SHA-256 of a key. The copy into a stack buffer spares the
+// hot path the heap allocation of []byte(s).
+func hashKey(s string) [32]byte {
+	var buf [maxKeyLen]byte
+	if len(s) <= len(buf) {
+		n := copy(buf[:], s)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(s))
 }
 
-func newKeyEntry(rec keyRecord, lastUsed *atomic.Int64) *keyEntry {
-	if lastUsed == nil {
-		lastUsed = new(atomic.Int64)
+// keyEntry is the hot-path view of a key, kept small because a server may
+// hold a million: about 120 bytes, in chunks that are never moved. What
+// changes after creation (revoked, expiry, last use) is atomic, so readers
+// need no lock once they have the entry; what many keys share (org id,
+// scopes, windows) is interned.
+type keyEntry struct {
+	hash      [32]byte
+	id        [8]byte // "key_" + hex of these
+	orgID     string  // interned
+	env       string  // envTest or envLive
+	scopes    *scopeSet
+	limits    *limitSet // nil: the server default
+	expiresAt atomic.Int64
+	revokedAt atomic.Int64
+	lastUsed  atomic.Int64
+	next      *keyEntry // the next key with the same lookup value
+}
+
+func (e *keyEntry) keyID() string { return string(appendKeyID(nil, e.id)) }
+
+func appendKeyID(b []byte, id [8]byte) []byte {
+	b = append(b, "key_"...)
+	return hex.AppendEncode(b, id[:])
+}
+
+// parseKeyID reads "key_<16 hex>", the form newID gives.
+func parseKeyID(s string) (id [8]byte, ok bool) {
+	raw, found := strings.CutPrefix(s, "key_")
+	if !found || !isLowerHex(raw, 16) {
+		return id, false
 	}
-	return &keyEntry{
-		id: rec.ID, orgID: rec.OrgID, env: rec.Env, lookup: rec.Prefix, hash: rec.Hash,
-		scopes: rec.Scopes, limits: rec.RateLimits, expiresAt: rec.ExpiresAt,
-		revokedAt: rec.RevokedAt, lastUsed: lastUsed,
-	}
+	hex.Decode(id[:], []byte(raw))
+	return id, true
 }
 
 func (e *keyEntry) hasScope(scope string) bool {
-	for _, s := range e.scopes {
+	for _, s := range e.scopes.list {
 		if s == "*" || s == scope {
 			return true
 		}
@@ -160,42 +178,155 @@ func (e *keyEntry) hasScope(scope string) bool {
 	return false
 }
 
-// keyIndex is the in-memory copy of every key, by lookup part. bbolt is the
-// durable copy; the index is updated only after a commit.
-type keyIndex struct {
-	mu       sync.RWMutex
-	byLookup map[string][]*keyEntry // prefixes are 32 bits: collisions happen
+// scopeSet is an interned list of scopes with its X-Keyhole-Scopes value.
+type scopeSet struct {
+	list   []string
+	header []string // len == cap: see limitSet
 }
 
-func newKeyIndex() *keyIndex {
-	return &keyIndex{byLookup: make(map[string][]*keyEntry)}
-}
-
-// put adds an entry or replaces the one with the same id.
-func (ix *keyIndex) put(e *keyEntry) {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	list := ix.byLookup[e.lookup]
-	for i, old := range list {
-		if old.id == e.id {
-			updated := append([]*keyEntry(nil), list...)
-			updated[i] = e
-			ix.byLookup[e.lookup] = updated
-			return
+// lookupValue maps a key's lookup part to the index's map key: the 8 hex of
+// a prefixed key with its env, or the 16 hex of a split key's public part.
+// Two keys may share a value; the hash decides.
+func lookupValue[T string | []byte](lookup T) uint64 {
+	i := len(lookup) - 1
+	for i >= 0 && lookup[i] != '_' {
+		i--
+	}
+	digits := lookup[i+1:]
+	var v uint64
+	for j := 0; j < len(digits) && j < 16; j++ {
+		c := digits[j]
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		}
+		v = v<<4 | uint64(c&0xf)
+	}
+	if len(digits) == 8 { // prefixed: brand_env_XXXXXXXX
+		v |= 1 << 40
+		if i >= 4 && string(lookup[i-4:i]) == envLive {
+			v |= 1 << 32
 		}
 	}
-	ix.byLookup[e.lookup] = append(list[:len(list):len(list)], e)
+	return v
+}
+
+const chunkSize = 4096
+
+// keyIndex is the in-memory copy of every key. bbolt is the durable copy;
+// the index changes only after a commit.
+type keyIndex struct {
+	mu       sync.RWMutex
+	byLookup map[uint64]*keyEntry
+	chunks   [][]keyEntry
+	n        int
+	orgIDs   map[string]string
+	scopes   map[string]*scopeSet
+	limits   map[string]*limitSet
+}
+
+// newKeyIndex makes an index with room for about n keys.
+func newKeyIndex(n int) *keyIndex {
+	return &keyIndex{byLookup: make(map[uint64]*keyEntry, n), orgIDs: make(map[string]string),
+		scopes: make(map[string]*scopeSet), limits: make(map[string]*limitSet)}
+}
+
+// add makes rec usable. It is called after rec's transaction committed.
+func (ix *keyIndex) add(rec *keyRecord) *keyEntry {
+	var row hotRow
+	if err := row.decode(appendHotRow(nil, rec)); err != nil {
+		panic(err) // appendHotRow and decode disagree: a bug, caught by every test
+	}
+	return ix.addRow(&row)
+}
+
+// addRow adds the key of a row. Interned values are looked up with the
+// row's bytes, so a start with a million keys allocates little per key.
+func (ix *keyIndex) addRow(row *hotRow) *keyEntry {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.n%chunkSize == 0 {
+		ix.chunks = append(ix.chunks, make([]keyEntry, chunkSize))
+	}
+	e := &ix.chunks[ix.n/chunkSize][ix.n%chunkSize]
+	ix.n++
+	e.hash = row.hash
+	if len(row.id) == 20 {
+		hex.Decode(e.id[:], row.id[4:])
+	}
+	e.orgID = ix.internOrg(row.orgID)
+	e.env = envTest
+	if row.env == 1 {
+		e.env = envLive
+	}
+	e.scopes = ix.internScopes(row.scopes)
+	if len(row.limits) > 0 {
+		e.limits = ix.internLimits(row.limits)
+	}
+	e.expiresAt.Store(row.expiresAt)
+	e.revokedAt.Store(row.revokedAt)
+	lv := lookupValue(row.prefix)
+	e.next = ix.byLookup[lv]
+	ix.byLookup[lv] = e
+	return e
+}
+
+// update applies a committed revoke or expiry change.
+func (ix *keyIndex) update(rec *keyRecord) {
+	if e := ix.get(rec.Prefix, rec.ID); e != nil {
+		e.expiresAt.Store(rec.ExpiresAt)
+		e.revokedAt.Store(rec.RevokedAt)
+	}
+}
+
+func (ix *keyIndex) internOrg(id []byte) string {
+	if s, ok := ix.orgIDs[string(id)]; ok {
+		return s
+	}
+	s := string(id)
+	ix.orgIDs[s] = s
+	return s
+}
+
+func (ix *keyIndex) internScopes(joined []byte) *scopeSet {
+	if set, ok := ix.scopes[string(joined)]; ok {
+		return set
+	}
+	set := &scopeSet{list: []string{}, header: []string{string(joined)}}
+	if len(joined) > 0 {
+		set.list = strings.Split(string(joined), ",")
+	}
+	ix.scopes[string(joined)] = set
+	return set
+}
+
+// internLimits shares one limitSet among keys with the same windows. sig
+// was written by limitsSignature of validated windows.
+func (ix *keyIndex) internLimits(sig []byte) *limitSet {
+	if set, ok := ix.limits[string(sig)]; ok {
+		return set
+	}
+	limits, err := parseRateLimits(strings.TrimSuffix(string(sig), ","))
+	if err != nil {
+		return nil // unreadable windows fall back to the server default
+	}
+	set := newLimitSet(limits)
+	ix.limits[string(sig)] = set
+	return set
 }
 
 // find returns the entry whose hash matches the presented key. Each candidate
 // is compared in constant time, and all candidates are compared.
 func (ix *keyIndex) find(p parsedKey) *keyEntry {
 	hash := hashKey(p.whole)
+	lv := lookupValue(p.lookup)
 	ix.mu.RLock()
-	list := ix.byLookup[p.lookup]
+	e := ix.byLookup[lv]
 	ix.mu.RUnlock()
 	var found *keyEntry
-	for _, e := range list {
+	for ; e != nil; e = e.next {
 		if subtle.ConstantTimeCompare(e.hash[:], hash[:]) == 1 {
 			found = e
 		}
@@ -203,11 +334,16 @@ func (ix *keyIndex) find(p parsedKey) *keyEntry {
 	return found
 }
 
-// byID returns the current entry for a key record, for its last-used time.
-func (ix *keyIndex) byID(lookup, id string) *keyEntry {
+// get returns the entry of a key record, for its last-used time.
+func (ix *keyIndex) get(lookup, keyID string) *keyEntry {
+	id, ok := parseKeyID(keyID)
+	if !ok {
+		return nil
+	}
 	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	for _, e := range ix.byLookup[lookup] {
+	e := ix.byLookup[lookupValue(lookup)]
+	ix.mu.RUnlock()
+	for ; e != nil; e = e.next {
 		if e.id == id {
 			return e
 		}
@@ -218,9 +354,5 @@ func (ix *keyIndex) byID(lookup, id string) *keyEntry {
 func (ix *keyIndex) len() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	n := 0
-	for _, list := range ix.byLookup {
-		n += len(list)
-	}
-	return n
+	return ix.n
 }

@@ -169,9 +169,7 @@ func TestVerificationFailed(t *testing.T) {
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live"}`)
 	p, _ := te.s.format.parse(key)
-	broken := *te.s.index.find(p)
-	broken.lastUsed = nil // a corrupt entry makes verification panic
-	te.s.index.put(&broken)
+	te.s.index.find(p).limits = &limitSet{} // a set without windows makes verification panic
 	r := te.whoami(envLive, key)
 	if r.status != 500 || r.errorCode(t) != "verification_failed" || strings.Contains(string(r.body), "nil") {
 		t.Fatalf("corrupt entry = %d %s; want 500 verification_failed", r.status, r.body)
@@ -440,5 +438,69 @@ func TestDemo(t *testing.T) {
 	}
 	for _, k := range keys {
 		mustStatus(t, "demo key "+k[2], te.do("GET", k[3]+"whoami", "", bearer(k[1])...), 200)
+	}
+}
+
+func TestHotRowRoundTrip(t *testing.T) {
+	rec := keyRecord{ID: "key_0123456789abcdef", OrgID: "org_x", Env: envLive, Prefix: "kh_live_1a2b3c4d",
+		Hash: hashKey("x"), Scopes: []string{"a:b", "c"}, RateLimits: []rateLimit{{5, "1m"}},
+		ExpiresAt: 42, RevokedAt: 7}
+	var row hotRow
+	if err := row.decode(appendHotRow(nil, &rec)); err != nil {
+		t.Fatal(err)
+	}
+	ix := newKeyIndex(0)
+	e := ix.addRow(&row)
+	if e.keyID() != rec.ID || e.orgID != rec.OrgID || e.env != envLive || e.hash != rec.Hash ||
+		e.expiresAt.Load() != 42 || e.revokedAt.Load() != 7 || len(e.scopes.list) != 2 ||
+		e.scopes.header[0] != "a:b,c" || e.limits.sig != "5/1m," {
+		t.Fatalf("entry from row = %+v", e)
+	}
+	if ix.get(rec.Prefix, rec.ID) != e {
+		t.Fatalf("get by prefix and id did not find the entry")
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 49), append([]byte{9}, make([]byte, 60)...), appendHotRow(nil, &rec)[:60]} {
+		if err := row.decode(bad); err == nil {
+			t.Errorf("decode(%x) accepted a malformed row", bad)
+		}
+	}
+}
+
+func TestLookupValue(t *testing.T) {
+	values := map[uint64]string{}
+	for _, l := range []string{"kh_live_1a2b3c4d", "kh_test_1a2b3c4d", "khpub_000000011a2b3c4d", "khpub_1a2b3c4d00000000", "acme_live_ffffffff"} {
+		v := lookupValue(l)
+		if other, ok := values[v]; ok {
+			t.Errorf("%s and %s share lookup value %x", l, other, v)
+		}
+		values[v] = l
+		if lookupValue([]byte(l)) != v {
+			t.Errorf("lookupValue differs for string and bytes of %s", l)
+		}
+	}
+}
+
+func TestRulesMatch(t *testing.T) {
+	rules, err := parseRules([]byte(`[{"method":"POST","path":"/api/v1/*/sms/send","scope":"sms:send"},
+		{"method":"GET","path":"/api/v1/*/reports","scope":"reports:read"},
+		{"method":"*","path":"/api/v1/*/admin/*","scope":"admin"}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ method, path, want string }{
+		{"POST", "/api/v1/prod/sms/send", "sms:send"},
+		{"GET", "/api/v1/prod/sms/send", ""},
+		{"POST", "/api/v1/prod/sms/send/x", ""},
+		{"POST", "/api/v1//sms/send", ""},
+		{"GET", "/api/v1/dev/reports", "reports:read"},
+		{"HEAD", "/api/v1/dev/reports", "reports:read"},
+		{"DELETE", "/api/v1/dev/admin/users/1", "admin"},
+		{"GET", "/api/v1/dev/admin/", ""},
+		{"GET", "/api/v1/dev/other", ""},
+	}
+	for _, tt := range tests {
+		if got := requiredScope(rules, tt.method, tt.path); got != tt.want {
+			t.Errorf("requiredScope(%s %s) = %q; want %q", tt.method, tt.path, got, tt.want)
+		}
 	}
 }

@@ -115,6 +115,39 @@ func limitsSignature(limits []rateLimit) string {
 	return b.String()
 }
 
+// limitSet is a set of windows with what the hot path needs of it computed
+// once: its signature, refill rates and header values. Header value slices
+// have len == cap, so a later append (the proxy adds upstream headers) copies
+// instead of writing into the shared array.
+type limitSet struct {
+	limits     []rateLimit
+	sig        string
+	perNano    []float64 // tokens per nanosecond
+	policy     []string  // RateLimit-Policy
+	limitValue [][]string
+}
+
+func newLimitSet(limits []rateLimit) *limitSet {
+	set := &limitSet{limits: limits, sig: limitsSignature(limits),
+		policy: []string{policyHeader(limits)}}
+	for _, r := range limits {
+		set.perNano = append(set.perNano, float64(r.Limit)/float64(r.seconds()*int64(time.Second)))
+		set.limitValue = append(set.limitValue, []string{strconv.FormatInt(r.Limit, 10)})
+	}
+	return set
+}
+
+func policyHeader(limits []rateLimit) string {
+	var b strings.Builder
+	for i, r := range limits {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(`"` + r.Window + `";q=` + strconv.FormatInt(r.Limit, 10) + ";w=" + strconv.FormatInt(r.seconds(), 10))
+	}
+	return b.String()
+}
+
 // bucketState is the persisted state of one key's buckets.
 type bucketState struct {
 	Signature string    `json:"sig"`
@@ -131,6 +164,7 @@ type keyBuckets struct {
 // decision is the outcome of one take, with what the headers report.
 type decision struct {
 	allowed    bool
+	set        *limitSet
 	limits     []rateLimit
 	tightest   int   // index of the window with the fewest tokens left
 	remaining  int64 // whole tokens left in that window
@@ -142,22 +176,22 @@ type decision struct {
 // persists the ones that changed.
 type limiter struct {
 	mu    sync.Mutex
-	keys  map[string]*keyBuckets
-	dirty []string
+	keys  map[[8]byte]*keyBuckets
+	dirty [][8]byte
 }
 
 func newLimiter() *limiter {
-	return &limiter{keys: make(map[string]*keyBuckets)}
+	return &limiter{keys: make(map[[8]byte]*keyBuckets)}
 }
 
 // restore installs persisted state at start.
-func (l *limiter) restore(keyID string, st bucketState) {
+func (l *limiter) restore(keyID [8]byte, st bucketState) {
 	l.mu.Lock()
 	l.keys[keyID] = &keyBuckets{state: st}
 	l.mu.Unlock()
 }
 
-func (l *limiter) buckets(keyID string) *keyBuckets {
+func (l *limiter) buckets(keyID [8]byte) *keyBuckets {
 	l.mu.Lock()
 	kb := l.keys[keyID]
 	if kb == nil {
@@ -171,12 +205,13 @@ func (l *limiter) buckets(keyID string) *keyBuckets {
 // take removes one token from every window, or from none when any window is
 // empty. With consume false it only reports the state (for requests that
 // were refused before the rate limit).
-func (l *limiter) take(keyID string, limits []rateLimit, now int64, consume bool) decision {
+func (l *limiter) take(keyID [8]byte, set *limitSet, now int64, consume bool) decision {
+	limits := set.limits
 	kb := l.buckets(keyID)
 	kb.mu.Lock()
 	defer kb.mu.Unlock()
-	refill(&kb.state, limits, now)
-	d := decision{allowed: true, limits: limits}
+	refill(&kb.state, set, now)
+	d := decision{allowed: true, set: set, limits: limits}
 	for i := range limits {
 		if kb.state.Tokens[i] < 1 {
 			d.allowed = false
@@ -195,7 +230,7 @@ func (l *limiter) take(keyID string, limits []rateLimit, now int64, consume bool
 	return d
 }
 
-func (l *limiter) markDirty(keyID string) {
+func (l *limiter) markDirty(keyID [8]byte) {
 	l.mu.Lock()
 	l.dirty = append(l.dirty, keyID)
 	l.mu.Unlock()
@@ -203,10 +238,10 @@ func (l *limiter) markDirty(keyID string) {
 
 // refill brings the buckets up to now, starting full for a new key or
 // changed windows.
-func refill(st *bucketState, limits []rateLimit, now int64) {
-	sig := limitsSignature(limits)
-	if st.Signature != sig || len(st.Tokens) != len(limits) {
-		st.Signature = sig
+func refill(st *bucketState, set *limitSet, now int64) {
+	limits := set.limits
+	if st.Signature != set.sig || len(st.Tokens) != len(limits) {
+		st.Signature = set.sig
 		st.Tokens = make([]float64, len(limits))
 		for i, r := range limits {
 			st.Tokens[i] = float64(r.Limit)
@@ -219,8 +254,7 @@ func refill(st *bucketState, limits []rateLimit, now int64) {
 		return
 	}
 	for i, r := range limits {
-		perNano := float64(r.Limit) / float64(r.seconds()*int64(time.Second))
-		st.Tokens[i] = min(float64(r.Limit), st.Tokens[i]+elapsed*perNano)
+		st.Tokens[i] = min(float64(r.Limit), st.Tokens[i]+elapsed*set.perNano[i])
 	}
 	st.Updated = now
 }
@@ -277,12 +311,12 @@ func (d *decision) message() string {
 }
 
 // takeDirty returns the states changed since the last call, for the flusher.
-func (l *limiter) takeDirty() map[string]bucketState {
+func (l *limiter) takeDirty() map[[8]byte]bucketState {
 	l.mu.Lock()
 	ids := l.dirty
 	l.dirty = nil
 	l.mu.Unlock()
-	out := make(map[string]bucketState, len(ids))
+	out := make(map[[8]byte]bucketState, len(ids))
 	for _, id := range ids {
 		kb := l.buckets(id)
 		kb.mu.Lock()
@@ -297,7 +331,7 @@ func (l *limiter) takeDirty() map[string]bucketState {
 
 // redirty marks a key's state for the next flush again, after a flush of it
 // failed; the state in memory is the newest anyway.
-func (l *limiter) redirty(keyID string) {
+func (l *limiter) redirty(keyID [8]byte) {
 	kb := l.buckets(keyID)
 	kb.mu.Lock()
 	if !kb.dirty {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 	bolt "go.etcd.io/bbolt"
@@ -223,46 +225,47 @@ func (lw *logWriter) putBack(pending []pendingEntry, usage map[usageKey]*usageCo
 	}
 }
 
-// writeEntries appends entries to each org's ring and trims it to the
-// retention; freed pages are reused, so the file stops growing. Entries that
-// would be trimmed in the same transaction only advance the sequence: bbolt
-// deletes from an unsplit node in O(n), which made large batches quadratic.
+// maxSegment is the most entries one bbolt value holds.
+const maxSegment = 4096
+
+// writeEntries appends each org's new entries to its ring as segments: one
+// bbolt value of up to maxSegment entries, keyed by its first sequence
+// number. One Put per segment instead of one per entry keeps the flush cheap
+// at tens of thousands of requests a second. Entries older than the newest
+// --log-retention are skipped here, hidden on read, and their segments
+// deleted once wholly old; freed pages are reused, so the file stops growing.
 func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
+	byLog := map[string][]*pendingEntry{}
+	for i := range pending {
+		name := pending[i].logName()
+		byLog[name] = append(byLog[name], &pending[i])
+	}
 	logs := tx.Bucket(bucketLogs)
 	keep := s.cfg.logRetention
-	skip := map[string]int{}
-	for i := range pending {
-		skip[pending[i].logName()]++
-	}
-	for org, n := range skip {
-		skip[org] = max(n-keep, 0)
-	}
-	touched := map[string]*bolt.Bucket{}
-	for i := range pending {
-		e := &pending[i]
-		org := e.logName()
-		b := touched[org]
-		if b == nil {
-			var err error
-			if b, err = logs.CreateBucketIfNotExists([]byte(org)); err != nil {
-				return err
-			}
-			touched[org] = b
-		}
-		seq, _ := b.NextSequence()
-		if skip[org] > 0 {
-			skip[org]--
-			continue
-		}
-		buf, err := json.Marshal(e.toLog(seq))
+	for name, entries := range byLog {
+		b, err := logs.CreateBucketIfNotExists([]byte(name))
 		if err != nil {
 			return err
 		}
-		if err := b.Put(u64(seq), buf); err != nil {
+		first := b.Sequence() + 1
+		if err := b.SetSequence(b.Sequence() + uint64(len(entries))); err != nil {
 			return err
 		}
-	}
-	for _, b := range touched {
+		if skip := len(entries) - keep; skip > 0 {
+			entries, first = entries[skip:], first+uint64(skip)
+		}
+		for len(entries) > 0 {
+			n := min(len(entries), maxSegment)
+			var buf []byte
+			for i, e := range entries[:n] {
+				buf = e.appendJSON(buf, first+uint64(i))
+				buf = append(buf, '\n')
+			}
+			if err := b.Put(u64(first), buf); err != nil {
+				return err
+			}
+			entries, first = entries[n:], first+uint64(n)
+		}
 		if err := trimRing(b, uint64(keep)); err != nil {
 			return err
 		}
@@ -277,27 +280,88 @@ func (e *pendingEntry) logName() string {
 	return serverLog
 }
 
-func (e *pendingEntry) toLog(seq uint64) logEntry {
-	le := logEntry{ID: strconv.FormatUint(seq, 10), Time: formatTime(e.at), Method: e.method,
-		Path: e.path, Status: e.status, LatencyMS: float64(e.latency.Microseconds()) / 1000,
-		Env: e.env, RequestID: e.reqID}
+// appendJSON writes the entry as the JSON of logEntry, by hand: it runs for
+// every request, and encoding/json's reflection costs several times more.
+func (e *pendingEntry) appendJSON(b []byte, seq uint64) []byte {
+	var orgID string
 	if e.key != nil {
-		le.KeyID, le.OrgID = e.key.id, e.key.orgID
+		orgID = e.key.orgID
 	}
-	return le
+	b = append(b, `{"id":"`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `","time":"`...)
+	b = time.Unix(0, e.at).UTC().AppendFormat(b, timeLayout)
+	b = append(b, `","method":`...)
+	b = appendJSONString(b, e.method)
+	b = append(b, `,"path":`...)
+	b = appendJSONString(b, e.path)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, `,"latency_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.latency.Microseconds())/1000, 'f', -1, 64)
+	b = append(b, `,"key_id":"`...)
+	if e.key != nil {
+		b = appendKeyID(b, e.key.id)
+	}
+	b = append(b, `","org_id":"`...)
+	b = append(b, orgID...)
+	b = append(b, `","env":"`...)
+	b = append(b, e.env...)
+	b = append(b, `","request_id":"`...)
+	b = append(b, e.reqID...)
+	return append(b, `"}`...)
 }
 
-// trimRing deletes the oldest entries beyond keep.
+// appendJSONString quotes s as JSON: control characters escaped, invalid
+// UTF-8 replaced, as encoding/json does (less its HTML escaping).
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+// trimRing deletes the segments whose entries are all older than the newest
+// keep.
 func trimRing(b *bolt.Bucket, keep uint64) error {
 	last := b.Sequence()
 	if last <= keep {
 		return nil
 	}
-	cutoff := last - keep // delete seq <= cutoff
+	cutoff := last - keep // entries with seq <= cutoff are gone
 	var old [][]byte
 	c := b.Cursor()
-	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= cutoff; k, _ = c.Next() {
+	for k, _ := c.First(); k != nil; {
+		next, _ := c.Next()
+		if next == nil || binary.BigEndian.Uint64(next)-1 > cutoff {
+			break
+		}
 		old = append(old, append([]byte(nil), k...))
+		k = next
 	}
 	for _, k := range old {
 		if err := b.Delete(k); err != nil {
@@ -346,10 +410,10 @@ func pruneUsage(tx *bolt.Tx, before time.Time) error {
 	return err
 }
 
-func writeTouched(tx *bolt.Tx, touched map[*keyEntry]struct{}, buckets map[string]bucketState) error {
+func writeTouched(tx *bolt.Tx, touched map[*keyEntry]struct{}, buckets map[[8]byte]bucketState) error {
 	lu := tx.Bucket(bucketLastUsed)
 	for k := range touched {
-		if err := lu.Put([]byte(k.id), u64(uint64(k.lastUsed.Load()))); err != nil {
+		if err := lu.Put(appendKeyID(nil, k.id), u64(uint64(k.lastUsed.Load()))); err != nil {
 			return err
 		}
 	}
@@ -359,7 +423,7 @@ func writeTouched(tx *bolt.Tx, touched map[*keyEntry]struct{}, buckets map[strin
 		if err != nil {
 			return err
 		}
-		if err := lb.Put([]byte(id), buf); err != nil {
+		if err := lb.Put(appendKeyID(nil, id), buf); err != nil {
 			return err
 		}
 	}
@@ -367,10 +431,11 @@ func writeTouched(tx *bolt.Tx, touched map[*keyEntry]struct{}, buckets map[strin
 }
 
 // loadWrittenBehind restores last-used times and bucket states at start.
-func (s *server) loadWrittenBehind(lastUsed map[string]*atomic.Int64) error {
+func (s *server) loadWrittenBehind(lastUsed map[[8]byte]*atomic.Int64) error {
 	return s.store.db.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketLastUsed).ForEach(func(k, v []byte) error {
-			if lu := lastUsed[string(k)]; lu != nil && len(v) == 8 {
+			id, _ := parseKeyID(string(k))
+			if lu := lastUsed[id]; lu != nil && len(v) == 8 {
 				lu.Store(int64(binary.BigEndian.Uint64(v)))
 			}
 			return nil
@@ -380,8 +445,9 @@ func (s *server) loadWrittenBehind(lastUsed map[string]*atomic.Int64) error {
 		}
 		return tx.Bucket(bucketLimits).ForEach(func(k, v []byte) error {
 			var st bucketState
-			if json.Unmarshal(v, &st) == nil {
-				s.limiter.restore(string(k), st)
+			id, ok := parseKeyID(string(k))
+			if ok && json.Unmarshal(v, &st) == nil {
+				s.limiter.restore(id, st)
 			}
 			return nil
 		})
@@ -461,6 +527,10 @@ func (s *server) readLogs(org string, q logQuery) (logPage, error) {
 		if b == nil {
 			return nil
 		}
+		oldest := uint64(0) // entries at or below this are past the retention
+		if last := b.Sequence(); last > uint64(s.cfg.logRetention) {
+			oldest = last - uint64(s.cfg.logRetention)
+		}
 		c := b.Cursor()
 		var k, v []byte
 		if q.before == 0 {
@@ -470,23 +540,43 @@ func (s *server) readLogs(org string, q logQuery) (logPage, error) {
 			k, v = c.Prev()
 		}
 		for ; k != nil; k, v = c.Prev() {
-			var e logEntry
-			if err := json.Unmarshal(v, &e); err != nil {
+			done, err := page.collect(v, binary.BigEndian.Uint64(k), oldest, &q)
+			if done || err != nil {
 				return err
 			}
-			if !q.matches(&e) {
-				continue
-			}
-			if len(page.Entries) == q.limit {
-				next := page.Entries[len(page.Entries)-1].ID
-				page.Next = &next
-				return nil
-			}
-			page.Entries = append(page.Entries, e)
 		}
 		return nil
 	})
 	return page, err
+}
+
+// collect adds a segment's matching entries, newest first; done says the
+// page is full.
+func (page *logPage) collect(segment []byte, first, oldest uint64, q *logQuery) (done bool, err error) {
+	lines := bytes.Split(bytes.TrimSuffix(segment, []byte("\n")), []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		seq := first + uint64(i)
+		if seq <= oldest {
+			return true, nil
+		}
+		if q.before != 0 && seq >= q.before {
+			continue
+		}
+		var e logEntry
+		if err := json.Unmarshal(lines[i], &e); err != nil {
+			return true, err
+		}
+		if !q.matches(&e) {
+			continue
+		}
+		if len(page.Entries) == q.limit {
+			next := page.Entries[len(page.Entries)-1].ID
+			page.Next = &next
+			return true, nil
+		}
+		page.Entries = append(page.Entries, e)
+	}
+	return false, nil
 }
 
 func (s *server) serveLogs(w http.ResponseWriter, r *http.Request, org string) *apiError {

@@ -61,8 +61,8 @@ func TestLogFiltersAndPaging(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		te.whoami(envLive, live) // 3 × 200, 2 × 429
 	}
-	te.whoami(envTest, test)       // 200
-	te.whoami(envLive, test)       // 401 mismatch
+	te.whoami(envTest, test)           // 200
+	te.whoami(envLive, test)           // 401 mismatch
 	te.do("GET", "/api/v1/prod/x", "") // unidentified: server log only
 
 	tests := []struct {
@@ -323,5 +323,27 @@ func childLogs(t *testing.T, c *child, token, org string) []logEntry {
 			return all
 		}
 		cursor = "&before=" + *a.Next
+	}
+}
+
+// TestLogEntryJSON checks the hand-written encoder against encoding/json on
+// hostile paths.
+func TestLogEntryJSON(t *testing.T) {
+	k := &keyEntry{id: [8]byte{0xab, 1}, orgID: "org_1", env: envLive}
+	for _, path := range []string{"/api/v1/prod/x", `/a"b\c`, "/\x00\x01\x1f\x7f", "/é/日本", "/bad\xff\xfeutf8", "/</script>&"} {
+		e := pendingEntry{at: 1_700_000_000_123_456_789, latency: 1500 * time.Microsecond, method: "GET",
+			path: path, status: 429, key: k, env: envLive, reqID: "req_1"}
+		var got logEntry
+		if err := json.Unmarshal(e.appendJSON(nil, 7), &got); err != nil {
+			t.Fatalf("path %q: invalid JSON %s: %v", path, e.appendJSON(nil, 7), err)
+		}
+		var wantPath string
+		quoted, _ := json.Marshal(path)
+		json.Unmarshal(quoted, &wantPath)
+		want := logEntry{ID: "7", Time: "2023-11-14T22:13:20.123Z", Method: "GET", Path: wantPath, Status: 429,
+			LatencyMS: 1.5, KeyID: "key_ab01000000000000", OrgID: "org_1", Env: envLive, RequestID: "req_1"}
+		if got != want {
+			t.Errorf("path %q: got %+v; want %+v", path, got, want)
+		}
 	}
 }

@@ -67,6 +67,8 @@ func runMain(args []string, stdout, stderr io.Writer) error {
 		return adminTokenCmd(args, stdout)
 	case "backup":
 		return backupCmd(args, stdout)
+	case "seed":
+		return seedCmd(args, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "keyhole", buildVersion())
 		return nil
@@ -254,9 +256,9 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 		return nil, err
 	}
 	s := &server{
-		cfg: cfg, store: st, index: newKeyIndex(), limiter: newLimiter(), logs: newLogWriter(),
+		cfg: cfg, store: st, limiter: newLimiter(), logs: newLogWriter(),
 		rules: rules, format: keyFormat{brand: cfg.brand, style: cfg.keyStyle}, now: now,
-		log: logger, throttle: newFailThrottle(),
+		log: logger, throttle: newFailThrottle(), defaultLimits: newLimitSet(cfg.rateLimits),
 		envError: &apiError{401, "environment_mismatch", "A test key must be used with " + cfg.testBase +
 			" and a live key with " + cfg.liveBase + "."},
 	}
@@ -272,12 +274,24 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 	return s, nil
 }
 
+// loadState builds the in-memory index from the db. Collection is held off
+// while it runs: everything it allocates stays live.
 func (s *server) loadState() error {
-	lastUsed := make(map[string]*atomic.Int64)
-	err := s.store.EachKey(func(rec keyRecord) error {
-		e := newKeyEntry(rec, nil)
-		lastUsed[rec.ID] = e.lastUsed
-		s.index.put(e)
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	count, err := s.store.KeyCount()
+	if err != nil {
+		return fmt.Errorf("loading keys: %w", err)
+	}
+	s.index = newKeyIndex(int(count))
+	var lastUsed map[[8]byte]*atomic.Int64
+	if has, err := s.store.HasLastUsed(); err != nil || has {
+		lastUsed = make(map[[8]byte]*atomic.Int64, count)
+	}
+	err = s.store.EachKeyRow(func(row *hotRow) error {
+		e := s.index.addRow(row)
+		if lastUsed != nil {
+			lastUsed[e.id] = &e.lastUsed
+		}
 		return nil
 	})
 	if err != nil {
@@ -292,6 +306,9 @@ func (s *server) loadState() error {
 	}
 	for _, t := range tokens {
 		s.admins.addOrgToken(t.Hash, t.OrgID)
+	}
+	if err := s.store.DropMappedPages(); err != nil {
+		s.log.Warn().Err(err).Msg("dropping mapped db pages after load")
 	}
 	return nil
 }

@@ -13,10 +13,26 @@ import (
 
 // proxy forwards allowed requests to the upstream, streaming both bodies.
 type proxy struct {
-	rp *httputil.ReverseProxy
+	rp        *httputil.ReverseProxy
+	transport *http.Transport // tests shorten its ResponseHeaderTimeout
 }
 
+// upstreamTimeout is the longest keyhole waits for the upstream's response
+// headers; a body may then stream for as long as it takes.
 const upstreamTimeout = 60 * time.Second
+
+// proxyCall is what serve hands to the ReverseProxy callbacks through the
+// request's context.
+type proxyCall struct {
+	key *keyEntry
+	own http.Header // keyhole's response headers: request id and rate limits
+}
+
+type proxyCallKey struct{}
+
+func callOf(r *http.Request) *proxyCall {
+	return r.Context().Value(proxyCallKey{}).(*proxyCall)
+}
 
 func newProxy(upstream string, s *server) (*proxy, error) {
 	target, err := url.Parse(upstream)
@@ -30,9 +46,27 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 	transport.MaxIdleConnsPerHost = 512
 	transport.ResponseHeaderTimeout = upstreamTimeout
 	rp := &httputil.ReverseProxy{
+		// Rewrite runs after ReverseProxy has dropped hop-by-hop headers, so a
+		// client's "Connection: X-Keyhole-Org" cannot remove what is set here.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
+			h := pr.Out.Header
+			delete(h, "Authorization")
+			delete(h, "X-Api-Key")
+			for _, name := range identityHeaders {
+				delete(h, name)
+			}
+			setIdentityHeaders(h, callOf(pr.In).key)
+		},
+		// keyhole's request id and rate-limit headers replace any the upstream
+		// sent. They are set here rather than before proxying because
+		// ReverseProxy clears the response headers after relaying a 1xx.
+		ModifyResponse: func(res *http.Response) error {
+			for name, values := range callOf(res.Request).own {
+				res.Header[name] = values
+			}
+			return nil
 		},
 		Transport: transport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -44,40 +78,51 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 			if !errors.Is(err, context.Canceled) {
 				s.log.Warn().Err(err).Str("path", r.URL.Path).Msg("proxying")
 			}
-			writeError(w, aerr, w.Header().Get("X-Request-Id"))
+			own := callOf(r).own
+			for name, values := range own {
+				w.Header()[name] = values
+			}
+			writeError(w, aerr, own.Get("X-Request-Id"))
 		},
 	}
-	return &proxy{rp: rp}, nil
+	return &proxy{rp: rp, transport: transport}, nil
 }
 
-// serve proxies r for the identified key k and returns the status sent.
-func (p *proxy) serve(w http.ResponseWriter, r *http.Request, k *keyEntry) int {
-	h := r.Header
-	delete(h, "Authorization")
-	delete(h, "X-Api-Key")
-	for _, name := range identityHeaders {
-		delete(h, name)
-	}
-	setIdentityHeaders(h, k)
-	sw := &statusWriter{ResponseWriter: w}
-	p.rp.ServeHTTP(sw, r)
-	if sw.status == 0 {
-		return 200
-	}
-	return sw.status
+// serve proxies r for the identified key k. The headers keyhole has already
+// set on w go onto the upstream's response, or onto the error if there is none.
+func (p *proxy) serve(w http.ResponseWriter, r *http.Request, k *keyEntry) {
+	call := &proxyCall{key: k, own: w.Header().Clone()}
+	clear(w.Header())
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyCallKey{}, call)))
 }
 
-// statusWriter remembers the status for the request log.
+// statusWriter remembers the final status for the request log.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 }
 
 func (w *statusWriter) WriteHeader(status int) {
-	if w.status == 0 {
+	if w.status == 0 && status >= 200 {
 		w.status = status
 	}
 	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// logged is the status to log: what was sent, or the 200 that net/http sends
+// for a handler that wrote nothing.
+func (w *statusWriter) logged() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -45,7 +46,8 @@ func parseRules(buf []byte) ([]scopeRule, error) {
 	if err := dec.Decode(&rules); err != nil {
 		return nil, fmt.Errorf("want a JSON list of {\"method\",\"path\",\"scope\"}: %s", jsonProblem(err))
 	}
-	if dec.More() {
+	// Not dec.More(): it is false before a stray ']' or '}', so "[]]" passed.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("unexpected data after the list")
 	}
 	for i := range rules {
@@ -75,7 +77,8 @@ func requiredScope(rules []scopeRule, method, path string) string {
 }
 
 func (r *scopeRule) matches(method, path string) bool {
-	if r.Method != "" && r.Method != "*" && r.Method != method {
+	// HEAD runs the GET handler on most servers, so it needs what GET needs.
+	if r.Method != "" && r.Method != "*" && r.Method != method && !(r.Method == "GET" && method == "HEAD") {
 		return false
 	}
 	rest := path

@@ -1,0 +1,387 @@
+// Command bench measures keyhole's guarded surface against bare net/http
+// baselines with wrk, on one machine, in one run. It is a tool, not part of
+// keyhole. Run it with bench/run.sh, which builds both binaries.
+//
+//	bench [-rounds 3] [-duration 5s] [-connections 32] -keyhole path/to/keyhole
+//
+// The subcommands bare and revproxy are the baselines it starts itself.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const adminToken = "kh_admin_bench0000000000000000000000000000"
+
+func main() {
+	log.SetFlags(0)
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "bare":
+			serveBare(os.Args[2])
+			return
+		case "revproxy":
+			serveRevProxy(os.Args[2], os.Args[3], atoi(os.Args[4]))
+			return
+		}
+	}
+	runCompare(os.Args[1:])
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return n
+}
+
+// serveBare is the baseline: net/http answering a small JSON body.
+func serveBare(addr string) {
+	body := []byte(`{"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef","env":"live","scopes":[]}` + "\n")
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	})
+	log.Fatal(http.ListenAndServe(addr, h))
+}
+
+// serveRevProxy is the proxy baseline: httputil.ReverseProxy with idle
+// connections per host raised to the client's concurrency.
+func serveRevProxy(addr, upstream string, conns int) {
+	target, err := url.Parse(upstream)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 4 * conns
+	tr.MaxIdleConnsPerHost = 2 * conns
+	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr}
+	log.Fatal(http.ListenAndServe(addr, rp))
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is a child this tool started.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func start(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	return cmd
+}
+
+func startSelf(args ...string) *process {
+	addr := freeAddr()
+	self, _ := os.Executable()
+	args = append(args[:1:1], append([]string{addr}, args[1:]...)...)
+	p := &process{cmd: start(self, args...), addr: addr}
+	waitHTTP(addr)
+	return p
+}
+
+func waitHTTP(addr string) {
+	for i := 0; i < 600; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log.Fatalf("nothing listens on %s", addr)
+}
+
+func startKeyhole(bin, db string, extra ...string) *process {
+	addr := freeAddr()
+	args := append([]string{"serve", "--addr", addr, "--db", db, "--admin-token", adminToken,
+		"--rate-limits", "1000000000/1s"}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = io.Discard
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	waitHTTP(addr)
+	return &process{cmd: cmd, addr: addr}
+}
+
+func (p *process) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func adminCall(addr, method, path, body string, out any) {
+	req, _ := http.NewRequest(method, "http://"+addr+"/admin/v1"+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		log.Fatalf("%s %s = %d %s", method, path, resp.StatusCode, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// seedKey creates an org and a live key whose limits never trip.
+func seedKey(addr string) (org, key string) {
+	var o struct{ ID string }
+	adminCall(addr, "POST", "/orgs", `{"name":"bench"}`, &o)
+	var k struct{ Key string }
+	adminCall(addr, "POST", "/orgs/"+o.ID+"/keys", `{"name":"bench","env":"live","scopes":["*"]}`, &k)
+	return o.ID, k.Key
+}
+
+// result is one wrk run.
+type result struct {
+	requests int64
+	rps      float64
+	p50, p99 time.Duration
+	errors   int64
+}
+
+var (
+	requestsRE = regexp.MustCompile(`(\d+) requests in`)
+	rpsRE      = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	pctRE      = regexp.MustCompile(`\s(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\b`)
+	non2xxRE   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	sockErrRE  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+func runWrk(cfg wrkConfig, url, script string) result {
+	args := []string{"-t", "1", "-c", strconv.Itoa(cfg.conns), "-d", cfg.duration.String(), "--latency"}
+	if script != "" {
+		args = append(args, "-s", script)
+	}
+	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+	if err != nil {
+		log.Fatalf("wrk: %v\n%s", err, out)
+	}
+	var r result
+	s := string(out)
+	if m := requestsRE.FindStringSubmatch(s); m != nil {
+		r.requests, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := rpsRE.FindStringSubmatch(s); m != nil {
+		r.rps, _ = strconv.ParseFloat(m[1], 64)
+	}
+	for _, m := range pctRE.FindAllStringSubmatch(s, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[m[3]]
+		d := time.Duration(v * float64(unit))
+		if m[1] == "50" {
+			r.p50 = d
+		} else {
+			r.p99 = d
+		}
+	}
+	if m := non2xxRE.FindStringSubmatch(s); m != nil {
+		r.errors, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := sockErrRE.FindStringSubmatch(s); m != nil {
+		for _, x := range m[1:] {
+			n, _ := strconv.ParseInt(x, 10, 64)
+			r.errors += n
+		}
+	}
+	return r
+}
+
+type wrkConfig struct {
+	conns    int
+	duration time.Duration
+	rounds   int
+	dir      string
+}
+
+// writeScript writes a wrk Lua script that sets method, headers and body.
+func writeScript(dir, name, method string, headers map[string]string, body string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "wrk.method = %q\n", method)
+	keys := make([]string, 0, len(headers))
+	for k := range headers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "wrk.headers[%q] = %q\n", k, headers[k])
+	}
+	if body != "" {
+		fmt.Fprintf(&b, "wrk.body = %q\n", body)
+	}
+	path := filepath.Join(dir, name+".lua")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	return path
+}
+
+// scenario is one keyhole surface and its bare baseline.
+type scenario struct {
+	name           string
+	target         float64
+	keyholeURL     string
+	keyholeScript  string
+	baselineURL    string
+	baselineScript string
+}
+
+type pair struct{ bare, keyhole result }
+
+func runCompare(args []string) {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	bin := fs.String("keyhole", "./keyhole", "keyhole binary")
+	var cfg wrkConfig
+	fs.IntVar(&cfg.conns, "connections", 32, "wrk connections")
+	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "each wrk run")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "A B rounds per scenario")
+	fs.Parse(args)
+	dir, err := os.MkdirTemp("", "keyhole-bench")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg.dir = dir
+
+	bare := startSelf("bare")
+	defer bare.stop()
+	upstream := startSelf("bare")
+	defer upstream.stop()
+	rproxy := startSelf("revproxy", "http://"+upstream.addr, strconv.Itoa(cfg.conns))
+	defer rproxy.stop()
+	kh := startKeyhole(*bin, filepath.Join(dir, "direct.db"))
+	khProxy := startKeyhole(*bin, filepath.Join(dir, "proxy.db"), "--upstream", "http://"+upstream.addr)
+
+	org, key := seedKey(kh.addr)
+	proxyOrg, proxyKey := seedKey(khProxy.addr)
+	auth := map[string]string{"Authorization": "Bearer " + key}
+	scenarios := []scenario{
+		{name: "whoami", target: 0.80, keyholeURL: "http://" + kh.addr + "/api/v1/prod/whoami",
+			keyholeScript: writeScript(dir, "whoami", "GET", auth, ""), baselineURL: "http://" + bare.addr + "/"},
+		{name: "verify", target: 0.75, keyholeURL: "http://" + kh.addr + "/v1/keys/verify",
+			keyholeScript: writeScript(dir, "verify", "POST", map[string]string{"Content-Type": "application/json"},
+				`{"key":"`+key+`","env":"live"}`),
+			baselineURL:    "http://" + bare.addr + "/",
+			baselineScript: writeScript(dir, "bareverify", "POST", nil, `{"key":"`+strings.Repeat("x", len(key))+`","env":"live"}`)},
+		{name: "forward auth", target: 0.80, keyholeURL: "http://" + kh.addr + "/v1/auth",
+			keyholeScript: writeScript(dir, "auth", "GET", map[string]string{"Authorization": "Bearer " + key,
+				"X-Original-URI": "/api/v1/prod/sms/send", "X-Original-Method": "POST"}, ""),
+			baselineURL: "http://" + bare.addr + "/"},
+		{name: "reverse proxy", target: 0.85, keyholeURL: "http://" + khProxy.addr + "/api/v1/prod/sms",
+			keyholeScript: writeScript(dir, "proxy", "GET", map[string]string{"Authorization": "Bearer " + proxyKey}, ""),
+			baselineURL:   "http://" + rproxy.addr + "/api/v1/prod/sms"},
+	}
+	fmt.Printf("keyhole bench: %d cores, wrk -t1 -c%d -d%s, %d rounds A B per scenario\n\n",
+		cores(), cfg.conns, cfg.duration, cfg.rounds)
+	var direct, proxied int64
+	for _, sc := range scenarios {
+		pairs := make([]pair, cfg.rounds)
+		for i := range pairs {
+			pairs[i].bare = runWrk(cfg, sc.baselineURL, sc.baselineScript)
+			pairs[i].keyhole = runWrk(cfg, sc.keyholeURL, sc.keyholeScript)
+			if sc.name == "reverse proxy" {
+				proxied += pairs[i].keyhole.requests
+			} else {
+				direct += pairs[i].keyhole.requests
+			}
+		}
+		report(sc, pairs)
+	}
+	fmt.Println()
+	checkAccounting("direct (whoami, verify, forward auth)", kh.addr, org, direct)
+	checkAccounting("reverse proxy", khProxy.addr, proxyOrg, proxied)
+	kh.stop()
+	khProxy.stop()
+}
+
+func report(sc scenario, pairs []pair) {
+	fmt.Printf("%s (target %.2f of bare req/s, p99 within 1.5x)\n", sc.name, sc.target)
+	fmt.Printf("  %-6s %12s %9s %9s | %12s %9s %9s | %6s %6s\n", "round", "bare req/s", "p50", "p99",
+		"keyhole", "p50", "p99", "ratio", "p99x")
+	var ratios []float64
+	for i, p := range pairs {
+		ratio := p.keyhole.rps / p.bare.rps
+		ratios = append(ratios, ratio)
+		fmt.Printf("  %-6d %12.0f %9s %9s | %12.0f %9s %9s | %6.2f %6.2f\n", i+1, p.bare.rps, p.bare.p50, p.bare.p99,
+			p.keyhole.rps, p.keyhole.p50, p.keyhole.p99, ratio, float64(p.keyhole.p99)/float64(p.bare.p99))
+		if p.keyhole.errors > 0 || p.bare.errors > 0 {
+			fmt.Printf("         errors: bare %d, keyhole %d\n", p.bare.errors, p.keyhole.errors)
+		}
+	}
+	sort.Float64s(ratios)
+	verdict := "met"
+	if ratios[len(ratios)/2] < sc.target {
+		verdict = "MISSED"
+	}
+	fmt.Printf("  median ratio %.2f: %s\n\n", ratios[len(ratios)/2], verdict)
+}
+
+// checkAccounting compares the usage counters with what wrk reported.
+func checkAccounting(name, addr, org string, sent int64) {
+	var u struct {
+		Buckets []map[string]any `json:"buckets"`
+	}
+	adminCall(addr, "GET", "/orgs/"+org+"/usage?hours=2", "", &u)
+	var counted int64
+	for _, b := range u.Buckets {
+		for _, class := range []string{"2xx", "4xx", "429", "5xx"} {
+			n, _ := b[class].(float64)
+			counted += int64(n)
+		}
+	}
+	fmt.Printf("accounting, %s: wrk reported %d requests, usage counted %d (difference %d: requests in flight when wrk stopped)\n",
+		name, sent, counted, counted-sent)
+}
+
+func cores() int {
+	out, err := exec.Command("nproc").Output()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests in this file put a real nginx and a real Caddy in front of a real
+// upstream on loopback, asking a real keyhole process at /v1/auth. The
+// snippets are the ones the README gives.
+
+// nginxSnippet is the README's nginx configuration; KEYHOLE, API and LISTEN
+// are filled in with loopback addresses.
+const nginxSnippet = `
+upstream keyhole { server KEYHOLE; }
+upstream api     { server API; }
+
+server {
+    listen LISTEN;
+
+    location /api/ {
+        auth_request /_keyhole;
+        auth_request_set $keyhole_org    $upstream_http_x_keyhole_org;
+        auth_request_set $keyhole_key_id $upstream_http_x_keyhole_key_id;
+        auth_request_set $keyhole_env    $upstream_http_x_keyhole_env;
+        auth_request_set $keyhole_scopes $upstream_http_x_keyhole_scopes;
+        auth_request_set $keyhole_status $upstream_status;
+        auth_request_set $keyhole_retry  $upstream_http_retry_after;
+        error_page 500 = @keyhole_error;
+
+        proxy_set_header X-Keyhole-Org    $keyhole_org;
+        proxy_set_header X-Keyhole-Key-Id $keyhole_key_id;
+        proxy_set_header X-Keyhole-Env    $keyhole_env;
+        proxy_set_header X-Keyhole-Scopes $keyhole_scopes;
+        proxy_set_header Authorization    "";
+        proxy_set_header X-Api-Key        "";
+        proxy_pass http://api;
+    }
+
+    location = /_keyhole {
+        internal;
+        proxy_pass http://keyhole/v1/auth;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length    "";
+        proxy_set_header X-Original-Method $request_method;
+        proxy_set_header X-Original-URI    $request_uri;
+    }
+
+    # auth_request passes on only 401 and 403 and turns any other answer
+    # into 500: give keyhole's 429 and 400 back as they are.
+    location @keyhole_error {
+        if ($keyhole_status = 429) {
+            add_header Retry-After $keyhole_retry always;
+            return 429;
+        }
+        if ($keyhole_status = 400) {
+            return 400;
+        }
+        return 500;
+    }
+}
+`
+
+// caddySnippet is the README's Caddy route; KEYHOLE and API are filled in.
+const caddySnippet = `
+	route /api/* {
+		# Some Caddy versions' copy_headers leave the client's copy of a
+		# header keyhole answers empty: remove them all first.
+		request_header -X-Keyhole-Org
+		request_header -X-Keyhole-Key-Id
+		request_header -X-Keyhole-Env
+		request_header -X-Keyhole-Scopes
+		forward_auth KEYHOLE {
+			uri /v1/auth
+			copy_headers X-Keyhole-Org X-Keyhole-Key-Id X-Keyhole-Env X-Keyhole-Scopes
+		}
+		reverse_proxy API {
+			header_up -Authorization
+			header_up -X-Api-Key
+		}
+	}
+`
+
+func TestNginxAuthRequest(t *testing.T) {
+	bin := "/usr/sbin/nginx"
+	if _, err := os.Stat(bin); err != nil {
+		if bin, err = exec.LookPath("nginx"); err != nil {
+			integrationMissing(t, "nginx is not installed (Debian package nginx)")
+		}
+	}
+	fe := newFrontEnv(t)
+	dir := t.TempDir()
+	listen := freeLoopbackAddr(t)
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // workers must read and write the temp dir
+	}
+	conf := fmt.Sprintf(`%s
+daemon off;
+worker_processes 1;
+pid %[2]s/nginx.pid;
+error_log %[2]s/error.log info;
+events { worker_connections 64; }
+http {
+    access_log %[2]s/access.log;
+    client_body_temp_path %[2]s/client_body;
+    proxy_temp_path %[2]s/proxy;
+    fastcgi_temp_path %[2]s/fastcgi;
+    uwsgi_temp_path %[2]s/uwsgi;
+    scgi_temp_path %[2]s/scgi;
+%s
+}
+`, user, dir, strings.NewReplacer("KEYHOLE", fe.kh.addr, "API", fe.up.Listener.Addr().String(),
+		"LISTEN", listen).Replace(nginxSnippet))
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := func() string {
+		errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		return string(errLog)
+	}
+	startFront(t, "nginx", listen, logs,
+		exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")))
+	fe.run(t, "http://"+listen, "X-Forwarded-Uri", false)
+}
+
+func TestCaddyForwardAuth(t *testing.T) {
+	bin, err := exec.LookPath("caddy")
+	if err != nil {
+		integrationMissing(t, "caddy is not installed (Debian package caddy)")
+	}
+	fe := newFrontEnv(t)
+	dir := t.TempDir()
+	listen := freeLoopbackAddr(t)
+	conf := fmt.Sprintf(`{
+	admin off
+	auto_https off
+}
+
+http://%s {
+	bind 127.0.0.1
+%s
+}
+`, listen, strings.NewReplacer("KEYHOLE", fe.kh.addr, "API", fe.up.Listener.Addr().String()).Replace(caddySnippet))
+	confPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", confPath, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+	startFront(t, "caddy", listen, nil, cmd)
+	fe.run(t, "http://"+listen, "X-Original-URI", true)
+}
+
+// frontEnv is a keyhole process with a rules file, its keys, and the
+// upstream API that a front proxy guards with it.
+type frontEnv struct {
+	kh                         *child
+	up                         *upstreamAPI
+	org                        string
+	live, liveID, test, testID string
+	plain, plainID, once       string
+}
+
+func newFrontEnv(t *testing.T) *frontEnv {
+	t.Helper()
+	const token = "kh_admin_f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
+	fe := &frontEnv{up: newUpstreamAPI(t, nil)}
+	fe.kh = startKeyhole(t, "--db", filepath.Join(t.TempDir(), "keyhole.db"), "--admin-token", token,
+		"--rules", writeRules(t))
+	call := func(path, body string) map[string]any {
+		req, err := http.NewRequest("POST", fe.kh.url()+"/admin/v1"+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 201 {
+			t.Fatalf("POST %s = %d, %v; want 201", path, resp.StatusCode, err)
+		}
+		return m
+	}
+	fe.org = call("/orgs", `{"name":"acme"}`)["id"].(string)
+	key := func(body string) (id, key string) {
+		m := call("/orgs/"+fe.org+"/keys", body)
+		return m["id"].(string), m["key"].(string)
+	}
+	fe.liveID, fe.live = key(`{"name":"live","env":"live","scopes":["sms:send"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
+	fe.testID, fe.test = key(`{"name":"test","env":"test","scopes":["sms:send"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
+	fe.plainID, fe.plain = key(`{"name":"plain","env":"live","rate_limits":[{"limit":100,"window":"1m"}]}`)
+	_, fe.once = key(`{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	return fe
+}
+
+// run sends the cases through the front proxy at base. spoof is the
+// forward-auth header that proxy does not set itself, which a client might
+// add; bodies says whether keyhole's JSON error reaches the client.
+func (fe *frontEnv) run(t *testing.T, base, spoof string, bodies bool) {
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	send := func(method, path string, headers ...string) (int, http.Header, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(`{"to":"+15550100"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s %s: reading body: %v", method, path, err)
+		}
+		return resp.StatusCode, resp.Header, body
+	}
+	spoofed := []string{"X-Keyhole-Org", "org_evil", "X-Keyhole-Key-Id", "key_evil",
+		"X-Keyhole-Env", "live", "X-Keyhole-Scopes", "*"}
+	with := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
+
+	allowed := []struct {
+		name       string
+		method     string
+		path       string
+		headers    []string
+		wantID     string
+		wantEnv    string
+		wantScopes string
+	}{
+		{"live key", "GET", "/api/v1/prod/things?page=2", bearer(fe.live), fe.liveID, "live", "sms:send"},
+		{"live key with spoofed identity", "GET", "/api/v1/prod/things", with(bearer(fe.live), spoofed...), fe.liveID, "live", "sms:send"},
+		{"live key with its scope", "POST", "/api/v1/prod/sms/send", bearer(fe.live), fe.liveID, "live", "sms:send"},
+		{"x-api-key", "GET", "/api/v1/prod/things", []string{"X-Api-Key", fe.live}, fe.liveID, "live", "sms:send"},
+		{"test key on the test base", "POST", "/api/v1/dev/sms/send", bearer(fe.test), fe.testID, "test", "sms:send"},
+		{"key without scopes, spoofing some", "GET", "/api/v1/prod/things", with(bearer(fe.plain), spoofed...), fe.plainID, "live", ""},
+	}
+	for _, tt := range allowed {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(fe.up.requests())
+			status, _, body := send(tt.method, tt.path, tt.headers...)
+			if status != 200 || !strings.Contains(string(body), `"upstream":true`) {
+				t.Fatalf("%s %s = %d %q; want 200 from the upstream", tt.method, tt.path, status, body)
+			}
+			if n := len(fe.up.requests()); n != before+1 {
+				t.Fatalf("upstream saw %d requests; want %d", n, before+1)
+			}
+			seen := fe.up.last(t)
+			if seen.method != tt.method || seen.uri != tt.path {
+				t.Errorf("upstream got %s %s; want %s %s", seen.method, seen.uri, tt.method, tt.path)
+			}
+			want := map[string]string{"X-Keyhole-Org": fe.org, "X-Keyhole-Key-Id": tt.wantID, "X-Keyhole-Env": tt.wantEnv}
+			if tt.wantScopes != "" {
+				want["X-Keyhole-Scopes"] = tt.wantScopes
+			} else if got := seen.header.Values("X-Keyhole-Scopes"); len(got) > 1 || len(got) == 1 && got[0] != "" {
+				t.Errorf("upstream X-Keyhole-Scopes = %q; want none or empty", got)
+			}
+			checkForwardedIdentity(t, seen.header, want)
+		})
+	}
+
+	// The first request of the 1/1m key uses up its minute.
+	if status, _, body := send("GET", "/api/v1/prod/things", bearer(fe.once)...); status != 200 {
+		t.Fatalf("first request of a 1/1m key = %d %q; want 200", status, body)
+	}
+	blocked := []struct {
+		name       string
+		method     string
+		path       string
+		headers    []string
+		wantStatus int
+		wantCode   string
+	}{
+		{"no key", "GET", "/api/v1/prod/things", nil, 401, "missing_authorization"},
+		{"unknown key", "GET", "/api/v1/prod/things", bearer("kh_live_" + strings.Repeat("0", 32)), 401, "invalid_or_revoked"},
+		{"test key on the live base", "GET", "/api/v1/prod/things", bearer(fe.test), 401, "environment_mismatch"},
+		{"live key on the test base", "GET", "/api/v1/dev/things", bearer(fe.live), 401, "environment_mismatch"},
+		{"missing scope", "POST", "/api/v1/prod/sms/send", bearer(fe.plain), 403, "insufficient_scope"},
+		{"spoofed forward-auth path", "GET", "/api/v1/prod/things",
+			with(bearer(fe.test), spoof, "/api/v1/dev/things"), 400, "invalid_request"},
+		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/things", bearer(fe.test), 400, "invalid_request"},
+		{"rate limited", "GET", "/api/v1/prod/things", bearer(fe.once), 429, "rate_limited"},
+	}
+	for _, tt := range blocked {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(fe.up.requests())
+			status, header, body := send(tt.method, tt.path, tt.headers...)
+			if status != tt.wantStatus {
+				t.Fatalf("%s %s = %d %q; want %d", tt.method, tt.path, status, body, tt.wantStatus)
+			}
+			if n := len(fe.up.requests()); n != before {
+				t.Fatalf("the upstream was reached by a request keyhole refused")
+			}
+			if tt.wantStatus == 429 && header.Get("Retry-After") == "" {
+				t.Errorf("429 without Retry-After")
+			}
+			if !bodies {
+				return
+			}
+			if tt.wantStatus == 429 && header.Get("X-Ratelimit-Remaining") != "0" {
+				t.Errorf("429 X-RateLimit-Remaining = %q; want 0", header.Get("X-Ratelimit-Remaining"))
+			}
+			var e errorBody
+			if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != tt.wantCode {
+				t.Errorf("body = %q; want keyhole's error %q", body, tt.wantCode)
+			}
+		})
+	}
+}
+
+// freeLoopbackAddr is a loopback address with a port that was free a moment
+// ago, for a server that cannot report the port it bound.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startFront runs cmd in its own process group, which is killed when the
+// test ends, and waits until addr accepts connections. logs, if not nil,
+// adds the process's log files to a failure message.
+func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.Cmd) {
+	t.Helper()
+	out := new(lockedBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the group: nginx's workers too
+		<-done
+	})
+	report := func() string {
+		s := out.String()
+		if logs != nil {
+			s += logs()
+		}
+		return s
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-done:
+			t.Fatalf("%s exited before listening on %s:\n%s", name, addr, report())
+		default:
+		}
+		// Ask over HTTP and check who answers, in case something else took
+		// the port first.
+		if resp, err := client.Get("http://" + addr + "/"); err == nil {
+			resp.Body.Close()
+			if server := resp.Header.Get("Server"); !strings.Contains(strings.ToLower(server), name) {
+				t.Fatalf("%s is answered by %q, not %s", addr, server, name)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not listen on %s within 30s:\n%s", name, addr, report())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for readiness, not timing a result
+	}
+}

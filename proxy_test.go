@@ -1,0 +1,699 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The tests in this file put keyhole's reverse proxy in front of a real
+// upstream server on loopback, and check forward auth's headers.
+
+// testRules require sms:send to POST to /sms/send under either base.
+const testRules = `[{"method":"POST","path":"/api/v1/*/sms/send","scope":"sms:send"}]`
+
+func writeRules(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rules.json")
+	if err := os.WriteFile(path, []byte(testRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// seenRequest is what one request looked like when it reached the upstream.
+type seenRequest struct {
+	method string
+	uri    string
+	header http.Header
+}
+
+// upstreamAPI is a real HTTP server on loopback standing for the guarded API.
+// It records every request that reaches it, then runs handler.
+type upstreamAPI struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []seenRequest
+}
+
+func newUpstreamAPI(t *testing.T, handler http.HandlerFunc) *upstreamAPI {
+	t.Helper()
+	if handler == nil {
+		handler = func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"upstream":true,"path":%q}`+"\n", r.URL.Path)
+		}
+	}
+	u := &upstreamAPI{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen = append(u.seen, seenRequest{method: r.Method, uri: r.RequestURI, header: r.Header.Clone()})
+		u.mu.Unlock()
+		handler(w, r)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstreamAPI) requests() []seenRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]seenRequest(nil), u.seen...)
+}
+
+// last is the newest request the upstream saw; the test fails if none came.
+func (u *upstreamAPI) last(t *testing.T) seenRequest {
+	t.Helper()
+	seen := u.requests()
+	if len(seen) == 0 {
+		t.Fatal("the upstream was not reached")
+	}
+	return seen[len(seen)-1]
+}
+
+// checkForwardedIdentity fails unless h carries exactly the X-Keyhole-*
+// values wanted, no key, and none of the client's copies. Header values are
+// never printed for Authorization or X-Api-Key: they hold key secrets.
+func checkForwardedIdentity(t *testing.T, h http.Header, want map[string]string) {
+	t.Helper()
+	for _, name := range []string{"Authorization", "X-Api-Key"} {
+		if _, ok := h[name]; ok {
+			t.Errorf("the upstream received %s; want it removed", name)
+		}
+	}
+	for name, v := range want {
+		if got := h.Values(name); len(got) != 1 || got[0] != v {
+			t.Errorf("upstream %s = %q; want [%q]", name, got, v)
+		}
+	}
+}
+
+// proxyEnv is keyhole in-process with --upstream, served on loopback.
+type proxyEnv struct {
+	*testEnv
+	up  *upstreamAPI
+	url string
+	org string
+}
+
+func newProxyEnv(t *testing.T, handler http.HandlerFunc) *proxyEnv {
+	t.Helper()
+	up := newUpstreamAPI(t, handler)
+	rules := writeRules(t)
+	te := newTestEnv(t, func(c *config) {
+		c.upstream = up.URL
+		c.rulesPath = rules
+	})
+	kh := httptest.NewServer(te.s)
+	t.Cleanup(kh.Close)
+	return &proxyEnv{testEnv: te, up: up, url: kh.URL, org: te.createOrg("acme")}
+}
+
+// send makes one real HTTP request to keyhole; headers alternate name, value.
+func (pe *proxyEnv) send(method, path string, body io.Reader, headers ...string) *http.Response {
+	pe.t.Helper()
+	req, err := http.NewRequest(method, pe.url+path, body)
+	if err != nil {
+		pe.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		pe.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	pe.t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// read sends a request and reads the whole answer.
+func (pe *proxyEnv) read(method, path string, body io.Reader, headers ...string) response {
+	pe.t.Helper()
+	resp := pe.send(method, path, body, headers...)
+	buf, err := io.ReadAll(resp.Body)
+	if err != nil {
+		pe.t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: buf}
+}
+
+// loggedStatus is the status the org's request log holds for requestID.
+func (pe *proxyEnv) loggedStatus(requestID string) int {
+	pe.t.Helper()
+	r := pe.root("GET", "/orgs/"+pe.org+"/logs?limit=1000", "")
+	mustStatus(pe.t, "GET logs", r, 200)
+	var page struct {
+		Entries []struct {
+			Status    int    `json:"status"`
+			RequestID string `json:"request_id"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal(r.body, &page); err != nil {
+		pe.t.Fatal(err)
+	}
+	for _, e := range page.Entries {
+		if e.RequestID == requestID {
+			return e.Status
+		}
+	}
+	pe.t.Fatalf("no log entry has request_id %q", requestID)
+	return 0
+}
+
+func TestProxyHeaders(t *testing.T) {
+	pe := newProxyEnv(t, nil)
+	keyID, key := pe.createKey(pe.org, `{"name":"k","env":"live","scopes":["sms:send","whoami:read"]}`)
+	want := map[string]string{"X-Keyhole-Org": pe.org, "X-Keyhole-Key-Id": keyID,
+		"X-Keyhole-Env": "live", "X-Keyhole-Scopes": "sms:send,whoami:read"}
+	spoofed := []string{"X-Keyhole-Org", "org_evil", "X-Keyhole-Org", "org_evil2",
+		"X-Keyhole-Key-Id", "key_evil", "X-Keyhole-Env", "live", "x-keyhole-scopes", "*"}
+	tests := []struct {
+		name    string
+		headers []string
+	}{
+		{"bearer", bearer(key)},
+		{"x-api-key", []string{"x-api-key", key}},
+		{"bearer with spoofed identity", append(bearer(key), spoofed...)},
+		{"x-api-key with spoofed identity", append([]string{"X-Api-Key", key}, spoofed...)},
+		// A client may name headers in Connection to have a proxy drop them;
+		// that must not remove the identity keyhole sets.
+		{"connection names identity headers", append(bearer(key),
+			"Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(pe.up.requests())
+			r := pe.read("POST", "/api/v1/prod/sms/send?to=%2B15550100&x=1", strings.NewReader(`{"text":"hi"}`), tt.headers...)
+			mustStatus(t, "proxied POST", r, 200)
+			if n := len(pe.up.requests()); n != before+1 {
+				t.Fatalf("upstream saw %d requests; want %d", n, before+1)
+			}
+			seen := pe.up.last(t)
+			if seen.method != "POST" || seen.uri != "/api/v1/prod/sms/send?to=%2B15550100&x=1" {
+				t.Errorf("upstream got %s %s; want POST /api/v1/prod/sms/send?to=%%2B15550100&x=1", seen.method, seen.uri)
+			}
+			checkForwardedIdentity(t, seen.header, want)
+		})
+	}
+}
+
+func TestProxyEmptyScopes(t *testing.T) {
+	pe := newProxyEnv(t, nil)
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"test"}`)
+	r := pe.read("GET", "/api/v1/dev/things", nil, append(bearer(key), "X-Keyhole-Scopes", "*")...)
+	mustStatus(t, "proxied GET", r, 200)
+	if got := pe.up.last(t).header.Values("X-Keyhole-Scopes"); len(got) != 1 || got[0] != "" {
+		t.Fatalf("upstream X-Keyhole-Scopes = %q; want one empty value", got)
+	}
+}
+
+// TestProxyStreamsUpload sends 8 MiB whose second part the client writes
+// only after the upstream has read the first: a proxy that buffered whole
+// bodies could never deliver it.
+func TestProxyStreamsUpload(t *testing.T) {
+	const first, total = 1 << 20, 8 << 20
+	gotFirst := make(chan struct{})
+	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		if _, err := io.CopyN(h, r.Body, first); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		close(gotFirst)
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%d %x %d", first+n, h.Sum(nil), r.ContentLength)
+	})
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
+
+	data := make([]byte, total)
+	rng := rand.NewChaCha8([32]byte{1})
+	rng.Read(data)
+	sum := sha256.Sum256(data)
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(data[:first])
+		select {
+		case <-gotFirst:
+		case <-time.After(30 * time.Second): // a hang guard, not a timing check
+			pw.CloseWithError(fmt.Errorf("the upstream never received the first MiB: the upload was buffered"))
+			return
+		}
+		pw.Write(data[first:])
+		pw.Close()
+	}()
+	req, err := http.NewRequest("PUT", pe.url+"/api/v1/prod/files/big.bin", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = total
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	want := fmt.Sprintf("%d %x %d", total, sum, total)
+	if resp.StatusCode != 200 || string(body) != want {
+		t.Fatalf("upload = %d %q; want 200 %q", resp.StatusCode, body, want)
+	}
+}
+
+// TestProxyStreamsResponse has the upstream write each chunk only after the
+// client has read the one before it, so the response must be relayed as it
+// comes, flushed, not buffered.
+func TestProxyStreamsResponse(t *testing.T) {
+	const chunks = 4
+	next := make(chan struct{})
+	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < chunks; i++ {
+			fmt.Fprintf(w, "data: chunk %d\n", i)
+			http.NewResponseController(w).Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"test"}`)
+	resp := pe.send("GET", "/api/v1/dev/events", nil, bearer(key)...)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET events = %d; want 200", resp.StatusCode)
+	}
+	if resp.ContentLength != -1 || len(resp.TransferEncoding) == 0 || resp.TransferEncoding[0] != "chunked" {
+		t.Errorf("response length %d, transfer encoding %q; want a chunked stream", resp.ContentLength, resp.TransferEncoding)
+	}
+	if resp.Header.Get("X-Ratelimit-Remaining") != "4" {
+		t.Errorf("streamed response X-RateLimit-Remaining = %q; want 4", resp.Header.Get("X-Ratelimit-Remaining"))
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	for i := 0; i < chunks; i++ {
+		select {
+		case line := <-lines:
+			if want := fmt.Sprintf("data: chunk %d", i); line != want {
+				t.Fatalf("line %d = %q; want %q", i, line, want)
+			}
+		case <-time.After(30 * time.Second): // a hang guard, not a timing check
+			t.Fatalf("chunk %d never arrived: the response was buffered", i)
+		}
+		next <- struct{}{}
+	}
+	if line, ok := <-lines; ok {
+		t.Fatalf("extra line %q after the stream", line)
+	}
+}
+
+// TestProxyLargeResponse relays 8 MiB from the upstream intact.
+func TestProxyLargeResponse(t *testing.T) {
+	data := make([]byte, 8<<20)
+	rng := rand.NewChaCha8([32]byte{2})
+	rng.Read(data)
+	sum := sha256.Sum256(data)
+	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		for rest := data; len(rest) > 0; rest = rest[min(len(rest), 100_000):] {
+			w.Write(rest[:min(len(rest), 100_000)])
+		}
+	})
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
+	r := pe.read("GET", "/api/v1/prod/download", nil, bearer(key)...)
+	if got := sha256.Sum256(r.body); r.status != 200 || got != sum {
+		t.Fatalf("download = %d, %d bytes, sha256 %s; want 200, %d bytes, %s",
+			r.status, len(r.body), hex.EncodeToString(got[:8]), len(data), hex.EncodeToString(sum[:8]))
+	}
+}
+
+func TestProxyUpstreamFailures(t *testing.T) {
+	// A port that refuses: listen, note the port, close.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+	// A server that accepts and hangs up at once.
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hangup.Close() })
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// A server that never answers until the test ends.
+	release := make(chan struct{})
+	slow := newUpstreamAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	t.Cleanup(func() { close(release) })
+
+	tests := []struct {
+		name       string
+		upstream   string
+		wantStatus int
+		wantCode   string
+	}{
+		{"connection refused", refused, 502, "bad_gateway"},
+		{"connection closed", "http://" + hangup.Addr().String(), 502, "bad_gateway"},
+		{"no response in time", slow.URL, 504, "upstream_timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			te := newTestEnv(t, func(c *config) { c.upstream = tt.upstream })
+			te.s.proxy.transport.ResponseHeaderTimeout = 200 * time.Millisecond
+			kh := httptest.NewServer(te.s)
+			defer kh.Close()
+			pe := &proxyEnv{testEnv: te, url: kh.URL, org: te.createOrg("acme")}
+			_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
+			r := pe.read("GET", "/api/v1/prod/x", nil, bearer(key)...)
+			mustStatus(t, "GET via failing upstream", r, tt.wantStatus)
+			if got := r.errorCode(t); got != tt.wantCode {
+				t.Errorf("code = %q; want %q", got, tt.wantCode)
+			}
+			reqID := r.header.Get("X-Request-Id")
+			if got := r.json(t)["request_id"]; got != reqID || reqID == "" {
+				t.Errorf("body request_id = %v; want the X-Request-Id %q", got, reqID)
+			}
+			if r.header.Get("X-Ratelimit-Remaining") != "4" || r.header.Get("Ratelimit-Policy") == "" {
+				t.Errorf("rate-limit headers missing from the %d: %v", r.status, r.header)
+			}
+			if got := pe.loggedStatus(reqID); got != tt.wantStatus {
+				t.Errorf("logged status = %d; want %d", got, tt.wantStatus)
+			}
+		})
+	}
+}
+
+// TestProxyLogsBrokenResponse has the upstream hang up halfway through its
+// body: the client sees the cut, and the request is still logged, with the
+// status that was sent.
+func TestProxyLogsBrokenResponse(t *testing.T) {
+	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(200)
+		io.WriteString(w, "only part")
+		http.NewResponseController(w).Flush()
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.Close()
+		}
+	})
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
+	req, err := http.NewRequest("GET", pe.url+"/api/v1/prod/broken", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	// keyhole may not have flushed the headers when the upstream hangs up,
+	// so the cut shows either as an error or as a short body.
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatal("the client read a whole body; want it cut off")
+		}
+	}
+	r := pe.root("GET", "/orgs/"+pe.org+"/logs?limit=1", "")
+	mustStatus(t, "GET logs", r, 200)
+	var page logPage
+	if err := json.Unmarshal(r.body, &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entries) != 1 || page.Entries[0].Path != "/api/v1/prod/broken" || page.Entries[0].Status != 200 {
+		t.Fatalf("newest log entries = %+v; want GET /api/v1/prod/broken with status 200", page.Entries)
+	}
+}
+
+// TestProxyResponseHeadersAndLog checks that keyhole's rate-limit headers
+// and request id are on the proxied response, replacing any the upstream
+// sent, and that the log holds the upstream's status.
+func TestProxyResponseHeadersAndLog(t *testing.T) {
+	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		if r.URL.Path == "/api/v1/prod/early" {
+			h.Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		h.Set("X-Ratelimit-Remaining", "999")
+		h.Set("Ratelimit", `"upstream";r=999;t=0`)
+		h.Set("X-Request-Id", "upstream-id")
+		h.Set("X-Upstream", "yes")
+		switch r.URL.Path {
+		case "/api/v1/prod/created":
+			w.WriteHeader(201)
+		case "/api/v1/prod/teapot":
+			w.WriteHeader(418)
+		case "/api/v1/prod/broken":
+			w.WriteHeader(503)
+		}
+		io.WriteString(w, "from upstream\n")
+	})
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"live","rate_limits":[{"limit":4,"window":"1m"},{"limit":100,"window":"1h"}]}`)
+	tests := []struct {
+		path          string
+		wantStatus    int
+		wantRemaining string
+	}{
+		{"/api/v1/prod/created", 201, "3"},
+		{"/api/v1/prod/teapot", 418, "2"},
+		{"/api/v1/prod/early", 200, "1"},
+		{"/api/v1/prod/broken", 503, "0"},
+	}
+	for _, tt := range tests {
+		r := pe.read("GET", tt.path, nil, bearer(key)...)
+		mustStatus(t, "GET "+tt.path, r, tt.wantStatus)
+		h := r.header
+		if string(r.body) != "from upstream\n" || h.Get("X-Upstream") != "yes" {
+			t.Errorf("GET %s: body %q, X-Upstream %q; want the upstream's", tt.path, r.body, h.Get("X-Upstream"))
+		}
+		wantHeaders := map[string]string{
+			"X-Ratelimit-Limit":     "4",
+			"X-Ratelimit-Remaining": tt.wantRemaining,
+			"Ratelimit-Policy":      `"1m";q=4;w=60, "1h";q=100;w=3600`,
+		}
+		for name, want := range wantHeaders {
+			if got := h.Values(name); len(got) != 1 || got[0] != want {
+				t.Errorf("GET %s: %s = %q; want [%q]", tt.path, name, got, want)
+			}
+		}
+		if got := h.Values("Ratelimit"); len(got) != 1 || !strings.HasPrefix(got[0], `"1m";r=`+tt.wantRemaining+";") {
+			t.Errorf("GET %s: RateLimit = %q; want keyhole's one", tt.path, got)
+		}
+		reqID := h.Values("X-Request-Id")
+		if len(reqID) != 1 || !strings.HasPrefix(reqID[0], "req_") {
+			t.Fatalf("GET %s: X-Request-Id = %q; want keyhole's one", tt.path, reqID)
+		}
+		if got := pe.loggedStatus(reqID[0]); got != tt.wantStatus {
+			t.Errorf("GET %s: logged status = %d; want the upstream's %d", tt.path, got, tt.wantStatus)
+		}
+	}
+	// The bucket is now empty: 429 from keyhole, and the upstream not asked.
+	before := len(pe.up.requests())
+	r := pe.read("GET", "/api/v1/prod/created", nil, bearer(key)...)
+	mustStatus(t, "GET over the limit", r, 429)
+	if r.header.Get("Retry-After") == "" || r.header.Get("X-Ratelimit-Remaining") != "0" {
+		t.Errorf("429 headers = %v; want Retry-After and X-RateLimit-Remaining 0", r.header)
+	}
+	if got := pe.loggedStatus(r.header.Get("X-Request-Id")); got != 429 {
+		t.Errorf("logged status = %d; want 429", got)
+	}
+	if n := len(pe.up.requests()); n != before {
+		t.Errorf("the upstream saw a rate-limited request")
+	}
+}
+
+// TestProxyBlockedNeverReachesUpstream sends requests keyhole must refuse.
+func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
+	pe := newProxyEnv(t, nil)
+	_, live := pe.createKey(pe.org, `{"name":"live","env":"live","scopes":["sms:send"]}`)
+	_, test := pe.createKey(pe.org, `{"name":"test","env":"test","scopes":["sms:send"]}`)
+	_, noScope := pe.createKey(pe.org, `{"name":"plain","env":"live"}`)
+	revokedID, revoked := pe.createKey(pe.org, `{"name":"gone","env":"live","scopes":["*"]}`)
+	mustStatus(t, "revoke", pe.root("POST", "/orgs/"+pe.org+"/keys/"+revokedID+"/revoke", ""), 200)
+	_, limited := pe.createKey(pe.org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	mustStatus(t, "first request of a 1/1m key", pe.read("GET", "/api/v1/prod/x", nil, bearer(limited)...), 200)
+
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		headers    []string
+		wantStatus int
+		wantCode   string
+	}{
+		{"no key", "GET", "/api/v1/prod/x", nil, 401, "missing_authorization"},
+		{"basic auth", "GET", "/api/v1/prod/x", []string{"Authorization", "Basic dXNlcjpwYXNz"}, 401, "invalid_scheme"},
+		{"unknown key", "GET", "/api/v1/prod/x", bearer("kh_live_" + strings.Repeat("0", 32)), 401, "invalid_or_revoked"},
+		{"revoked key", "GET", "/api/v1/prod/x", bearer(revoked), 401, "invalid_or_revoked"},
+		{"test key on the live base", "GET", "/api/v1/prod/x", bearer(test), 401, "environment_mismatch"},
+		{"live key on the test base", "GET", "/api/v1/dev/x", bearer(live), 401, "environment_mismatch"},
+		{"missing scope", "POST", "/api/v1/prod/sms/send", bearer(noScope), 403, "insufficient_scope"},
+		{"rate limited", "GET", "/api/v1/prod/x", bearer(limited), 429, "rate_limited"},
+		{"dot-dot into the test base", "GET", "/api/v1/prod/../dev/x", bearer(live), 400, "invalid_request"},
+		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/x", bearer(test), 400, "invalid_request"},
+		{"escaped dot-dot", "GET", "/api/v1/dev/%2e%2e/prod/x", bearer(test), 400, "invalid_request"},
+		{"escaped slash dot-dot", "GET", "/api/v1/dev/x%2F..%2F..%2Fprod/x", bearer(test), 400, "invalid_request"},
+		{"dot segment", "GET", "/api/v1/prod/./x", bearer(live), 400, "invalid_request"},
+		{"double slash", "GET", "/api/v1/prod//x", bearer(live), 400, "invalid_request"},
+	}
+	before := len(pe.up.requests())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := pe.read(tt.method, tt.path, nil, tt.headers...)
+			mustStatus(t, tt.method+" "+tt.path, r, tt.wantStatus)
+			if got := r.errorCode(t); got != tt.wantCode {
+				t.Errorf("code = %q; want %q", got, tt.wantCode)
+			}
+		})
+	}
+	if n := len(pe.up.requests()) - before; n != 0 {
+		t.Fatalf("the upstream was reached %d times by refused requests", n)
+	}
+}
+
+// TestProxyPassesAllowedMethods sends each method with a body and checks
+// that the upstream receives it unchanged.
+func TestProxyPassesAllowedMethods(t *testing.T) {
+	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s", r.Method, body)
+	})
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"live","rate_limits":[{"limit":100,"window":"1m"}]}`)
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		r := pe.read(m, "/api/v1/prod/things/1", bytes.NewReader([]byte("payload")), bearer(key)...)
+		if want := m + " payload"; r.status != 200 || string(r.body) != want {
+			t.Errorf("%s = %d %q; want 200 %q", m, r.status, r.body, want)
+		}
+	}
+}
+
+// TestForwardAuthHeaders calls /v1/auth as nginx, Caddy and Traefik do.
+func TestForwardAuthHeaders(t *testing.T) {
+	rules := writeRules(t)
+	te := newTestEnv(t, func(c *config) { c.rulesPath = rules })
+	org := te.createOrg("acme")
+	liveID, live := te.createKey(org, `{"name":"live","env":"live","scopes":["sms:send"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
+	_, test := te.createKey(org, `{"name":"test","env":"test","scopes":["sms:send"]}`)
+	noScopeID, noScope := te.createKey(org, `{"name":"plain","env":"live"}`)
+	_, limited := te.createKey(org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	original := func(method, uri string) []string {
+		return []string{"X-Original-Method", method, "X-Original-URI", uri}
+	}
+	forwarded := func(method, uri string) []string {
+		return []string{"X-Forwarded-Method", method, "X-Forwarded-Uri", uri}
+	}
+	with := func(parts ...[]string) []string {
+		var all []string
+		for _, p := range parts {
+			all = append(all, p...)
+		}
+		return all
+	}
+	tests := []struct {
+		name       string
+		headers    []string
+		wantStatus int
+		want       string // the error code, or for a 200 the key id
+	}{
+		{"X-Original-*", with(bearer(live), original("POST", "/api/v1/prod/sms/send")), 200, liveID},
+		{"X-Forwarded-*", with(bearer(live), forwarded("POST", "/api/v1/prod/sms/send")), 200, liveID},
+		{"x-api-key", with([]string{"X-Api-Key", live}, forwarded("GET", "/api/v1/prod/x")), 200, liveID},
+		{"query string is not the path", with(bearer(noScope), original("GET", "/api/v1/prod/x?next=/api/v1/dev/")), 200, noScopeID},
+		{"lower-case method", with(bearer(noScope), forwarded("post", "/api/v1/prod/sms/send")), 403, "insufficient_scope"},
+		{"both agree", with(bearer(live), original("GET", "/api/v1/prod/x"), forwarded("GET", "/api/v1/prod/x")), 200, liveID},
+		{"no key", original("GET", "/api/v1/prod/x"), 401, "missing_authorization"},
+		{"test key on the live base", with(bearer(test), original("GET", "/api/v1/prod/x")), 401, "environment_mismatch"},
+		{"live key on the test base", with(bearer(live), forwarded("GET", "/api/v1/dev/x")), 401, "environment_mismatch"},
+		{"outside both bases", with(bearer(live), forwarded("GET", "/other/x")), 401, "environment_mismatch"},
+		{"missing scope (original)", with(bearer(noScope), original("POST", "/api/v1/prod/sms/send")), 403, "insufficient_scope"},
+		{"missing scope (forwarded)", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms/send")), 403, "insufficient_scope"},
+		{"escaped path is decoded", with(bearer(noScope), original("POST", "/api/v1/prod/sms/%73end")), 403, "insufficient_scope"},
+		{"dot-dot", with(bearer(test), original("GET", "/api/v1/dev/../prod/x")), 400, "invalid_request"},
+		{"escaped dot-dot", with(bearer(test), forwarded("GET", "/api/v1/dev/%2E%2E/prod/x")), 400, "invalid_request"},
+		{"bad escape", with(bearer(live), forwarded("GET", "/api/v1/prod/%zz")), 400, "invalid_request"},
+		{"no URI", with(bearer(live), []string{"X-Forwarded-Method", "GET"}), 400, "invalid_request"},
+		{"no method", with(bearer(live), []string{"X-Original-URI", "/api/v1/prod/x"}), 400, "invalid_request"},
+		// nginx sets X-Original-*; a client adding X-Forwarded-* must not
+		// choose the path that is checked. The same the other way round.
+		{"client's X-Forwarded-Uri differs", with(bearer(test), original("GET", "/api/v1/prod/x"),
+			[]string{"X-Forwarded-Uri", "/api/v1/dev/x"}), 400, "invalid_request"},
+		{"client's X-Original-Method differs", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms/send"),
+			[]string{"X-Original-Method", "GET"}), 400, "invalid_request"},
+		{"repeated X-Forwarded-Uri", with(bearer(test), forwarded("GET", "/api/v1/dev/x"),
+			[]string{"X-Forwarded-Uri", "/api/v1/prod/x"}), 400, "invalid_request"},
+		{"rate limited", with(bearer(limited), original("GET", "/api/v1/prod/x")), 429, "rate_limited"},
+	}
+	mustStatus(t, "first request of a 1/1m key", te.do("GET", "/v1/auth", "", with(bearer(limited), original("GET", "/api/v1/prod/x"))...), 200)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := te.do("GET", "/v1/auth", "", tt.headers...)
+			mustStatus(t, "GET /v1/auth", r, tt.wantStatus)
+			if tt.wantStatus != 200 {
+				if got := r.errorCode(t); got != tt.want {
+					t.Errorf("code = %q; want %q", got, tt.want)
+				}
+				for _, name := range identityHeaders {
+					if r.header.Get(name) != "" {
+						t.Errorf("a %d carries %s", r.status, name)
+					}
+				}
+				if tt.wantStatus == 429 && r.header.Get("Retry-After") == "" {
+					t.Errorf("429 without Retry-After")
+				}
+				return
+			}
+			if len(r.body) != 0 || r.header.Get("Content-Length") != "0" {
+				t.Errorf("200 body = %q; want empty", r.body)
+			}
+			if r.header.Get("X-Ratelimit-Limit") == "" || r.header.Get("Ratelimit-Policy") == "" {
+				t.Errorf("200 lacks rate-limit headers: %v", r.header)
+			}
+			wantScopes := ""
+			if tt.want == liveID {
+				wantScopes = "sms:send"
+			}
+			want := map[string]string{"X-Keyhole-Org": org, "X-Keyhole-Key-Id": tt.want,
+				"X-Keyhole-Env": "live", "X-Keyhole-Scopes": wantScopes}
+			for name, v := range want {
+				if got := r.header.Values(name); len(got) != 1 || got[0] != v {
+					t.Errorf("%s = %q; want [%q]", name, got, v)
+				}
+			}
+		})
+	}
+}
