@@ -109,7 +109,8 @@ func (s *server) checkRequest(r *http.Request, method, path string, now time.Tim
 	if wantEnv == "" {
 		wantEnv = "none" // outside both bases: no key may call it
 	}
-	return s.verify(token, wantEnv, requiredScope(s.rules, method, path), now)
+	// Rules name methods in upper case; a server may take "post" for POST.
+	return s.verify(token, wantEnv, requiredScope(s.rules, strings.ToUpper(method), path), now)
 }
 
 // isCanonicalPath refuses paths an upstream might resolve to another base.

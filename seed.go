@@ -77,4 +77,3 @@ func seedRecords(st *store, f keyFormat, orgs, keys int, now time.Time) error {
 	}
 	return nil
 }
-

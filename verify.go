@@ -93,7 +93,7 @@ func parseVerifyBody(b []byte, req *verifyRequest) *apiError {
 			return invalidRequest("Invalid JSON body: unknown field %s.", strconv.Quote(name))
 		}
 		if p.literal("null") {
-			*dst = ""
+			// as encoding/json: null leaves the field as it was
 		} else if v, ok := p.str(); ok {
 			*dst = v
 		} else {

@@ -3,6 +3,8 @@
 // keyhole. Run it with bench/run.sh, which builds both binaries.
 //
 //	bench [-rounds 3] [-duration 5s] [-connections 32] -keyhole path/to/keyhole
+//	bench scale -keyhole path/to/keyhole [-orgs 10000] [-keys 1000000]
+//	bench create -keyhole path/to/keyhole [-clients 32] [-duration 10s]
 //
 // The subcommands bare and revproxy are the baselines it starts itself.
 package main
@@ -35,6 +37,12 @@ func main() {
 		switch os.Args[1] {
 		case "bare":
 			serveBare(os.Args[2])
+			return
+		case "scale":
+			runScale(os.Args[2:])
+			return
+		case "create":
+			runCreate(os.Args[2:])
 			return
 		case "revproxy":
 			serveRevProxy(os.Args[2], os.Args[3], atoi(os.Args[4]))
