@@ -159,11 +159,9 @@ var (
 	bufPool         = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 )
 
-// writeWhoami writes {"key_id","org_id","env","scopes"} by hand from a
-// pooled buffer: it is the hot path's whole body.
-func writeWhoami(w http.ResponseWriter, k *keyEntry) {
-	bp := bufPool.Get().(*[]byte)
-	b := append((*bp)[:0], `{"key_id":"`...)
+// appendIdentity writes the members "key_id","org_id","env","scopes".
+func appendIdentity(b []byte, k *keyEntry) []byte {
+	b = append(b, `"key_id":"`...)
 	b = appendKeyID(b, k.id)
 	b = append(b, `","org_id":"`...)
 	b = append(b, k.orgID...)
@@ -176,7 +174,16 @@ func writeWhoami(w http.ResponseWriter, k *keyEntry) {
 		}
 		b = appendJSONString(b, sc)
 	}
-	b = append(b, "]}\n"...)
+	return append(b, ']')
+}
+
+// writeWhoami writes {"key_id","org_id","env","scopes"} by hand from a
+// pooled buffer: it is the hot path's whole body.
+func writeWhoami(w http.ResponseWriter, k *keyEntry) {
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], '{')
+	b = appendIdentity(b, k)
+	b = append(b, "}\n"...)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)
 	w.Write(b)

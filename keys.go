@@ -48,7 +48,7 @@ const (
 
 // parse checks a presented key's shape without touching any secret state.
 func (f keyFormat) parse(token string) (parsedKey, error) {
-	if strings.Contains(token, ".") || f.style == styleSplit && !strings.HasPrefix(token, f.brand+"_") {
+	if strings.Contains(token, ".") || f.style == styleSplit && !hasBrandPrefix(token, f.brand, "_") {
 		return f.parseSplit(token)
 	}
 	return f.parsePrefixed(token)
@@ -62,10 +62,10 @@ func (f keyFormat) malformed() error {
 }
 
 func (f keyFormat) parsePrefixed(token string) (parsedKey, error) {
-	rest, ok := strings.CutPrefix(token, f.brand+"_")
-	if !ok || len(token) > maxKeyLen {
+	if !hasBrandPrefix(token, f.brand, "_") || len(token) > maxKeyLen {
 		return parsedKey{}, f.malformed()
 	}
+	rest := token[len(f.brand)+1:]
 	env, secret, ok := strings.Cut(rest, "_")
 	if !ok || (env != envTest && env != envLive) || !isLowerHex(secret, 32) {
 		return parsedKey{}, f.malformed()
@@ -82,12 +82,17 @@ func (f keyFormat) parseSplit(token string) (parsedKey, error) {
 	if !ok {
 		return parsedKey{}, bad
 	}
-	pubHex, ok1 := strings.CutPrefix(public, f.brand+"pub_")
-	secHex, ok2 := strings.CutPrefix(secret, f.brand+"sec_")
-	if !ok1 || !ok2 || !isLowerHex(pubHex, 16) || !isLowerHex(secHex, 32) {
+	if !hasBrandPrefix(public, f.brand, "pub_") || !hasBrandPrefix(secret, f.brand, "sec_") ||
+		!isLowerHex(public[len(f.brand)+4:], 16) || !isLowerHex(secret[len(f.brand)+4:], 32) {
 		return parsedKey{}, bad
 	}
 	return parsedKey{lookup: public, whole: token}, nil
+}
+
+// hasBrandPrefix reports whether s starts with brand+sep, without building
+// that string on the hot path.
+func hasBrandPrefix(s, brand, sep string) bool {
+	return len(s) >= len(brand)+len(sep) && s[:len(brand)] == brand && s[len(brand):len(brand)+len(sep)] == sep
 }
 
 func isLowerHex(s string, n int) bool {

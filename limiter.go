@@ -123,6 +123,7 @@ type limitSet struct {
 	limits     []rateLimit
 	sig        string
 	perNano    []float64 // tokens per nanosecond
+	secs       []float64 // window lengths in seconds
 	policy     []string  // RateLimit-Policy
 	limitValue [][]string
 }
@@ -132,6 +133,7 @@ func newLimitSet(limits []rateLimit) *limitSet {
 		policy: []string{policyHeader(limits)}}
 	for _, r := range limits {
 		set.perNano = append(set.perNano, float64(r.Limit)/float64(r.seconds()*int64(time.Second)))
+		set.secs = append(set.secs, float64(r.seconds()))
 		set.limitValue = append(set.limitValue, []string{strconv.FormatInt(r.Limit, 10)})
 	}
 	return set
@@ -277,15 +279,14 @@ func (d *decision) report(tokens []float64) {
 	i := d.tightest
 	r := d.limits[i]
 	d.remaining = int64(tokens[i])
-	d.reset = ceilSeconds((float64(r.Limit) - tokens[i]) * float64(r.seconds()) / float64(r.Limit))
+	d.reset = ceilSeconds((float64(r.Limit) - tokens[i]) * d.set.secs[i] / float64(r.Limit))
 	if !d.allowed {
 		d.retryAfter = max(1, d.secondsToToken(tokens, i))
 	}
 }
 
 func (d *decision) secondsToToken(tokens []float64, i int) int64 {
-	r := d.limits[i]
-	return ceilSeconds((1 - tokens[i]) * float64(r.seconds()) / float64(r.Limit))
+	return ceilSeconds((1 - tokens[i]) * d.set.secs[i] / float64(d.limits[i].Limit))
 }
 
 func ceilSeconds(s float64) int64 {
@@ -301,7 +302,7 @@ func ceilSeconds(s float64) int64 {
 
 // message is the 429 message of SPEC 3 for the denying window.
 func (d *decision) message() string {
-	switch d.limits[d.tightest].seconds() {
+	switch d.set.secs[d.tightest] {
 	case 60:
 		return "Rate limit exceeded. Wait a minute before retrying."
 	case 3600:

@@ -183,21 +183,8 @@ func appendVerifyAnswer(b []byte, v *verdict) []byte {
 		b = append(b, `","message":`...)
 		b = appendJSONString(b, v.err.message)
 	} else {
-		k := v.key
-		b = append(b, `{"valid":true,"key_id":"`...)
-		b = appendKeyID(b, k.id)
-		b = append(b, `","org_id":"`...)
-		b = append(b, k.orgID...)
-		b = append(b, `","env":"`...)
-		b = append(b, k.env...)
-		b = append(b, `","scopes":[`...)
-		for i, sc := range k.scopes.list {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, sc)
-		}
-		b = append(b, ']')
+		b = append(b, `{"valid":true,`...)
+		b = appendIdentity(b, v.key)
 	}
 	if v.decided {
 		d := &v.dec
