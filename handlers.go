@@ -67,6 +67,7 @@ func (s *server) routes() {
 
 	rt.HandlerFunc("GET", "/healthz", s.serveHealth)
 	rt.HandlerFunc("GET", "/readyz", s.serveReady)
+	rt.HandlerFunc("GET", "/metrics", s.serveMetrics)
 	rt.HandlerFunc("POST", "/v1/keys/verify", s.serveVerify)
 	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
 		rt.HandlerFunc(m, "/v1/auth", s.serveAuth)
@@ -86,6 +87,7 @@ func (s *server) routes() {
 	rt.GET(a+"/orgs/:org/usage", s.admin(orgAdmin, s.orgUsage))
 	rt.GET(a+"/logs", s.admin(rootOnly, s.serverLogs))
 	rt.GET(a+"/backup", s.admin(rootOnly, s.backup))
+	s.routeConsole(rt)
 	s.router = rt
 }
 

@@ -88,6 +88,9 @@ type logWriter struct {
 	touched map[*keyEntry]struct{}
 	dropped atomic.Uint64
 	kick    chan struct{}
+	classes usageCounts // every guarded request by status class, for /metrics
+
+	flushes, flushErrors, flushNanos atomic.Uint64
 
 	flushMu   sync.Mutex // one flush at a time
 	lastPrune time.Time
@@ -121,6 +124,7 @@ func (lw *logWriter) add(e pendingEntry, start time.Time) {
 	} else {
 		lw.dropped.Add(1)
 	}
+	lw.classes[statusClass(e.status)]++
 	if e.key != nil {
 		uk := usageKey{orgID: e.key.orgID, env: e.key.env, hour: start.Unix() / 3600 * 3600}
 		c := lw.usage[uk]
@@ -160,10 +164,18 @@ func (s *server) runFlusher(ctx context.Context, interval time.Duration) {
 
 // flush writes everything held in memory in one transaction. On failure the
 // batch is put back, so a passing disk error loses nothing.
-func (s *server) flush() error {
+func (s *server) flush() (err error) {
 	lw := s.logs
 	lw.flushMu.Lock()
 	defer lw.flushMu.Unlock()
+	start := time.Now()
+	defer func() {
+		lw.flushes.Add(1)
+		lw.flushNanos.Add(uint64(time.Since(start)))
+		if err != nil {
+			lw.flushErrors.Add(1)
+		}
+	}()
 	lw.mu.Lock()
 	pending, usage, touched := lw.pending, lw.usage, lw.touched
 	lw.pending = make([]pendingEntry, 0, len(pending))
@@ -176,7 +188,7 @@ func (s *server) flush() error {
 	}
 	now := s.now()
 	prune := now.Sub(lw.lastPrune) > time.Hour
-	err := s.store.db.Update(func(tx *bolt.Tx) error {
+	err = s.store.db.Update(func(tx *bolt.Tx) error {
 		if err := s.writeEntries(tx, pending); err != nil {
 			return err
 		}

@@ -1,0 +1,165 @@
+// An organization's request log: newest first, filters, "load older" with the
+// cursor, and new entries fetched by themselves every few seconds.
+import { api, path } from './api.js';
+import { h, field, errorBox, showError, hideError, busy, fullTime } from './dom.js';
+
+const PAGE = 50;
+const EVERY = 4000;
+
+const select = (id, options, value) =>
+  h('select', { id, value }, options.map(([v, t]) => h('option', { value: v }, t)));
+
+const clock = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+export function logsPage(view, { org, params }) {
+  const base = path('orgs', org.id);
+  const names = new Map(); // key id -> key record, for names in the table
+  let entries = [];
+  let next = null;
+
+  const keySel = select('log-key', [['', 'All keys']], params.get('key_id') || '');
+  const envSel = select('log-env', [['', 'Test and live'], ['test', 'Test'], ['live', 'Live']], params.get('env') || '');
+  const statusSel = select('log-status', [['', 'Any status'], ['2xx', '2xx success'], ['4xx', '4xx client error'],
+    ['401', '401 unauthorized'], ['403', '403 forbidden'], ['404', '404 not found'], ['429', '429 rate limited'],
+    ['5xx', '5xx server error']], params.get('status') || '');
+  const auto = h('input', { type: 'checkbox', id: 'log-auto', checked: true });
+  const err = errorBox();
+  const tbody = h('tbody');
+  const empty = h('p', { class: 'empty', hidden: true });
+  const older = h('button', { type: 'button', id: 'log-older', hidden: true }, 'Load older');
+  const note = h('p', { class: 'hint', id: 'log-updated', 'aria-live': 'off' });
+
+  view.append(h('section', { 'aria-labelledby': 'logs-h' },
+    h('div', { class: 'section-head' }, h('h2', { id: 'logs-h' }, 'API logs'),
+      h('label', { class: 'check' }, auto, ' Refresh every few seconds')),
+    h('form', { class: 'filters', id: 'log-filters', onsubmit: (ev) => ev.preventDefault() },
+      field('Key', keySel), field('Environment', envSel), field('Status', statusSel)),
+    err,
+    h('table', { class: 'list logs', id: 'logs-table' },
+      h('thead', null, h('tr', null, ['Time', 'Status', 'Method', 'Path', 'Key', 'Env', 'Latency', 'Request ID']
+        .map((t) => h('th', { scope: 'col' }, t)))),
+      tbody),
+    empty, h('div', { class: 'actions' }, older), note));
+
+  function keyCell(id) {
+    if (!id) return h('span', { class: 'muted' }, '—');
+    const k = names.get(id);
+    return k ? h('span', { title: id }, k.name, ' ', h('code', { class: 'muted' }, k.prefix)) : h('code', null, id);
+  }
+
+  function row(e, fresh) {
+    const cls = e.status === 429 ? '429' : String(e.status)[0] + 'xx';
+    return h('tr', { 'data-id': e.id, class: fresh ? 'fresh' : null },
+      h('td', { 'data-label': 'Time' }, h('time', { datetime: e.time, title: fullTime(e.time) }, clock.format(new Date(e.time)))),
+      h('td', { 'data-label': 'Status' }, h('span', { class: `badge s${cls}` }, e.status)),
+      h('td', { 'data-label': 'Method' }, e.method),
+      h('td', { 'data-label': 'Path', class: 'path' }, h('code', null, e.path)),
+      h('td', { 'data-label': 'Key' }, keyCell(e.key_id)),
+      h('td', { 'data-label': 'Env' }, e.env ? h('span', { class: 'env ' + e.env }, e.env) : '—'),
+      h('td', { 'data-label': 'Latency', class: 'num' }, `${e.latency_ms} ms`),
+      h('td', { 'data-label': 'Request ID' }, h('code', { class: 'muted' }, e.request_id)));
+  }
+
+  function query(before) {
+    const q = new URLSearchParams({ limit: PAGE });
+    if (before) q.set('before', before);
+    if (keySel.value) q.set('key_id', keySel.value);
+    if (envSel.value) q.set('env', envSel.value);
+    if (statusSel.value) q.set('status', statusSel.value);
+    return `${base}/logs?${q}`;
+  }
+
+  function showState() {
+    older.hidden = !next;
+    empty.hidden = entries.length > 0;
+    empty.textContent = keySel.value || envSel.value || statusSel.value
+      ? 'No requests match these filters.'
+      : 'No requests yet. Requests made with this organization’s keys show up here within seconds.';
+    note.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  }
+
+  // get fetches a page; it answers null when the filters changed meanwhile,
+  // so a late answer to an old query never lands in the table.
+  let gen = 0;
+  async function get(before) {
+    const mine = gen;
+    try {
+      const page = await api('GET', query(before));
+      return mine === gen ? page : null;
+    } catch (e) {
+      if (mine === gen) throw e;
+      return null;
+    }
+  }
+
+  function update(f) {
+    return async () => {
+      try {
+        if ((await f()) === false) return;
+        hideError(err);
+        showState();
+      } catch (e) {
+        showError(err, e);
+      }
+    };
+  }
+
+  // load replaces the list with the newest page.
+  const load = update(async () => {
+    gen++;
+    const page = await get();
+    if (!page) return false;
+    entries = page.entries;
+    next = page.next;
+    tbody.replaceChildren(...entries.map((e) => row(e)));
+  });
+
+  // poll puts entries newer than the top one on top, keeping older pages.
+  let polling = false;
+  const fetchNew = update(async () => {
+    const page = await get();
+    if (!page) return false;
+    const top = entries.length ? Number(entries[0].id) : 0;
+    const fresh = page.entries.filter((e) => Number(e.id) > top);
+    if (!entries.length || (fresh.length === page.entries.length && page.next)) {
+      entries = page.entries; // empty before, or more arrived than a page holds: start over
+      next = page.next;
+      tbody.replaceChildren(...entries.map((e) => row(e, top > 0)));
+    } else if (fresh.length) {
+      entries = fresh.concat(entries);
+      tbody.prepend(...fresh.map((e) => row(e, true)));
+    }
+  });
+  async function poll() {
+    if (polling || document.hidden || !auto.checked) return;
+    polling = true;
+    await fetchNew();
+    polling = false;
+  }
+
+  const loadOlder = update(async () => {
+    const page = await get(next);
+    if (!page) return false;
+    entries = entries.concat(page.entries);
+    next = page.entries.length ? page.next : null;
+    tbody.append(...page.entries.map((e) => row(e)));
+  });
+  older.addEventListener('click', () => busy(older, loadOlder));
+  for (const sel of [keySel, envSel, statusSel]) sel.addEventListener('change', load);
+
+  (async () => {
+    try {
+      const { keys } = await api('GET', path('orgs', org.id, 'keys') + '?include_revoked=true');
+      for (const k of keys.toSorted((a, b) => a.name.localeCompare(b.name))) {
+        names.set(k.id, k);
+        keySel.append(h('option', { value: k.id }, `${k.name} (${k.prefix})${k.revoked_at ? ', revoked' : ''}`));
+      }
+      keySel.value = params.get('key_id') || '';
+    } catch (e) {
+      showError(err, e);
+    }
+    await load();
+  })();
+  const timer = setInterval(poll, EVERY);
+  return () => clearInterval(timer);
+}
