@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -94,6 +93,8 @@ type logWriter struct {
 
 	flushMu   sync.Mutex // one flush at a time
 	lastPrune time.Time
+	spare     []pendingEntry // the other half of pending's double buffer
+	segments  []byte         // encoded entries of the flush under way
 }
 
 func newLogWriter() *logWriter {
@@ -178,7 +179,7 @@ func (s *server) flush() (err error) {
 	}()
 	lw.mu.Lock()
 	pending, usage, touched := lw.pending, lw.usage, lw.touched
-	lw.pending = make([]pendingEntry, 0, len(pending))
+	lw.pending, lw.spare = lw.spare[:0], nil
 	lw.usage = make(map[usageKey]*usageCounts)
 	lw.touched = make(map[*keyEntry]struct{})
 	lw.mu.Unlock()
@@ -212,6 +213,10 @@ func (s *server) flush() (err error) {
 	if prune {
 		lw.lastPrune = now
 	}
+	clear(pending) // drop the key pointers
+	lw.mu.Lock()
+	lw.spare = pending[:0]
+	lw.mu.Unlock()
 	return nil
 }
 
@@ -247,6 +252,10 @@ const maxSegment = 4096
 // --log-retention are skipped here, hidden on read, and their segments
 // deleted once wholly old; freed pages are reused, so the file stops growing.
 func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
+	lw := s.logs
+	// bbolt holds values until the commit: the segments share one buffer,
+	// reused from flush to flush (flushMu).
+	lw.segments = lw.segments[:0]
 	byLog := map[string][]*pendingEntry{}
 	for i := range pending {
 		name := pending[i].logName()
@@ -268,11 +277,11 @@ func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
 		}
 		for len(entries) > 0 {
 			n := min(len(entries), maxSegment)
-			var buf []byte
-			for i, e := range entries[:n] {
-				buf = e.appendJSON(buf, first+uint64(i))
-				buf = append(buf, '\n')
+			start := len(lw.segments)
+			for _, e := range entries[:n] {
+				lw.segments = e.appendBinary(lw.segments)
 			}
+			buf := lw.segments[start:]
 			if err := b.Put(u64(first), buf); err != nil {
 				return err
 			}
@@ -290,38 +299,6 @@ func (e *pendingEntry) logName() string {
 		return e.key.orgID
 	}
 	return serverLog
-}
-
-// appendJSON writes the entry as the JSON of logEntry, by hand: it runs for
-// every request, and encoding/json's reflection costs several times more.
-func (e *pendingEntry) appendJSON(b []byte, seq uint64) []byte {
-	var orgID string
-	if e.key != nil {
-		orgID = e.key.orgID
-	}
-	b = append(b, `{"id":"`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, `","time":"`...)
-	b = time.Unix(0, e.at).UTC().AppendFormat(b, timeLayout)
-	b = append(b, `","method":`...)
-	b = appendJSONString(b, e.method)
-	b = append(b, `,"path":`...)
-	b = appendJSONString(b, e.path)
-	b = append(b, `,"status":`...)
-	b = strconv.AppendInt(b, int64(e.status), 10)
-	b = append(b, `,"latency_ms":`...)
-	b = strconv.AppendFloat(b, float64(e.latency.Microseconds())/1000, 'f', -1, 64)
-	b = append(b, `,"key_id":"`...)
-	if e.key != nil {
-		b = appendKeyID(b, e.key.id)
-	}
-	b = append(b, `","org_id":"`...)
-	b = append(b, orgID...)
-	b = append(b, `","env":"`...)
-	b = append(b, e.env...)
-	b = append(b, `","request_id":"`...)
-	b = append(b, e.reqID...)
-	return append(b, `"}`...)
 }
 
 // appendJSONString quotes s as JSON: control characters escaped, invalid
@@ -552,7 +529,7 @@ func (s *server) readLogs(org string, q logQuery) (logPage, error) {
 			k, v = c.Prev()
 		}
 		for ; k != nil; k, v = c.Prev() {
-			done, err := page.collect(v, binary.BigEndian.Uint64(k), oldest, &q)
+			done, err := page.collect(v, binary.BigEndian.Uint64(k), oldest, orgOf(org), &q)
 			if done || err != nil {
 				return err
 			}
@@ -564,9 +541,12 @@ func (s *server) readLogs(org string, q logQuery) (logPage, error) {
 
 // collect adds a segment's matching entries, newest first; done says the
 // page is full.
-func (page *logPage) collect(segment []byte, first, oldest uint64, q *logQuery) (done bool, err error) {
-	lines := bytes.Split(bytes.TrimSuffix(segment, []byte("\n")), []byte("\n"))
-	for i := len(lines) - 1; i >= 0; i-- {
+func (page *logPage) collect(segment []byte, first, oldest uint64, org string, q *logQuery) (done bool, err error) {
+	offsets, err := entryOffsets(segment)
+	if err != nil {
+		return true, err
+	}
+	for i := len(offsets) - 1; i >= 0; i-- {
 		seq := first + uint64(i)
 		if seq <= oldest {
 			return true, nil
@@ -574,10 +554,7 @@ func (page *logPage) collect(segment []byte, first, oldest uint64, q *logQuery) 
 		if q.before != 0 && seq >= q.before {
 			continue
 		}
-		var e logEntry
-		if err := json.Unmarshal(lines[i], &e); err != nil {
-			return true, err
-		}
+		e := decodeEntry(segment[offsets[i]:], seq, org)
 		if !q.matches(&e) {
 			continue
 		}

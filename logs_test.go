@@ -326,24 +326,38 @@ func childLogs(t *testing.T, c *child, token, org string) []logEntry {
 	}
 }
 
-// TestLogEntryJSON checks the hand-written encoder against encoding/json on
-// hostile paths.
-func TestLogEntryJSON(t *testing.T) {
+// TestLogEntryCodec round-trips entries with hostile paths through the
+// stored form, and refuses damaged segments.
+func TestLogEntryCodec(t *testing.T) {
 	k := &keyEntry{id: [8]byte{0xab, 1}, orgID: "org_1", env: envLive}
-	for _, path := range []string{"/api/v1/prod/x", `/a"b\c`, "/\x00\x01\x1f\x7f", "/é/日本", "/bad\xff\xfeutf8", "/</script>&"} {
-		e := pendingEntry{at: 1_700_000_000_123_456_789, latency: 1500 * time.Microsecond, method: "GET",
-			path: path, status: 429, key: k, env: envLive, reqID: "req_1"}
-		var got logEntry
-		if err := json.Unmarshal(e.appendJSON(nil, 7), &got); err != nil {
-			t.Fatalf("path %q: invalid JSON %s: %v", path, e.appendJSON(nil, 7), err)
-		}
-		var wantPath string
-		quoted, _ := json.Marshal(path)
-		json.Unmarshal(quoted, &wantPath)
-		want := logEntry{ID: "7", Time: "2023-11-14T22:13:20.123Z", Method: "GET", Path: wantPath, Status: 429,
-			LatencyMS: 1.5, KeyID: "key_ab01000000000000", OrgID: "org_1", Env: envLive, RequestID: "req_1"}
+	paths := []string{"/api/v1/prod/x", `/a"b\c`, "/\x00\x01\x1f\x7f", "/é/日本", "/bad\xff\xfeutf8", strings.Repeat("/x", 512)}
+	var seg []byte
+	for _, path := range paths {
+		e := pendingEntry{at: 1_700_000_000_123_456_789, latency: 1500 * time.Microsecond, method: "PATCH",
+			path: path, status: 429, key: k, env: envLive, reqID: "req_00112233445566ff"}
+		seg = e.appendBinary(seg)
+	}
+	unidentified := pendingEntry{at: 1, method: "GET", path: "/", status: 401, reqID: "req_0000000000000001"}
+	seg = unidentified.appendBinary(seg)
+	offsets, err := entryOffsets(seg)
+	if err != nil || len(offsets) != len(paths)+1 {
+		t.Fatalf("entryOffsets = %v, %v; want %d entries", offsets, err, len(paths)+1)
+	}
+	for i, path := range paths {
+		got := decodeEntry(seg[offsets[i]:], uint64(7+i), "org_1")
+		want := logEntry{ID: fmt.Sprint(7 + i), Time: "2023-11-14T22:13:20.123Z", Method: "PATCH", Path: path, Status: 429,
+			LatencyMS: 1.5, KeyID: "key_ab01000000000000", OrgID: "org_1", Env: envLive, RequestID: "req_00112233445566ff"}
 		if got != want {
-			t.Errorf("path %q: got %+v; want %+v", path, got, want)
+			t.Errorf("entry %d: got %+v; want %+v", i, got, want)
+		}
+	}
+	last := decodeEntry(seg[offsets[len(paths)]:], 1, "")
+	if last.KeyID != "" || last.OrgID != "" || last.Env != "" || last.Status != 401 {
+		t.Errorf("unidentified entry = %+v", last)
+	}
+	for _, cut := range []int{1, 3, offsets[1] + 5, len(seg) - 1} {
+		if _, err := entryOffsets(seg[:cut]); err == nil {
+			t.Errorf("segment cut to %d bytes accepted", cut)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -695,5 +696,20 @@ func TestForwardAuthHeaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlainRequestPath: the fast path agrees with url.ParseRequestURI
+// wherever it answers.
+func TestPlainRequestPath(t *testing.T) {
+	for _, uri := range []string{"/api/v1/prod/x", "/a?b=c", "/a#frag?x", "/a b", "/", "/a/../b", "/%2e%2e", "a/b", "http://h/x", "/x\x01", "/é"} {
+		path, ok := plainRequestPath(uri)
+		if !ok {
+			continue
+		}
+		u, err := url.ParseRequestURI(uri)
+		if err != nil || u.Path != path {
+			t.Errorf("plainRequestPath(%q) = %q; ParseRequestURI gives %v, %v", uri, path, u, err)
+		}
 	}
 }

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strconv"
+)
+
+// A request-log entry is stored in binary, several to a segment value:
+// encoding runs in the flush for every request, and JSON is three times the
+// bytes and several times the work. The read path turns entries back into
+// logEntry. One entry:
+//
+//	u16  length of what follows
+//	i64  time, Unix nanoseconds
+//	u32  latency, microseconds
+//	u16  status
+//	u8   env: 0 none, 1 test, 2 live
+//	[8]  key id (all zero: unidentified)
+//	[8]  request id
+//	u8   method length, then the method
+//	     the path, to the end
+const entryFixed = 8 + 4 + 2 + 1 + 8 + 8 + 1
+
+var errBadEntry = errors.New("malformed log segment")
+
+func (e *pendingEntry) appendBinary(b []byte) []byte {
+	method := e.method
+	if len(method) > 255 {
+		method = method[:255]
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(entryFixed+len(method)+len(e.path)))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.at))
+	b = binary.BigEndian.AppendUint32(b, uint32(min(e.latency.Microseconds(), 1<<32-1)))
+	b = binary.BigEndian.AppendUint16(b, uint16(e.status))
+	switch e.env {
+	case envTest:
+		b = append(b, 1)
+	case envLive:
+		b = append(b, 2)
+	default:
+		b = append(b, 0)
+	}
+	var keyID [8]byte
+	if e.key != nil {
+		keyID = e.key.id
+	}
+	b = append(b, keyID[:]...)
+	b = append(b, requestIDBytes(e.reqID)...)
+	b = append(b, byte(len(method)))
+	b = append(b, method...)
+	return append(b, e.path...)
+}
+
+// requestIDBytes is the 8 bytes behind "req_<16 hex>".
+func requestIDBytes(id string) []byte {
+	var raw [8]byte
+	if len(id) == 20 {
+		hex.Decode(raw[:], []byte(id[4:]))
+	}
+	return raw[:]
+}
+
+// entryOffsets finds where each entry of a segment starts.
+func entryOffsets(segment []byte) ([]int, error) {
+	var offsets []int
+	for i := 0; i < len(segment); {
+		if len(segment)-i < 2 {
+			return nil, errBadEntry
+		}
+		n := int(binary.BigEndian.Uint16(segment[i:]))
+		if n < entryFixed || len(segment)-i-2 < n || int(segment[i+2+entryFixed-1]) > n-entryFixed {
+			return nil, errBadEntry
+		}
+		offsets = append(offsets, i)
+		i += 2 + n
+	}
+	return offsets, nil
+}
+
+// decodeEntry reads the entry at the start of b, which entryOffsets checked.
+func decodeEntry(b []byte, seq uint64, orgID string) logEntry {
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2 : 2+n]
+	e := logEntry{
+		ID:        strconv.FormatUint(seq, 10),
+		Time:      formatTime(int64(binary.BigEndian.Uint64(b))),
+		LatencyMS: float64(binary.BigEndian.Uint32(b[8:])) / 1000,
+		Status:    int(binary.BigEndian.Uint16(b[12:])),
+		Env:       [3]string{"", envTest, envLive}[min(b[14], 2)],
+		RequestID: "req_" + hex.EncodeToString(b[23:31]),
+	}
+	if id := [8]byte(b[15:23]); id != ([8]byte{}) {
+		e.KeyID = string(appendKeyID(nil, id))
+		e.OrgID = orgID
+	}
+	m := int(b[31])
+	e.Method = string(b[32 : 32+m])
+	e.Path = string(b[32+m:])
+	return e
+}
+
+// orgOf is the org id an org's ring holds entries of: none for the
+// server-wide log.
+func orgOf(logName string) string {
+	if logName == serverLog {
+		return ""
+	}
+	return logName
+}
