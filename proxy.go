@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 )
 
@@ -25,7 +26,32 @@ const upstreamTimeout = 60 * time.Second
 // request's context.
 type proxyCall struct {
 	key *keyEntry
-	own http.Header // keyhole's response headers: request id and rate limits
+	own [8]ownHeader // keyhole's response headers: request id and rate limits
+	n   int
+}
+
+// ownHeader is one of keyhole's response headers, kept in the call itself
+// rather than a cloned http.Header: a clone is a map and a slice per name,
+// on every proxied request.
+type ownHeader struct {
+	name   string
+	values []string
+}
+
+// setOwn puts keyhole's headers on h, replacing any of the same name.
+func (c *proxyCall) setOwn(h http.Header) {
+	for _, o := range c.own[:c.n] {
+		h[o.name] = o.values
+	}
+}
+
+func (c *proxyCall) requestID() string {
+	for _, o := range c.own[:c.n] {
+		if o.name == "X-Request-Id" && len(o.values) > 0 {
+			return o.values[0]
+		}
+	}
+	return ""
 }
 
 type proxyCallKey struct{}
@@ -63,12 +89,11 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 		// sent. They are set here rather than before proxying because
 		// ReverseProxy clears the response headers after relaying a 1xx.
 		ModifyResponse: func(res *http.Response) error {
-			for name, values := range callOf(res.Request).own {
-				res.Header[name] = values
-			}
+			callOf(res.Request).setOwn(res.Header)
 			return nil
 		},
-		Transport: transport,
+		Transport:  transport,
+		BufferPool: copyBuffers{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			aerr := &apiError{502, "bad_gateway", "The upstream API could not be reached."}
 			var netErr net.Error
@@ -78,11 +103,9 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 			if !errors.Is(err, context.Canceled) {
 				s.log.Warn().Err(err).Str("path", r.URL.Path).Msg("proxying")
 			}
-			own := callOf(r).own
-			for name, values := range own {
-				w.Header()[name] = values
-			}
-			writeError(w, aerr, own.Get("X-Request-Id"))
+			call := callOf(r)
+			call.setOwn(w.Header())
+			writeError(w, aerr, call.requestID())
 		},
 	}
 	return &proxy{rp: rp, transport: transport}, nil
@@ -91,10 +114,25 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 // serve proxies r for the identified key k. The headers keyhole has already
 // set on w go onto the upstream's response, or onto the error if there is none.
 func (p *proxy) serve(w http.ResponseWriter, r *http.Request, k *keyEntry) {
-	call := &proxyCall{key: k, own: w.Header().Clone()}
+	call := &proxyCall{key: k}
+	for name, values := range w.Header() {
+		if call.n < len(call.own) {
+			call.own[call.n] = ownHeader{name, values}
+			call.n++
+		}
+	}
 	clear(w.Header())
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyCallKey{}, call)))
 }
+
+// copyBuffers reuses ReverseProxy's 32 KiB copy buffers: without a pool it
+// allocates one per request, three quarters of the proxy's garbage.
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { return make([]byte, 32<<10) }}
+
+func (copyBuffers) Get() []byte  { return copyBufferPool.Get().([]byte) }
+func (copyBuffers) Put(b []byte) { copyBufferPool.Put(b) }
 
 // statusWriter remembers the final status for the request log.
 type statusWriter struct {

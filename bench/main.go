@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -81,9 +82,19 @@ func serveRevProxy(addr, upstream string, conns int) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 4 * conns
 	tr.MaxIdleConnsPerHost = 2 * conns
-	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr}
+	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr,
+		BufferPool: pool{}}
 	log.Fatal(http.ListenAndServe(addr, rp))
 }
+
+// pool reuses ReverseProxy's copy buffers, as keyhole's proxy does, so the
+// baseline is the best a bare ReverseProxy does.
+type pool struct{}
+
+var buffers = sync.Pool{New: func() any { return make([]byte, 32<<10) }}
+
+func (pool) Get() []byte  { return buffers.Get().([]byte) }
+func (pool) Put(b []byte) { buffers.Put(b) }
 
 func freeAddr() string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -287,6 +298,7 @@ func runCompare(args []string) {
 	fs.IntVar(&cfg.conns, "connections", 32, "wrk connections")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "each wrk run")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "A B rounds per scenario")
+	only := fs.String("only", "", "run only the scenarios whose name contains this")
 	fs.Parse(args)
 	dir, err := os.MkdirTemp("", "keyhole-bench")
 	if err != nil {
@@ -327,6 +339,9 @@ func runCompare(args []string) {
 		cores(), cfg.conns, cfg.duration, cfg.rounds)
 	var direct, proxied int64
 	for _, sc := range scenarios {
+		if !strings.Contains(sc.name, *only) {
+			continue
+		}
 		pairs := make([]pair, cfg.rounds)
 		for i := range pairs {
 			pairs[i].bare = runWrk(cfg, sc.baselineURL, sc.baselineScript)
