@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -41,13 +42,14 @@ func BenchmarkWhoami(b *testing.B) {
 		if w.status != 200 {
 			b.Fatal(w.status)
 		}
-		if len(te.s.logs.pending) > 50000 {
-			b.StopTimer()
-			te.s.flush()
-			b.StartTimer()
-		}
+		flushIfLarge(b, te)
 	}
 }
+
+// resettableBody lets one request be sent again without allocating.
+type resettableBody struct{ *bytes.Reader }
+
+func (resettableBody) Close() error { return nil }
 
 type discardWriter struct {
 	h      http.Header
@@ -57,3 +59,54 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(status int)      { w.status = status }
+
+// BenchmarkVerifyEndpoint is POST /v1/keys/verify through the handler.
+func BenchmarkVerifyEndpoint(b *testing.B) {
+	te, key := benchEnv(b)
+	body := []byte(`{"key":"` + key + `","env":"live"}`)
+	rd := &resettableBody{bytes.NewReader(body)}
+	req := httptest.NewRequest("POST", "/v1/keys/verify", rd)
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		rd.Reset(body)
+		clear(w.h)
+		te.s.ServeHTTP(w, req)
+		if w.status != 200 {
+			b.Fatal(w.status)
+		}
+		flushIfLarge(b, te)
+	}
+}
+
+// BenchmarkForwardAuth is GET /v1/auth as nginx sends it.
+func BenchmarkForwardAuth(b *testing.B) {
+	te, key := benchEnv(b)
+	req := httptest.NewRequest("GET", "/v1/auth", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("X-Original-URI", "/api/v1/prod/sms/send?to=1")
+	req.Header.Set("X-Original-Method", "POST")
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		te.s.ServeHTTP(w, req)
+		if w.status != 200 {
+			b.Fatal(w.status)
+		}
+		flushIfLarge(b, te)
+	}
+}
+
+// flushIfLarge writes the pending log outside the timer, as the flusher
+// would in its own goroutine.
+func flushIfLarge(b *testing.B, te *testEnv) {
+	te.s.logs.mu.Lock()
+	n := len(te.s.logs.pending)
+	te.s.logs.mu.Unlock()
+	if n > 50000 {
+		b.StopTimer()
+		te.s.flush()
+		b.StartTimer()
+	}
+}

@@ -157,7 +157,13 @@ type keyEntry struct {
 	next      *keyEntry // the next key with the same lookup value
 }
 
-func (e *keyEntry) keyID() string { return string(appendKeyID(nil, e.id)) }
+// keyID is the key's id as a string, built on the stack: one allocation.
+func (e *keyEntry) keyID() string {
+	var b [20]byte
+	copy(b[:], "key_")
+	hex.Encode(b[4:], e.id[:])
+	return string(b[:])
+}
 
 func appendKeyID(b []byte, id [8]byte) []byte {
 	b = append(b, "key_"...)
