@@ -231,7 +231,7 @@ func runWrk(cfg wrkConfig, url, script string) result {
 	for _, m := range pctRE.FindAllStringSubmatch(s, -1) {
 		v, _ := strconv.ParseFloat(m[2], 64)
 		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[m[3]]
-		d := time.Duration(v * float64(unit))
+		d := time.Duration(v * float64(unit)).Round(time.Microsecond)
 		if m[1] == "50" {
 			r.p50 = d
 		} else {
