@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -376,11 +377,23 @@ func (s *server) issueRolled(old keyRecord, now time.Time) (string, keyRecord, e
 	return key, fresh, nil
 }
 
+// backup answers a consistent copy of the db. The copy is first written to
+// an unlinked temporary file, and only then sent: the bbolt read transaction
+// that makes it consistent lasts as long as a local disk copy, not as long
+// as the client takes to download, and while it is open, a commit that must
+// grow the file's memory map waits for it.
 func (s *server) backup(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, _ caller) *apiError {
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", `attachment; filename="keyhole-backup.db"`)
-	if _, err := s.store.WriteTo(w); err != nil {
-		s.log.Error().Err(err).Msg("streaming backup")
+	f, n, err := s.store.snapshot()
+	if err != nil {
+		return s.internal(err, "writing backup")
+	}
+	defer f.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Disposition", `attachment; filename="keyhole-backup.db"`)
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	if _, err := io.Copy(w, f); err != nil {
+		s.log.Warn().Err(err).Msg("sending backup")
 	}
 	return nil
 }

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -98,39 +101,147 @@ type store struct {
 }
 
 // openStore opens or creates the db file with mode 0600. A second process on
-// the same file fails after the lock timeout instead of hanging.
+// the same file fails after the lock timeout instead of hanging. A file that
+// is not keyhole's, or is damaged, is refused with an error and left as it
+// is: checkDBFile looks before bbolt does, and a panic or memory fault inside
+// bbolt on a damage it did not catch becomes an error too.
 func openStore(path string, lockTimeout time.Duration) (*store, error) {
-	if err := checkDBFile(path); err != nil {
-		return nil, err
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: the file is locked by another keyhole process", path)
-	}
+	db, err := openBolt(path, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
 	// Group commit: concurrent admin writes share one fsync without waiting
 	// out bbolt's default 10 ms delay (see MEASURED.md).
 	db.MaxBatchSize = 64
 	db.MaxBatchDelay = time.Millisecond
 	s := &store{db: db}
-	if err := s.init(); err != nil {
-		db.Close()
+	if err := guardDB(s.init); err != nil {
+		guardDB(db.Close)
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// checkDBFile refuses a file that exists but is not a bbolt file, before
-// bbolt can touch it.
+// openStoreReadOnly opens an existing db file without writing to it, under a
+// shared lock: what a backup of a stopped server needs.
+func openStoreReadOnly(path string, lockTimeout time.Duration) (*store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, errors.Unwrap(err))
+	}
+	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, err
+	}
+	s := &store{db: db}
+	err = guardDB(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if meta == nil {
+				return errNotKeyhole
+			}
+			if v := meta.Get(metaVersion); string(v) != layoutVersion {
+				return fmt.Errorf("db layout version %q; this keyhole reads %q", v, layoutVersion)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		guardDB(db.Close)
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openBolt checks the file, then opens it; errors name the file.
+func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	if err := checkDBFile(path); err != nil {
+		return nil, err
+	}
+	err = guardDB(func() error {
+		db, err = bolt.Open(path, 0o600, opts)
+		return err
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w; gave up after %v", path, errLocked, opts.Timeout)
+	}
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err // "permission denied", "not a directory": the path is said once, below
+	}
+	if err != nil {
+		// After a panic inside bbolt.Open there is no handle to close; the
+		// caller is about to exit.
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+var (
+	errNotKeyhole = errors.New("a bbolt file, but not a keyhole db file")
+	errLocked     = errors.New("the file is locked by another process (is keyhole already running on it?)")
+)
+
+// guardDB runs fn, which reads or writes the db, turning a panic or memory
+// fault inside bbolt into an error.
+func guardDB(fn func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("the file is damaged (%v); restore it from a backup", v)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return fn()
+}
+
+// bbolt's meta page, as checkDBFile reads it: after the 16-byte page header,
+// magic, version, page size, flags, root bucket (16 bytes), freelist page,
+// high-water page id, transaction id, then an FNV-64a checksum of all that.
+// bbolt writes it in the machine's byte order; keyhole runs on little-endian
+// machines (amd64, arm64).
+const (
+	boltMagic       = 0xED0CDAED
+	boltVersion     = 2
+	boltMetaOffset  = 16
+	boltMetaSumLen  = 56
+	boltMetaLen     = 64
+	boltMinPageSize = 1024
+	boltMaxPageSize = 16 << 20
+)
+
+type boltMeta struct {
+	pageSize uint64
+	highMark uint64 // pages [0, highMark) are in use
+	txid     uint64
+	valid    bool
+}
+
+func parseBoltMeta(page []byte) (m boltMeta) {
+	if len(page) < boltMetaOffset+boltMetaLen {
+		return m
+	}
+	b := page[boltMetaOffset : boltMetaOffset+boltMetaLen]
+	le := binary.LittleEndian
+	sum := fnv.New64a()
+	sum.Write(b[:boltMetaSumLen])
+	ps := uint64(le.Uint32(b[8:]))
+	if le.Uint32(b[0:]) != boltMagic || le.Uint32(b[4:]) != boltVersion || sum.Sum64() != le.Uint64(b[56:]) ||
+		ps < boltMinPageSize || ps > boltMaxPageSize || ps&(ps-1) != 0 {
+		return m
+	}
+	return boltMeta{pageSize: ps, highMark: le.Uint64(b[40:]), txid: le.Uint64(b[48:]), valid: true}
+}
+
+// checkDBFile refuses, before bbolt can touch it, a file that exists but is
+// not a bbolt file, or whose meta pages are both damaged, or that is shorter
+// than its last commit says it is (bbolt would map past its end and fault or
+// panic on the first read there).
 func checkDBFile(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return fmt.Errorf("open %s: %w", path, errors.Unwrap(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -140,21 +251,63 @@ func checkDBFile(path string) error {
 	if st.IsDir() {
 		return fmt.Errorf("open %s: is a directory", path)
 	}
-	if st.Size() == 0 {
-		return nil
+	size := st.Size()
+	if size == 0 {
+		return nil // bbolt writes a new db into an empty file
 	}
-	head := make([]byte, 32)
-	if _, err := io.ReadFull(f, head); err != nil {
-		return fmt.Errorf("open %s: not a keyhole db file (too short)", path)
-	}
-	// bbolt's meta page holds the magic 0xED0CDAED after the 16-byte page header.
-	if binary.LittleEndian.Uint32(head[16:20]) != 0xED0CDAED {
+	head := make([]byte, 4096)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	if n < boltMetaOffset+4 || binary.LittleEndian.Uint32(head[boltMetaOffset:]) != boltMagic {
 		return fmt.Errorf("open %s: not a keyhole db file", path)
+	}
+	// The second meta page is one page in; like bbolt, try every page size
+	// when the first meta page cannot say which it is.
+	m0, m1 := parseBoltMeta(head), boltMeta{}
+	for ps := int64(boltMinPageSize); ps <= boltMaxPageSize && ps < size; ps *= 2 {
+		if m0.valid && uint64(ps) != m0.pageSize {
+			continue
+		}
+		page := make([]byte, boltMetaOffset+boltMetaLen)
+		if _, err := f.ReadAt(page, ps); err == nil {
+			if m1 = parseBoltMeta(page); m1.valid {
+				break
+			}
+		}
+	}
+	use := m0
+	if !m0.valid || m1.valid && m1.txid > m0.txid {
+		use = m1
+	}
+	if !use.valid {
+		return fmt.Errorf("open %s: the file is damaged (both bbolt meta pages are invalid); restore it from a backup", path)
+	}
+	if use.highMark > uint64(size)/use.pageSize {
+		return fmt.Errorf("open %s: the file is truncated: its last commit needs %d bytes and it has %d; "+
+			"restore it from a backup", path, use.highMark*use.pageSize, size)
 	}
 	return nil
 }
 
+// init creates keyhole's buckets in a new db and checks the layout version
+// of an existing one. A bbolt file that holds other buckets but no keyhole
+// meta belongs to some other program: it is refused, not written to.
 func (s *store) init() error {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			if v := meta.Get(metaVersion); v != nil && string(v) != layoutVersion {
+				return fmt.Errorf("db layout version %q; this keyhole reads %q", v, layoutVersion)
+			}
+			return nil
+		}
+		if name, _ := tx.Cursor().First(); name != nil {
+			return errNotKeyhole
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -162,12 +315,8 @@ func (s *store) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		v := meta.Get(metaVersion)
-		if v == nil {
+		if meta.Get(metaVersion) == nil {
 			return meta.Put(metaVersion, []byte(layoutVersion))
-		}
-		if string(v) != layoutVersion {
-			return fmt.Errorf("db layout version %q; this keyhole reads %q", v, layoutVersion)
 		}
 		return nil
 	})
@@ -454,6 +603,29 @@ func (s *store) WriteTo(w io.Writer) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+// snapshot writes a consistent copy of the db to a temporary file, next to
+// the db (the same disk, which has room for it) or else in the system's
+// temporary directory, and returns it open and rewound. The file is
+// unlinked at once: nothing is left behind, whatever happens next.
+func (s *store) snapshot() (*os.File, int64, error) {
+	f, err := os.CreateTemp(filepath.Dir(s.db.Path()), ".keyhole-backup-*")
+	if err != nil {
+		if f, err = os.CreateTemp("", "keyhole-backup-*"); err != nil {
+			return nil, 0, err
+		}
+	}
+	os.Remove(f.Name())
+	n, err := s.WriteTo(f)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, n, nil
 }
 
 func hasPrefix(b, prefix []byte) bool {

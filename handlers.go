@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/hmac"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -55,13 +57,16 @@ func (s *server) routes() {
 	rt.RedirectFixedPath = false
 	rt.HandleOPTIONS = false
 	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setAPISecurityHeaders(w.Header())
 		writeError(w, errNotFoundPage, newRequestID())
 	})
 	rt.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setAPISecurityHeaders(w.Header())
 		writeError(w, errBadMethod, newRequestID())
 	})
 	rt.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		s.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panicked")
+		setAPISecurityHeaders(w.Header())
 		writeError(w, errInternal, newRequestID())
 	}
 
@@ -129,13 +134,31 @@ const (
 
 type adminHandler func(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError
 
+// The admin API's security headers. Its answers are JSON for the console
+// and scripts, never a page: nothing may run, load or frame them, a browser
+// must not guess another type, and no cache (browser or proxy) may keep one:
+// some carry a secret shown once (a new key, a new admin token, the backup).
+var (
+	hdrAPICSP     = []string{"default-src 'none'; frame-ancestors 'none'"}
+	hdrNoSniff    = []string{"nosniff"}
+	hdrNoReferrer = []string{"no-referrer"}
+	hdrNoStore    = []string{"no-store"}
+)
+
+func setAPISecurityHeaders(h http.Header) {
+	h["Content-Security-Policy"] = hdrAPICSP
+	h["X-Content-Type-Options"] = hdrNoSniff
+	h["Referrer-Policy"] = hdrNoReferrer
+	h["Cache-Control"] = hdrNoStore
+}
+
 // admin wraps an admin endpoint: who is calling, may they, does :org exist.
 func (s *server) admin(need access, h adminHandler) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 		reqID := newRequestID()
 		hdr := w.Header()
 		hdr["X-Request-Id"] = []string{reqID}
-		hdr["Cache-Control"] = []string{"no-store"}
+		setAPISecurityHeaders(hdr)
 		c, aerr := s.authenticate(r)
 		if aerr == nil {
 			aerr = s.authorize(c, need, p.ByName("org"))
@@ -172,9 +195,15 @@ func (s *server) authorize(c caller, need access, orgID string) *apiError {
 // adminTokens is the in-memory copy of the root token hash and org admin
 // token hashes; bbolt holds the durable copy.
 type adminTokens struct {
-	mu   sync.RWMutex
-	root [32]byte
-	orgs map[[32]byte]string // token hash -> org id
+	mu     sync.RWMutex
+	root   [32]byte
+	orgs   map[[32]byte]orgToken // by tag(hash); see lookup
+	tagKey [32]byte              // made with the map, never stored
+}
+
+type orgToken struct {
+	hash  [32]byte
+	orgID string
 }
 
 func (a *adminTokens) setRoot(hash [32]byte) {
@@ -186,28 +215,50 @@ func (a *adminTokens) setRoot(hash [32]byte) {
 func (a *adminTokens) addOrgToken(hash [32]byte, orgID string) {
 	a.mu.Lock()
 	if a.orgs == nil {
-		a.orgs = make(map[[32]byte]string)
+		a.orgs = make(map[[32]byte]orgToken)
+		crand.Read(a.tagKey[:])
 	}
-	a.orgs[hash] = orgID
+	a.orgs[a.tag(hash)] = orgToken{hash: hash, orgID: orgID}
 	a.mu.Unlock()
 }
 
-// lookup compares against the root hash in constant time. Org tokens are
-// found by the hash of the presented token, which reveals nothing of a
-// stored secret.
+// tag is the map key for a token hash: an HMAC under a key made at start.
+func (a *adminTokens) tag(hash [32]byte) (t [32]byte) {
+	m := hmac.New(sha256.New, a.tagKey[:])
+	m.Write(hash[:])
+	m.Sum(t[:0])
+	return t
+}
+
+// lookup says whom a presented token stands for, in a time that does not
+// depend on the stored secrets. The root hash is compared in constant time.
+// Org tokens are in a map, whose key comparisons stop at the first byte that
+// differs: keyed by the token hash itself, a guess's timing would tell how
+// far the SHA-256 of a chosen string agrees with a stored hash. Keyed by an
+// HMAC of the hash under a random key, it tells only how far two values
+// agree that the guesser cannot compute; the hash found is then compared in
+// constant time as well. Every lookup does the same work, root or not.
 func (a *adminTokens) lookup(token string) (caller, bool) {
 	hash := sha256.Sum256([]byte(token))
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	isRoot := subtle.ConstantTimeCompare(hash[:], a.root[:]) == 1
-	orgID, isOrg := a.orgs[hash]
+	org, found := a.orgs[a.tag(hash)]
+	isOrg := subtle.ConstantTimeCompare(hash[:], org.hash[:])&boolInt(found) == 1
 	switch {
 	case isRoot:
 		return caller{root: true}, true
 	case isOrg:
-		return caller{orgID: orgID}, true
+		return caller{orgID: org.orgID}, true
 	}
 	return caller{}, false
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (s *server) authenticate(r *http.Request) (caller, *apiError) {

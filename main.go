@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -40,6 +41,37 @@ type config struct {
 	demo          bool
 
 	rateLimits []rateLimit
+
+	// Server limits; not flags. Zero means the default below; tests shorten them.
+	readHeaderTimeout time.Duration
+	bodyReadTimeout   time.Duration
+	idleTimeout       time.Duration
+	drainTimeout      time.Duration
+}
+
+// The server's limits (SECURITY.md explains each).
+const (
+	// readHeaderTimeout is how long a client has to send a request's
+	// headers: a slow-loris connection is closed after it.
+	defaultReadHeaderTimeout = 10 * time.Second
+	// bodyReadTimeout is how long a client has to send a request body that
+	// keyhole reads itself (admin API, verify, a refused guarded request);
+	// see limitBodyReads for the proxied uploads it does not bound.
+	defaultBodyReadTimeout = 30 * time.Second
+	// idleTimeout closes a keep-alive connection that sends nothing.
+	defaultIdleTimeout = 120 * time.Second
+	// drainTimeout bounds how long a shutdown waits for requests in flight
+	// before it closes their connections and flushes.
+	defaultDrainTimeout = 10 * time.Second
+	// maxHeaderBytes bounds a request's header block; more is a 431.
+	maxHeaderBytes = 64 << 10
+)
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 func main() {
@@ -206,14 +238,22 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, ready chan<- strin
 	return s.run(ctx, ln)
 }
 
-// run serves on ln until ctx ends; then in-flight requests get up to
-// drainTimeout to finish, and everything held in memory is written.
+// run serves on ln until ctx ends; then in-flight requests get up to the
+// drain timeout to finish, and only then is everything held in memory
+// written, so the last requests' log entries are in the final flush.
+//
+// There is no ReadTimeout or WriteTimeout for the whole request: the reverse
+// proxy streams uploads and downloads of any size and duration, and
+// GET /admin/v1/backup streams the whole db. Headers are bounded by
+// ReadHeaderTimeout and MaxHeaderBytes, bodies keyhole reads itself by
+// limitBodyReads (and the 64 KiB body limits), idle connections by
+// IdleTimeout.
 func (s *server) run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		Handler:           s.limitBodyReads(s, orDefault(s.cfg.bodyReadTimeout, defaultBodyReadTimeout)),
+		ReadHeaderTimeout: orDefault(s.cfg.readHeaderTimeout, defaultReadHeaderTimeout),
+		IdleTimeout:       orDefault(s.cfg.idleTimeout, defaultIdleTimeout),
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          nil,
 	}
 	flushCtx, stopFlusher := context.WithCancel(context.Background())
@@ -230,7 +270,7 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case err = <-serveErr:
 	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), orDefault(s.cfg.drainTimeout, defaultDrainTimeout))
 	defer cancel()
 	if shutErr := srv.Shutdown(drainCtx); shutErr != nil {
 		s.log.Warn().Err(shutErr).Msg("drain timed out; closing connections")
@@ -247,7 +287,53 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-const drainTimeout = 10 * time.Second
+// limitBodyReads gives a request body timeout to arrive, so a client that
+// trickles one cannot hold a connection for ever. Only requests that have a
+// body get a deadline: on a request without one the server is already
+// watching the idle connection, and a deadline there would cancel a long
+// response (a backup, a proxied download).
+//
+// A guarded request's body is read only by the reverse proxy, which runs
+// only after the key verified: its first read lifts the deadline, so an
+// upload by a key holder streams for as long as it takes, while a refused
+// request's body (which the server reads and discards) stays bounded. Any
+// other body's deadline is lifted once it has been read to the end.
+func (s *server) limitBodyReads(next http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			if rc.SetReadDeadline(time.Now().Add(timeout)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, liftOnRead: s.envForPath(r.URL.Path) != ""}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts its connection's read deadline (see limitBodyReads).
+// One goroutine reads a body, so lifted needs no lock.
+type deadlineBody struct {
+	io.ReadCloser
+	rc         *http.ResponseController
+	liftOnRead bool
+	lifted     bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	if b.liftOnRead && !b.lifted {
+		b.lift()
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.lifted {
+		b.lift() // read to the end; a timeout leaves the deadline in place
+	}
+	return n, err
+}
+
+func (b *deadlineBody) lift() {
+	b.lifted = true
+	b.rc.SetReadDeadline(time.Time{})
+}
 
 // newServer builds the in-memory state from the db.
 func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logger) (*server, error) {
@@ -267,8 +353,10 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 			return nil, err
 		}
 	}
-	if err := s.loadState(); err != nil {
-		return nil, err
+	// A damage to the file that checkDBFile cannot see surfaces here, as
+	// bbolt reads every key row: an error, not a crash.
+	if err := guardDB(s.loadState); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
 	}
 	s.routes()
 	return s, nil
@@ -277,7 +365,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 // loadState builds the in-memory index from the db. Collection is held off
 // while it runs: everything it allocates stays live.
 func (s *server) loadState() error {
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	defer tuneGC(debug.SetGCPercent(-1))
 	count, err := s.store.KeyCount()
 	if err != nil {
 		return fmt.Errorf("loading keys: %w", err)
@@ -311,6 +399,26 @@ func (s *server) loadState() error {
 		s.log.Warn().Err(err).Msg("dropping mapped db pages after load")
 	}
 	return nil
+}
+
+// tuneGC sets the collector's pace after the index is loaded. A big index
+// is live for the life of the process; with the default pace the heap would
+// grow by as much again in garbage before each collection (a million keys:
+// about 150 MiB more). Instead the heap may grow by a fixed 64 MiB. An
+// operator's GOGC wins.
+func tuneGC(gogc int) {
+	if os.Getenv("GOGC") != "" {
+		debug.SetGCPercent(gogc)
+		return
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	const headroom = 64 << 20
+	if ms.HeapAlloc > headroom {
+		gogc = max(25, int(100*headroom/ms.HeapAlloc))
+	}
+	debug.SetGCPercent(gogc)
 }
 
 // firstStart sets the root token from --admin-token, or on an empty db makes
@@ -358,8 +466,11 @@ func adminTokenCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	st, err := openStore(*dbPath, lockTimeout)
+	if errors.Is(err, errLocked) {
+		return fmt.Errorf("%w; stop the server first", err)
+	}
 	if err != nil {
-		return fmt.Errorf("%w (stop the server first)", err)
+		return err
 	}
 	defer st.Close()
 	token := *brand + "_admin_" + randomHex(16)
@@ -379,9 +490,14 @@ func backupCmd(args []string, stdout io.Writer) error {
 	if fs.NArg() != 1 {
 		return fmt.Errorf("usage: keyhole backup --db FILE OUT")
 	}
-	st, err := openStore(*dbPath, lockTimeout)
+	// Read-only: a backup never writes to the db, and a missing file is an
+	// error rather than a new empty db. The running server holds the lock.
+	st, err := openStoreReadOnly(*dbPath, lockTimeout)
+	if errors.Is(err, errLocked) {
+		return fmt.Errorf("%w; while the server runs, use GET /admin/v1/backup", err)
+	}
 	if err != nil {
-		return fmt.Errorf("%w (while the server runs, use GET /admin/v1/backup)", err)
+		return err
 	}
 	defer st.Close()
 	return writeBackup(st, fs.Arg(0), stdout)
