@@ -401,11 +401,12 @@ func (s *server) loadState() error {
 	return nil
 }
 
-// tuneGC sets the collector's pace after the index is loaded. A big index
-// is live for the life of the process; with the default pace the heap would
-// grow by as much again in garbage before each collection (a million keys:
-// about 150 MiB more). Instead the heap may grow by a fixed 64 MiB. An
-// operator's GOGC wins.
+// tuneGC sets the collector's pace after the index is loaded: the heap may
+// grow by a fixed 64 MiB of garbage between collections. With Go's default
+// pace that headroom is the live heap itself, which is wrong both ways for
+// keyhole: a million keys (~150 MiB, live for the life of the process)
+// would let as much again pile up, and a small index means a collection
+// every few MiB, a dozen a second under load. An operator's GOGC wins.
 func tuneGC(gogc int) {
 	if os.Getenv("GOGC") != "" {
 		debug.SetGCPercent(gogc)
@@ -415,10 +416,7 @@ func tuneGC(gogc int) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	const headroom = 64 << 20
-	if ms.HeapAlloc > headroom {
-		gogc = max(25, int(100*headroom/ms.HeapAlloc))
-	}
-	debug.SetGCPercent(gogc)
+	debug.SetGCPercent(min(max(25, int(100*headroom/max(ms.HeapAlloc, 1))), 5000))
 }
 
 // firstStart sets the root token from --admin-token, or on an empty db makes
