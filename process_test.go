@@ -142,7 +142,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 		t.Fatal("README.md has no walkthrough block")
 	}
 	db := filepath.Join(t.TempDir(), "walkthrough.db")
-	c := startKeyhole(t, "--db", db, "--admin-token", "kh_admin_0123456789abcdef0123456789abcdef")
+	c := startKeyhole(t, "--db", db, "--admin-token", "walkthrough-root-token-change-me")
 	script := "set -euo pipefail\n" + strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url())
 	script = strings.ReplaceAll(script, "/tmp/keyhole-backup.db", filepath.Join(t.TempDir(), "backup.db"))
 	cmd := exec.Command("bash", "-c", script)
