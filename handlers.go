@@ -48,6 +48,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveGuarded(w, r)
 		return
 	}
+	// Forward auth is asked once per request of the API in front: it skips
+	// the router's lookup. (The router also routes it, for every method.)
+	if r.URL.Path == "/v1/auth" {
+		s.serveAuth(w, r)
+		return
+	}
 	s.router.ServeHTTP(w, r)
 }
 
