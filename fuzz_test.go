@@ -15,9 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -75,22 +73,6 @@ func newFuzzEnv(tb testing.TB, modify ...func(*config)) (*testEnv, func()) {
 			os.RemoveAll(dir)
 		})
 	}
-}
-
-// rawDo is te.do without a *testing.T, for setting up outside f.Fuzz.
-func rawDo(te *testEnv, method, path, body string, headers ...string) response {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req := httptest.NewRequest(method, path, rd)
-	req.RemoteAddr = "192.0.2.1:1234"
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	rec := httptest.NewRecorder()
-	te.s.ServeHTTP(rec, req)
-	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
 }
 
 func rawRoot(te *testEnv, method, path, body string) response {

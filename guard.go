@@ -21,14 +21,7 @@ type verdict struct {
 // extractKey reads the key from Authorization: Bearer, else x-api-key.
 func extractKey(h http.Header) (string, *apiError) {
 	if auth := h.Values("Authorization"); len(auth) > 0 {
-		if len(auth) > 1 {
-			return "", errInvalidSch
-		}
-		scheme, token, ok := strings.Cut(auth[0], " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return "", errInvalidSch
-		}
-		return strings.TrimSpace(token), nil
+		return bearerToken(auth)
 	}
 	apiKey := h.Values("X-Api-Key")
 	if len(apiKey) == 0 || len(apiKey) == 1 && apiKey[0] == "" {
@@ -38,6 +31,19 @@ func extractKey(h http.Header) (string, *apiError) {
 		return "", malformedError(msgMalformed)
 	}
 	return strings.TrimSpace(apiKey[0]), nil
+}
+
+// bearerToken reads the token of one "Authorization: Bearer <token>"
+// header; the admin API reads its tokens the same way.
+func bearerToken(auth []string) (string, *apiError) {
+	if len(auth) != 1 {
+		return "", errInvalidSch
+	}
+	scheme, token, ok := strings.Cut(auth[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", errInvalidSch
+	}
+	return strings.TrimSpace(token), nil
 }
 
 // envForPath says which environment's base a path is under, or "".
@@ -217,8 +223,7 @@ func (s *server) answerGuarded(w http.ResponseWriter, r *http.Request, v *verdic
 		s.proxy.serve(w, r, v.key)
 		return
 	}
-	if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/whoami") ||
-		r.URL.Path != s.baseFor(v.key.env)+"whoami" {
+	if r.Method != http.MethodGet || r.URL.Path != s.baseFor(v.key.env)+"whoami" {
 		writeError(w, errNotFoundPage, reqID)
 		return
 	}

@@ -276,11 +276,11 @@ func (s *server) authenticate(r *http.Request) (caller, *apiError) {
 	if len(auth) == 0 {
 		return caller{}, errMissingAuth
 	}
-	scheme, token, ok := strings.Cut(auth[0], " ")
-	if len(auth) > 1 || !ok || !strings.EqualFold(scheme, "Bearer") {
-		return caller{}, errInvalidSch
+	token, aerr := bearerToken(auth)
+	if aerr != nil {
+		return caller{}, aerr
 	}
-	c, ok := s.admins.lookup(strings.TrimSpace(token))
+	c, ok := s.admins.lookup(token)
 	if !ok {
 		s.throttle.fail(client, s.now())
 		return caller{}, errAdminToken

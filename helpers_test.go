@@ -124,10 +124,9 @@ func (r response) errorCode(t testing.TB) string {
 	return code
 }
 
-// do sends one request through the server's handler. headers alternate
-// name, value.
-func (te *testEnv) do(method, path, body string, headers ...string) response {
-	te.t.Helper()
+// rawDo sends one request through the server's handler, without a
+// *testing.T (fuzz set-up runs outside f.Fuzz).
+func rawDo(te *testEnv, method, path, body string, headers ...string) response {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -140,6 +139,13 @@ func (te *testEnv) do(method, path, body string, headers ...string) response {
 	rec := httptest.NewRecorder()
 	te.s.ServeHTTP(rec, req)
 	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+// do sends one request through the server's handler. headers alternate
+// name, value.
+func (te *testEnv) do(method, path, body string, headers ...string) response {
+	te.t.Helper()
+	return rawDo(te, method, path, body, headers...)
 }
 
 // admin calls the admin API with token.
