@@ -129,22 +129,48 @@ func isCanonicalPath(path string) bool {
 		!strings.HasSuffix(path, "/..")
 }
 
-// setRateLimitHeaders writes the headers of SPEC 4 for an identified key.
+// ownHeaders are keyhole's headers for one response: the request id and
+// the rate-limit state. They are gathered before keyhole knows whether it
+// or the upstream answers, and put on the response as its status is
+// written, replacing any of the same name: a few names in an array, so
+// gathering them costs no map.
+type ownHeaders struct {
+	names  [7]string
+	values [7][]string
+	n      int
+}
+
+func (o *ownHeaders) set(name string, values []string) {
+	o.names[o.n], o.values[o.n] = name, values
+	o.n++
+}
+
+func (o *ownHeaders) putOn(h http.Header) {
+	for i := range o.n {
+		h[o.names[i]] = o.values[i]
+	}
+}
+
+// ownHeaderNames are all the names keyhole may put in ownHeaders.
+var ownHeaderNames = []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-Remaining",
+	"X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "Retry-After"}
+
+// setRateLimitHeaders gathers the headers of SPEC 4 for an identified key.
 // The per-request values share one allocation; the rest is precomputed.
-func setRateLimitHeaders(h http.Header, d *decision) {
+func setRateLimitHeaders(o *ownHeaders, d *decision) {
 	i := d.tightest
 	vals := make([]string, 4)
 	vals[0] = strconv.FormatInt(d.remaining, 10)
 	vals[1] = strconv.FormatInt(d.reset, 10)
 	vals[2] = `"` + d.limits[i].Window + `";r=` + vals[0] + ";t=" + vals[1]
-	h["X-Ratelimit-Limit"] = d.set.limitValue[i]
-	h["X-Ratelimit-Remaining"] = vals[0:1:1]
-	h["X-Ratelimit-Reset"] = vals[1:2:2]
-	h["Ratelimit-Policy"] = d.set.policy
-	h["Ratelimit"] = vals[2:3:3]
+	o.set("X-Ratelimit-Limit", d.set.limitValue[i])
+	o.set("X-Ratelimit-Remaining", vals[0:1:1])
+	o.set("X-Ratelimit-Reset", vals[1:2:2])
+	o.set("Ratelimit-Policy", d.set.policy)
+	o.set("Ratelimit", vals[2:3:3])
 	if !d.allowed {
 		vals[3] = strconv.FormatInt(d.retryAfter, 10)
-		h["Retry-After"] = vals[3:4:4]
+		o.set("Retry-After", vals[3:4:4])
 	}
 }
 
@@ -201,22 +227,21 @@ func writeWhoami(w http.ResponseWriter, k *keyEntry) {
 // serveGuarded answers requests under the base paths: whoami, or the proxy.
 func (s *server) serveGuarded(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
-	reqID := newRequestID()
-	w.Header()["X-Request-Id"] = []string{reqID}
+	sw := &statusWriter{ResponseWriter: w, reqID: newRequestID()}
+	sw.own.set("X-Request-Id", []string{sw.reqID})
 	v := s.checkRequest(r, r.Method, r.URL.Path, start)
-	sw := &statusWriter{ResponseWriter: w}
+	if v.decided {
+		setRateLimitHeaders(&sw.own, &v.dec)
+	}
 	// Deferred, so that a proxied response the upstream breaks off midway
 	// (ReverseProxy then panics with http.ErrAbortHandler) is logged too.
-	defer func() { s.record(r.Method, r.URL.Path, sw.logged(), start, &v, reqID) }()
-	s.answerGuarded(sw, r, &v, reqID)
+	defer func() { s.record(r.Method, r.URL.Path, sw.logged(), start, &v, sw.reqID) }()
+	s.answerGuarded(sw, r, &v)
 }
 
-func (s *server) answerGuarded(w http.ResponseWriter, r *http.Request, v *verdict, reqID string) {
-	if v.decided {
-		setRateLimitHeaders(w.Header(), &v.dec)
-	}
+func (s *server) answerGuarded(w *statusWriter, r *http.Request, v *verdict) {
 	if v.err != nil {
-		writeError(w, v.err, reqID)
+		writeError(w, v.err, w.reqID)
 		return
 	}
 	if s.proxy != nil {
@@ -224,7 +249,7 @@ func (s *server) answerGuarded(w http.ResponseWriter, r *http.Request, v *verdic
 		return
 	}
 	if r.Method != http.MethodGet || r.URL.Path != s.baseFor(v.key.env)+"whoami" {
-		writeError(w, errNotFoundPage, reqID)
+		writeError(w, errNotFoundPage, w.reqID)
 		return
 	}
 	writeWhoami(w, v.key)
@@ -241,7 +266,6 @@ func (s *server) baseFor(env string) string {
 func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	reqID := newRequestID()
-	w.Header()["X-Request-Id"] = []string{reqID}
 	method, path, aerr := forwardedRequest(r.Header)
 	var v verdict
 	if aerr != nil {
@@ -249,9 +273,12 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	} else {
 		v = s.checkRequest(r, method, path, start)
 	}
+	var own ownHeaders
+	own.set("X-Request-Id", []string{reqID})
 	if v.decided {
-		setRateLimitHeaders(w.Header(), &v.dec)
+		setRateLimitHeaders(&own, &v.dec)
 	}
+	own.putOn(w.Header())
 	status := 200
 	if v.err != nil {
 		status = v.err.status

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -256,6 +255,7 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          nil,
 	}
+	startGCPacer(ctx)
 	flushCtx, stopFlusher := context.WithCancel(context.Background())
 	flusherDone := make(chan struct{})
 	go func() {
@@ -365,7 +365,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 // loadState builds the in-memory index from the db. Collection is held off
 // while it runs: everything it allocates stays live.
 func (s *server) loadState() error {
-	defer tuneGC(debug.SetGCPercent(-1))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	count, err := s.store.KeyCount()
 	if err != nil {
 		return fmt.Errorf("loading keys: %w", err)
@@ -399,24 +399,6 @@ func (s *server) loadState() error {
 		s.log.Warn().Err(err).Msg("dropping mapped db pages after load")
 	}
 	return nil
-}
-
-// tuneGC sets the collector's pace after the index is loaded: the heap may
-// grow by a fixed 64 MiB of garbage between collections. With Go's default
-// pace that headroom is the live heap itself, which is wrong both ways for
-// keyhole: a million keys (~150 MiB, live for the life of the process)
-// would let as much again pile up, and a small index means a collection
-// every few MiB, a dozen a second under load. An operator's GOGC wins.
-func tuneGC(gogc int) {
-	if os.Getenv("GOGC") != "" {
-		debug.SetGCPercent(gogc)
-		return
-	}
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	const headroom = 64 << 20
-	debug.SetGCPercent(min(max(25, int(100*headroom/max(ms.HeapAlloc, 1))), 5000))
 }
 
 // firstStart sets the root token from --admin-token, or on an empty db makes

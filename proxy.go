@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -22,44 +23,6 @@ type proxy struct {
 // headers; a body may then stream for as long as it takes.
 const upstreamTimeout = 60 * time.Second
 
-// proxyCall is what serve hands to the ReverseProxy callbacks through the
-// request's context.
-type proxyCall struct {
-	key *keyEntry
-	own [8]ownHeader // keyhole's response headers: request id and rate limits
-	n   int
-}
-
-// ownHeader is one of keyhole's response headers, kept in the call itself
-// rather than a cloned http.Header: a clone is a map and a slice per name,
-// on every proxied request.
-type ownHeader struct {
-	name   string
-	values []string
-}
-
-// setOwn puts keyhole's headers on h, replacing any of the same name.
-func (c *proxyCall) setOwn(h http.Header) {
-	for _, o := range c.own[:c.n] {
-		h[o.name] = o.values
-	}
-}
-
-func (c *proxyCall) requestID() string {
-	for _, o := range c.own[:c.n] {
-		if o.name == "X-Request-Id" && len(o.values) > 0 {
-			return o.values[0]
-		}
-	}
-	return ""
-}
-
-type proxyCallKey struct{}
-
-func callOf(r *http.Request) *proxyCall {
-	return r.Context().Value(proxyCallKey{}).(*proxyCall)
-}
-
 func newProxy(upstream string, s *server) (*proxy, error) {
 	target, err := url.Parse(upstream)
 	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
@@ -72,24 +35,25 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 	transport.MaxIdleConnsPerHost = 512
 	transport.ResponseHeaderTimeout = upstreamTimeout
 	rp := &httputil.ReverseProxy{
-		// Rewrite runs after ReverseProxy has dropped hop-by-hop headers, so a
-		// client's "Connection: X-Keyhole-Org" cannot remove what is set here.
+		// serve has already put the identity on the incoming request; Rewrite
+		// runs after ReverseProxy has dropped hop-by-hop headers, so it puts
+		// them back in case a client's "Connection: X-Keyhole-Org" removed them.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
-			h := pr.Out.Header
-			delete(h, "Authorization")
-			delete(h, "X-Api-Key")
 			for _, name := range identityHeaders {
-				delete(h, name)
+				pr.Out.Header[name] = pr.In.Header[name]
 			}
-			setIdentityHeaders(h, callOf(pr.In).key)
 		},
-		// keyhole's request id and rate-limit headers replace any the upstream
-		// sent. They are set here rather than before proxying because
-		// ReverseProxy clears the response headers after relaying a 1xx.
+		// A 101's headers are written by ReverseProxy itself once it has
+		// hijacked the connection: statusWriter.Hijack puts keyhole's own on
+		// them, and this drops the upstream's of the same names.
 		ModifyResponse: func(res *http.Response) error {
-			callOf(res.Request).setOwn(res.Header)
+			if res.StatusCode == http.StatusSwitchingProtocols {
+				for _, name := range ownHeaderNames {
+					delete(res.Header, name)
+				}
+			}
 			return nil
 		},
 		Transport:  transport,
@@ -103,26 +67,25 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 			if !errors.Is(err, context.Canceled) {
 				s.log.Warn().Err(err).Str("path", r.URL.Path).Msg("proxying")
 			}
-			call := callOf(r)
-			call.setOwn(w.Header())
-			writeError(w, aerr, call.requestID())
+			var reqID string
+			if sw, ok := w.(*statusWriter); ok {
+				reqID = sw.reqID
+			}
+			writeError(w, aerr, reqID)
 		},
 	}
 	return &proxy{rp: rp, transport: transport}, nil
 }
 
-// serve proxies r for the identified key k. The headers keyhole has already
-// set on w go onto the upstream's response, or onto the error if there is none.
-func (p *proxy) serve(w http.ResponseWriter, r *http.Request, k *keyEntry) {
-	call := &proxyCall{key: k}
-	for name, values := range w.Header() {
-		if call.n < len(call.own) {
-			call.own[call.n] = ownHeader{name, values}
-			call.n++
-		}
-	}
-	clear(w.Header())
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyCallKey{}, call)))
+// serve proxies r for the identified key k. The upstream sees neither the
+// key nor any identity headers the client sent, only keyhole's. w puts
+// keyhole's own headers on the upstream's response, or on the error if
+// there is none.
+func (p *proxy) serve(w *statusWriter, r *http.Request, k *keyEntry) {
+	delete(r.Header, "Authorization")
+	delete(r.Header, "X-Api-Key")
+	setIdentityHeaders(r.Header, k)
+	p.rp.ServeHTTP(w, r)
 }
 
 // copyBuffers reuses ReverseProxy's 32 KiB copy buffers: without a pool it
@@ -134,22 +97,44 @@ var copyBufferPool = sync.Pool{New: func() any { return make([]byte, 32<<10) }}
 func (copyBuffers) Get() []byte  { return copyBufferPool.Get().([]byte) }
 func (copyBuffers) Put(b []byte) { copyBufferPool.Put(b) }
 
-// statusWriter remembers the final status for the request log.
+// statusWriter remembers the final status for the request log, and puts
+// keyhole's own headers on the final response (not on a 1xx before it),
+// replacing any of the same name an upstream sent.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	reqID  string
+	own    ownHeaders
 }
 
 func (w *statusWriter) WriteHeader(status int) {
-	if w.status == 0 && status >= 200 {
+	if w.status == 0 && isFinal(status) {
 		w.status = status
+		w.own.putOn(w.ResponseWriter.Header())
 	}
 	w.ResponseWriter.WriteHeader(status)
 }
 
+// isFinal says whether a status ends the response's headers: any but an
+// informational 1xx, and 101, after which the connection is the upstream's.
+func isFinal(status int) bool {
+	return status >= 200 || status == http.StatusSwitchingProtocols
+}
+
+// Hijack is how ReverseProxy switches protocols: the 101 it then writes
+// carries keyhole's own headers.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && w.status == 0 {
+		w.status = http.StatusSwitchingProtocols
+		w.own.putOn(w.ResponseWriter.Header())
+	}
+	return conn, brw, err
+}
+
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +157,21 @@ func (pe *proxyEnv) read(method, path string, body io.Reader, headers ...string)
 // loggedStatus is the status the org's request log holds for requestID.
 func (pe *proxyEnv) loggedStatus(requestID string) int {
 	pe.t.Helper()
+	status, ok := pe.logEntry(requestID)
+	if !ok {
+		pe.t.Fatalf("no log entry has request_id %q", requestID)
+	}
+	return status
+}
+
+func (pe *proxyEnv) hasLogEntry(requestID string) bool {
+	pe.t.Helper()
+	_, ok := pe.logEntry(requestID)
+	return ok
+}
+
+func (pe *proxyEnv) logEntry(requestID string) (status int, ok bool) {
+	pe.t.Helper()
 	r := pe.root("GET", "/orgs/"+pe.org+"/logs?limit=1000", "")
 	mustStatus(pe.t, "GET logs", r, 200)
 	var page struct {
@@ -169,11 +185,10 @@ func (pe *proxyEnv) loggedStatus(requestID string) int {
 	}
 	for _, e := range page.Entries {
 		if e.RequestID == requestID {
-			return e.Status
+			return e.Status, true
 		}
 	}
-	pe.t.Fatalf("no log entry has request_id %q", requestID)
-	return 0
+	return 0, false
 }
 
 func TestProxyHeaders(t *testing.T) {
@@ -711,5 +726,81 @@ func TestPlainRequestPath(t *testing.T) {
 		if err != nil || u.Path != path {
 			t.Errorf("plainRequestPath(%q) = %q; ParseRequestURI gives %v, %v", uri, path, u, err)
 		}
+	}
+}
+
+// TestProxyUpgrade switches a connection to another protocol through the
+// proxy, as a WebSocket does: the 101 carries keyhole's request id, the
+// bytes flow both ways, and the log says 101.
+func TestProxyUpgrade(t *testing.T) {
+	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Request-Id: upstream-id\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo " + line)
+		brw.Flush()
+	})
+	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(pe.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", key)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqID := resp.Header.Values("X-Request-Id")
+	if resp.StatusCode != 101 || len(reqID) != 1 || !strings.HasPrefix(reqID[0], "req_") {
+		t.Fatalf("status %d, X-Request-Id %q; want 101 and keyhole's id", resp.StatusCode, reqID)
+	}
+	io.WriteString(conn, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo ping\n" {
+		t.Fatalf("through the upgraded connection: %q, %v; want \"echo ping\\n\"", line, err)
+	}
+	conn.Close()
+	// The handler logs when both sides have closed, just after this.
+	deadline := time.Now().Add(5 * time.Second)
+	for !pe.hasLogEntry(reqID[0]) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := pe.loggedStatus(reqID[0]); got != 101 {
+		t.Errorf("logged status = %d; want 101", got)
+	}
+}
+
+// TestOwnHeaderNames keeps the names the proxy clears from an upstream's
+// 101 in step with every header keyhole gathers, a 429's included.
+func TestOwnHeaderNames(t *testing.T) {
+	te := newTestEnv(t)
+	_, key := te.createKey(te.createOrg("acme"), `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	te.s.verify(key, "", "", time.Now())
+	v := te.s.verify(key, "", "", time.Now())
+	if v.err == nil || v.err.status != 429 {
+		t.Fatalf("second call: %v; want 429", v.err)
+	}
+	var own ownHeaders
+	own.set("X-Request-Id", []string{"req_x"})
+	setRateLimitHeaders(&own, &v.dec)
+	for _, name := range own.names[:own.n] {
+		if !slices.Contains(ownHeaderNames, name) {
+			t.Errorf("%s is gathered but not in ownHeaderNames", name)
+		}
+	}
+	if own.n != len(ownHeaderNames) {
+		t.Errorf("a 429 gathers %d headers; ownHeaderNames has %d", own.n, len(ownHeaderNames))
 	}
 }
