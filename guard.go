@@ -19,11 +19,13 @@ type verdict struct {
 }
 
 // extractKey reads the key from Authorization: Bearer, else x-api-key.
+// Headers are looked up by their canonical names directly, as net/http
+// stores them: Values would re-canonicalize each name on every request.
 func extractKey(h http.Header) (string, *apiError) {
-	if auth := h.Values("Authorization"); len(auth) > 0 {
+	if auth := h["Authorization"]; len(auth) > 0 {
 		return bearerToken(auth)
 	}
-	apiKey := h.Values("X-Api-Key")
+	apiKey := h["X-Api-Key"]
 	if len(apiKey) == 0 || len(apiKey) == 1 && apiKey[0] == "" {
 		return "", errMissingAuth
 	}
@@ -129,48 +131,27 @@ func isCanonicalPath(path string) bool {
 		!strings.HasSuffix(path, "/..")
 }
 
-// ownHeaders are keyhole's headers for one response: the request id and
-// the rate-limit state. They are gathered before keyhole knows whether it
-// or the upstream answers, and put on the response as its status is
-// written, replacing any of the same name: a few names in an array, so
-// gathering them costs no map.
-type ownHeaders struct {
-	names  [7]string
-	values [7][]string
-	n      int
-}
-
-func (o *ownHeaders) set(name string, values []string) {
-	o.names[o.n], o.values[o.n] = name, values
-	o.n++
-}
-
-func (o *ownHeaders) putOn(h http.Header) {
-	for i := range o.n {
-		h[o.names[i]] = o.values[i]
-	}
-}
-
-// ownHeaderNames are all the names keyhole may put in ownHeaders.
+// ownHeaderNames are all the names of the headers keyhole puts on a
+// guarded response: the request id and setRateLimitHeaders's.
 var ownHeaderNames = []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-Remaining",
 	"X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "Retry-After"}
 
-// setRateLimitHeaders gathers the headers of SPEC 4 for an identified key.
+// setRateLimitHeaders writes the headers of SPEC 4 for an identified key.
 // The per-request values share one allocation; the rest is precomputed.
-func setRateLimitHeaders(o *ownHeaders, d *decision) {
+func setRateLimitHeaders(h http.Header, d *decision) {
 	i := d.tightest
 	vals := make([]string, 4)
 	vals[0] = strconv.FormatInt(d.remaining, 10)
 	vals[1] = strconv.FormatInt(d.reset, 10)
 	vals[2] = `"` + d.limits[i].Window + `";r=` + vals[0] + ";t=" + vals[1]
-	o.set("X-Ratelimit-Limit", d.set.limitValue[i])
-	o.set("X-Ratelimit-Remaining", vals[0:1:1])
-	o.set("X-Ratelimit-Reset", vals[1:2:2])
-	o.set("Ratelimit-Policy", d.set.policy)
-	o.set("Ratelimit", vals[2:3:3])
+	h["X-Ratelimit-Limit"] = d.set.limitValue[i]
+	h["X-Ratelimit-Remaining"] = vals[0:1:1]
+	h["X-Ratelimit-Reset"] = vals[1:2:2]
+	h["Ratelimit-Policy"] = d.set.policy
+	h["Ratelimit"] = vals[2:3:3]
 	if !d.allowed {
 		vals[3] = strconv.FormatInt(d.retryAfter, 10)
-		o.set("Retry-After", vals[3:4:4])
+		h["Retry-After"] = vals[3:4:4]
 	}
 }
 
@@ -188,7 +169,6 @@ func setIdentityHeaders(h http.Header, k *keyEntry) {
 
 var (
 	jsonContentType = []string{"application/json"}
-	zeroLength      = []string{"0"}
 	bufPool         = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 )
 
@@ -228,11 +208,8 @@ func writeWhoami(w http.ResponseWriter, k *keyEntry) {
 func (s *server) serveGuarded(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	sw := &statusWriter{ResponseWriter: w, reqID: newRequestID()}
-	sw.own.set("X-Request-Id", []string{sw.reqID})
 	v := s.checkRequest(r, r.Method, r.URL.Path, start)
-	if v.decided {
-		setRateLimitHeaders(&sw.own, &v.dec)
-	}
+	sw.dec, sw.decided = v.dec, v.decided
 	// Deferred, so that a proxied response the upstream breaks off midway
 	// (ReverseProxy then panics with http.ErrAbortHandler) is logged too.
 	defer func() { s.record(r.Method, r.URL.Path, sw.logged(), start, &v, sw.reqID) }()
@@ -273,19 +250,18 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	} else {
 		v = s.checkRequest(r, method, path, start)
 	}
-	var own ownHeaders
-	own.set("X-Request-Id", []string{reqID})
+	w.Header()["X-Request-Id"] = []string{reqID}
 	if v.decided {
-		setRateLimitHeaders(&own, &v.dec)
+		setRateLimitHeaders(w.Header(), &v.dec)
 	}
-	own.putOn(w.Header())
 	status := 200
 	if v.err != nil {
 		status = v.err.status
 		writeError(w, v.err, reqID)
 	} else {
 		setIdentityHeaders(w.Header(), v.key)
-		w.Header()["Content-Length"] = zeroLength
+		// net/http adds "Content-Length: 0" to an empty answer itself,
+		// without another entry in the header map.
 		w.WriteHeader(200)
 	}
 	s.record(method, path, status, start, &v, reqID)
@@ -335,10 +311,10 @@ func plainRequestPath(uri string) (string, bool) {
 	return path, true
 }
 
-// forwardedValue is the value of header a or b; ok is false when either is
-// repeated or both are present and differ.
+// forwardedValue is the value of header a or b, given by canonical name;
+// ok is false when either is repeated or both are present and differ.
 func forwardedValue(h http.Header, a, b string) (value string, ok bool) {
-	va, vb := h.Values(a), h.Values(b)
+	va, vb := h[a], h[b]
 	if len(va) > 1 || len(vb) > 1 {
 		return "", false
 	}

@@ -102,17 +102,27 @@ func (copyBuffers) Put(b []byte) { copyBufferPool.Put(b) }
 // replacing any of the same name an upstream sent.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	reqID  string
-	own    ownHeaders
+	status  int
+	reqID   string
+	dec     decision // the rate-limit state, when decided
+	decided bool
 }
 
 func (w *statusWriter) WriteHeader(status int) {
 	if w.status == 0 && isFinal(status) {
 		w.status = status
-		w.own.putOn(w.ResponseWriter.Header())
+		w.putOwn()
 	}
 	w.ResponseWriter.WriteHeader(status)
+}
+
+// putOwn sets keyhole's headers, replacing any of the same name.
+func (w *statusWriter) putOwn() {
+	h := w.ResponseWriter.Header()
+	h["X-Request-Id"] = []string{w.reqID}
+	if w.decided {
+		setRateLimitHeaders(h, &w.dec)
+	}
 }
 
 // isFinal says whether a status ends the response's headers: any but an
@@ -127,7 +137,7 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil && w.status == 0 {
 		w.status = http.StatusSwitchingProtocols
-		w.own.putOn(w.ResponseWriter.Header())
+		w.putOwn()
 	}
 	return conn, brw, err
 }

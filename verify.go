@@ -203,8 +203,7 @@ func appendVerifyAnswer(b []byte, v *verdict) []byte {
 func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	reqID := newRequestID()
-	var own ownHeaders
-	own.set("X-Request-Id", []string{reqID})
+	w.Header()["X-Request-Id"] = []string{reqID}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	var req verifyRequest
@@ -216,7 +215,6 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 		aerr = invalidRequest(`Field "env" must be "test" or "live".`)
 	}
 	if aerr != nil {
-		own.putOn(w.Header())
 		writeError(w, aerr, reqID)
 		return
 	}
@@ -225,9 +223,8 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 		v = s.verify(strings.TrimSpace(req.Key), req.Env, req.Scope, start)
 	}
 	if v.decided {
-		setRateLimitHeaders(&own, &v.dec)
+		setRateLimitHeaders(w.Header(), &v.dec)
 	}
-	own.putOn(w.Header())
 	out := appendVerifyAnswer(body[:0], &v)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)
