@@ -97,7 +97,8 @@ type keyRecord struct {
 // store is keyhole's bbolt file. Methods that write return only after the
 // transaction has committed (fsync included).
 type store struct {
-	db *bolt.DB
+	db     *bolt.DB
+	commit committer // admin writes, group-committed
 }
 
 // openStore opens or creates the db file with mode 0600. A second process on
@@ -110,11 +111,7 @@ func openStore(path string, lockTimeout time.Duration) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Group commit: concurrent admin writes share one fsync without waiting
-	// out bbolt's default 10 ms delay (see MEASURED.md).
-	db.MaxBatchSize = 64
-	db.MaxBatchDelay = time.Millisecond
-	s := &store{db: db}
+	s := &store{db: db, commit: committer{db: db}}
 	if err := guardDB(s.init); err != nil {
 		guardDB(db.Close)
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -132,7 +129,7 @@ func openStoreReadOnly(path string, lockTimeout time.Duration) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &store{db: db}
+	s := &store{db: db, commit: committer{db: db}}
 	err = guardDB(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			meta := tx.Bucket(bucketMeta)
@@ -359,7 +356,7 @@ func (s *store) put(bucket []byte, key string, v any) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.commit.do(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).Put([]byte(key), buf)
 	})
 }
@@ -427,7 +424,7 @@ func (s *store) PutKeys(keys ...*keyRecord) error {
 	for i, k := range keys {
 		rows[i] = k.Row
 	}
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.commit.do(func(tx *bolt.Tx) error {
 		for i, k := range keys {
 			k.Row = rows[i] // a retried batch starts over
 			if err := putKeyTx(tx, k); err != nil {

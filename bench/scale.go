@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -155,6 +156,8 @@ func runCreate(args []string) {
 					created.Add(1)
 				}
 				if resp != nil {
+					// Read to the end, or the connection is not reused.
+					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 				}
 			}
