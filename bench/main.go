@@ -2,11 +2,12 @@
 // baselines with wrk, on one machine, in one run. It is a tool, not part of
 // keyhole. Run it with bench/run.sh, which builds both binaries.
 //
-//	bench [-rounds 3] [-duration 5s] [-connections 32] -keyhole path/to/keyhole
+//	bench [-rounds 7] [-duration 3s] [-connections 32] [-floors] [-only NAME] -keyhole path/to/keyhole
 //	bench scale -keyhole path/to/keyhole [-orgs 10000] [-keys 1000000]
 //	bench create -keyhole path/to/keyhole [-clients 32] [-duration 10s]
 //
-// The subcommands bare and revproxy are the baselines it starts itself.
+// The subcommands bare, revproxy, floor and proxyfloor are the servers it
+// starts itself to compare keyhole with.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,8 +47,11 @@ func main() {
 		case "create":
 			runCreate(os.Args[2:])
 			return
-		case "revproxy":
-			serveRevProxy(os.Args[2], os.Args[3], atoi(os.Args[4]))
+		case "revproxy", "proxyfloor":
+			serveRevProxy(os.Args[2], os.Args[3], atoi(os.Args[4]), os.Args[1] == "proxyfloor")
+			return
+		case "floor":
+			serveFloor(os.Args[2], os.Args[3])
 			return
 		}
 	}
@@ -61,20 +66,22 @@ func atoi(s string) int {
 	return n
 }
 
+var whoamiBody = []byte(`{"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef","env":"live","scopes":[]}` + "\n")
+
 // serveBare is the baseline: net/http answering a small JSON body.
 func serveBare(addr string) {
-	body := []byte(`{"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef","env":"live","scopes":[]}` + "\n")
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
+		w.Write(whoamiBody)
 	})
 	log.Fatal(http.ListenAndServe(addr, h))
 }
 
 // serveRevProxy is the proxy baseline: httputil.ReverseProxy with idle
-// connections per host raised to the client's concurrency.
-func serveRevProxy(addr, upstream string, conns int) {
+// connections per host raised to the client's concurrency. With contract
+// set it is the proxy's floor (floor.go).
+func serveRevProxy(addr, upstream string, conns int, contract bool) {
 	target, err := url.Parse(upstream)
 	if err != nil {
 		log.Fatal(err)
@@ -82,8 +89,11 @@ func serveRevProxy(addr, upstream string, conns int) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 4 * conns
 	tr.MaxIdleConnsPerHost = 2 * conns
-	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr,
-		BufferPool: pool{}}
+	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Transport: tr, BufferPool: pool{}}
+	if contract {
+		addContractHeaders(rp)
+	}
 	log.Fatal(http.ListenAndServe(addr, rp))
 }
 
@@ -287,18 +297,20 @@ type scenario struct {
 	keyholeScript  string
 	baselineURL    string
 	baselineScript string
+	floorURL       string // with -floors: the same headers, no keyhole (floor.go)
 }
 
-type pair struct{ bare, keyhole result }
+type pair struct{ bare, keyhole, floor result }
 
 func runCompare(args []string) {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	bin := fs.String("keyhole", "./keyhole", "keyhole binary")
 	var cfg wrkConfig
 	fs.IntVar(&cfg.conns, "connections", 32, "wrk connections")
-	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "each wrk run")
-	fs.IntVar(&cfg.rounds, "rounds", 3, "A B rounds per scenario")
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "each wrk run")
+	fs.IntVar(&cfg.rounds, "rounds", 7, "A B rounds per scenario")
 	only := fs.String("only", "", "run only the scenarios whose name contains this")
+	floors := fs.Bool("floors", false, "also measure servers that send keyhole's headers but do nothing else")
 	fs.Parse(args)
 	dir, err := os.MkdirTemp("", "keyhole-bench")
 	if err != nil {
@@ -335,6 +347,16 @@ func runCompare(args []string) {
 			keyholeScript: writeScript(dir, "proxy", "GET", map[string]string{"Authorization": "Bearer " + proxyKey}, ""),
 			baselineURL:   "http://" + rproxy.addr + "/api/v1/prod/sms"},
 	}
+	if *floors {
+		for i, surface := range []string{"whoami", "verify", "auth"} {
+			p := startSelf("floor", surface)
+			defer p.stop()
+			scenarios[i].floorURL = "http://" + p.addr + "/"
+		}
+		p := startSelf("proxyfloor", "http://"+upstream.addr, strconv.Itoa(cfg.conns))
+		defer p.stop()
+		scenarios[3].floorURL = "http://" + p.addr + "/api/v1/prod/sms"
+	}
 	fmt.Printf("keyhole bench: %d cores, wrk -t1 -c%d -d%s, %d rounds A B per scenario\n\n",
 		cores(), cfg.conns, cfg.duration, cfg.rounds)
 	var direct, proxied int64
@@ -342,26 +364,11 @@ func runCompare(args []string) {
 		if !strings.Contains(sc.name, *only) {
 			continue
 		}
-		// Warm both up first (connections, heap, page cache), not counted
-		// in the ratios; the accounting below counts them.
-		warm := cfg
-		warm.duration = 2 * time.Second
-		runWrk(warm, sc.baselineURL, sc.baselineScript)
-		warmed := runWrk(warm, sc.keyholeURL, sc.keyholeScript).requests
+		pairs, sent := measure(cfg, sc)
 		if sc.name == "reverse proxy" {
-			proxied += warmed
+			proxied += sent
 		} else {
-			direct += warmed
-		}
-		pairs := make([]pair, cfg.rounds)
-		for i := range pairs {
-			pairs[i].bare = runWrk(cfg, sc.baselineURL, sc.baselineScript)
-			pairs[i].keyhole = runWrk(cfg, sc.keyholeURL, sc.keyholeScript)
-			if sc.name == "reverse proxy" {
-				proxied += pairs[i].keyhole.requests
-			} else {
-				direct += pairs[i].keyhole.requests
-			}
+			direct += sent
 		}
 		report(sc, pairs)
 	}
@@ -372,26 +379,69 @@ func runCompare(args []string) {
 	khProxy.stop()
 }
 
+// measure warms both sides up (connections, heap, page cache), then runs
+// them alternately, A B A B. sent counts every request sent to keyhole,
+// the warm-up's included, for the accounting.
+func measure(cfg wrkConfig, sc scenario) (pairs []pair, sent int64) {
+	warm := cfg
+	warm.duration = 2 * time.Second
+	runWrk(warm, sc.baselineURL, sc.baselineScript)
+	sent = runWrk(warm, sc.keyholeURL, sc.keyholeScript).requests
+	if sc.floorURL != "" {
+		runWrk(warm, sc.floorURL, sc.keyholeScript)
+	}
+	pairs = make([]pair, cfg.rounds)
+	for i := range pairs {
+		pairs[i].bare = runWrk(cfg, sc.baselineURL, sc.baselineScript)
+		pairs[i].keyhole = runWrk(cfg, sc.keyholeURL, sc.keyholeScript)
+		sent += pairs[i].keyhole.requests
+		if sc.floorURL != "" {
+			// The floor gets keyhole's request, headers and body alike.
+			pairs[i].floor = runWrk(cfg, sc.floorURL, sc.keyholeScript)
+		}
+	}
+	return pairs, sent
+}
+
 func report(sc scenario, pairs []pair) {
+	floors := sc.floorURL != ""
 	fmt.Printf("%s (target %.2f of bare req/s, p99 within 1.5x)\n", sc.name, sc.target)
-	fmt.Printf("  %-6s %12s %9s %9s | %12s %9s %9s | %6s %6s\n", "round", "bare req/s", "p50", "p99",
+	fmt.Printf("  %-6s %12s %9s %9s | %12s %9s %9s | %6s %6s", "round", "bare req/s", "p50", "p99",
 		"keyhole", "p50", "p99", "ratio", "p99x")
-	var ratios []float64
+	if floors {
+		fmt.Printf(" | %12s %6s %8s", "floor req/s", "floor", "kh/floor")
+	}
+	fmt.Println()
+	var ratios, floorRatios []float64
 	for i, p := range pairs {
 		ratio := p.keyhole.rps / p.bare.rps
 		ratios = append(ratios, ratio)
-		fmt.Printf("  %-6d %12.0f %9s %9s | %12.0f %9s %9s | %6.2f %6.2f\n", i+1, p.bare.rps, p.bare.p50, p.bare.p99,
+		fmt.Printf("  %-6d %12.0f %9s %9s | %12.0f %9s %9s | %6.2f %6.2f", i+1, p.bare.rps, p.bare.p50, p.bare.p99,
 			p.keyhole.rps, p.keyhole.p50, p.keyhole.p99, ratio, float64(p.keyhole.p99)/float64(p.bare.p99))
-		if p.keyhole.errors > 0 || p.bare.errors > 0 {
-			fmt.Printf("         errors: bare %d, keyhole %d\n", p.bare.errors, p.keyhole.errors)
+		if floors {
+			floorRatios = append(floorRatios, p.floor.rps/p.bare.rps)
+			fmt.Printf(" | %12.0f %6.2f %8.2f", p.floor.rps, p.floor.rps/p.bare.rps, p.keyhole.rps/p.floor.rps)
+		}
+		fmt.Println()
+		if p.keyhole.errors > 0 || p.bare.errors > 0 || p.floor.errors > 0 {
+			fmt.Printf("         errors: bare %d, keyhole %d, floor %d\n", p.bare.errors, p.keyhole.errors, p.floor.errors)
 		}
 	}
-	sort.Float64s(ratios)
 	verdict := "met"
-	if ratios[len(ratios)/2] < sc.target {
+	if median(ratios) < sc.target {
 		verdict = "MISSED"
 	}
-	fmt.Printf("  median ratio %.2f: %s\n\n", ratios[len(ratios)/2], verdict)
+	fmt.Printf("  median ratio %.2f: %s", median(ratios), verdict)
+	if floors {
+		fmt.Printf("; the floor (keyhole's headers, nothing else) %.2f", median(floorRatios))
+	}
+	fmt.Print("\n\n")
+}
+
+func median(xs []float64) float64 {
+	xs = slices.Clone(xs)
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
 }
 
 // checkAccounting compares the usage counters with what wrk reported.

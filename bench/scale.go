@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -27,8 +28,8 @@ func runScale(args []string) {
 	smallKeys := fs.Int("small-keys", 1000, "keys in the small db")
 	var cfg wrkConfig
 	fs.IntVar(&cfg.conns, "connections", 32, "wrk connections")
-	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "each wrk run")
-	fs.IntVar(&cfg.rounds, "rounds", 3, "A B rounds")
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "each wrk run")
+	fs.IntVar(&cfg.rounds, "rounds", 7, "A B rounds")
 	fs.Parse(args)
 	dir, err := os.MkdirTemp("", "keyhole-scale")
 	if err != nil {
@@ -40,6 +41,8 @@ func runScale(args []string) {
 	big := filepath.Join(dir, "big.db")
 	seed(*bin, small, 10, *smallKeys)
 	took := seed(*bin, big, *orgs, *keys)
+	// Write the new files back now, not while the rounds below run.
+	syscall.Sync()
 	st, _ := os.Stat(big)
 	fmt.Printf("seeded %d keys in %d orgs in %s (db file %d MiB)\n", *keys, *orgs, took.Round(time.Millisecond), st.Size()>>20)
 
@@ -58,11 +61,7 @@ func runScale(args []string) {
 		sc := scenario{name: fmt.Sprintf("whoami, %d keys (A) vs %d keys (B)", *smallKeys+1, *keys+1), target: 0.95,
 			baselineURL: "http://" + ps.addr + "/api/v1/prod/whoami", baselineScript: writeScript(dir, "small", "GET", map[string]string{"Authorization": "Bearer " + smallKey}, ""),
 			keyholeURL: "http://" + p.addr + "/api/v1/prod/whoami", keyholeScript: writeScript(dir, "big", "GET", map[string]string{"Authorization": "Bearer " + bigKey}, "")}
-		pairs := make([]pair, cfg.rounds)
-		for i := range pairs {
-			pairs[i].bare = runWrk(cfg, sc.baselineURL, sc.baselineScript)
-			pairs[i].keyhole = runWrk(cfg, sc.keyholeURL, sc.keyholeScript)
-		}
+		pairs, _ := measure(cfg, sc)
 		report(sc, pairs)
 		fmt.Printf("resident memory after load: %s\n", rss(p.cmd.Process.Pid))
 		ps.stop()

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"io"
+	"log"
+	"net/http"
+	"net/http/httputil"
+)
+
+// The floors: bare servers that send and receive the same headers keyhole
+// does for a surface (SPEC's rate-limit and identity headers, the request
+// id), with fixed values, and check no key and log nothing. A floor is what
+// the contract's header volume costs with net/http on this machine;
+// keyhole's ratio to its floor is what its own work costs. bench -floors
+// measures them in the same rounds.
+
+var (
+	rateLimitHeaders = map[string]string{
+		"X-Request-Id": "req_0123456789abcdef", "X-Ratelimit-Limit": "1000000000",
+		"X-Ratelimit-Remaining": "999999999", "X-Ratelimit-Reset": "0",
+		"Ratelimit-Policy": `"1s";q=1000000000;w=1`, "Ratelimit": `"1s";r=999999999;t=0`,
+	}
+	identityHeaders = map[string]string{
+		"X-Keyhole-Org": "org_0123456789abcdef", "X-Keyhole-Key-Id": "key_0123456789abcdef",
+		"X-Keyhole-Env": "live", "X-Keyhole-Scopes": "*",
+	}
+	verifyBody = []byte(`{"valid":true,"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef",` +
+		`"env":"live","scopes":["*"],"ratelimit":{"limit":1000000000,"remaining":999999999,"reset":0}}` + "\n")
+)
+
+func setAll(h http.Header, values map[string]string) {
+	for k, v := range values {
+		h[k] = []string{v}
+	}
+}
+
+// serveFloor answers as keyhole's whoami, verify or /v1/auth would.
+func serveFloor(addr, surface string) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		_, _ = r.Header["Authorization"], r.Header["X-Original-Uri"]
+		setAll(w.Header(), rateLimitHeaders)
+		switch surface {
+		case "auth":
+			setAll(w.Header(), identityHeaders)
+			w.WriteHeader(200)
+		case "verify":
+			w.Header()["Content-Type"] = []string{"application/json"}
+			w.Write(verifyBody)
+		default:
+			w.Header()["Content-Type"] = []string{"application/json"}
+			w.Write(whoamiBody)
+		}
+	})
+	log.Fatal(http.ListenAndServe(addr, h))
+}
+
+// addContractHeaders makes the proxy baseline the proxy's floor: it adds the
+// headers keyhole adds both ways, identity and X-Forwarded-* to the
+// upstream, rate limits and the request id to the client.
+func addContractHeaders(rp *httputil.ReverseProxy) {
+	setURL := rp.Rewrite
+	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		setURL(pr)
+		pr.SetXForwarded()
+		delete(pr.Out.Header, "Authorization")
+		setAll(pr.Out.Header, identityHeaders)
+	}
+	rp.ModifyResponse = func(res *http.Response) error {
+		setAll(res.Header, rateLimitHeaders)
+		return nil
+	}
+}
