@@ -31,6 +31,7 @@ type gcPacer struct {
 	percent int
 }
 
+// newGCPacer is nil when the operator set GOGC.
 func newGCPacer() *gcPacer {
 	if os.Getenv("GOGC") != "" {
 		return nil
@@ -41,9 +42,6 @@ func newGCPacer() *gcPacer {
 // pace sets GOGC so that the next collection comes gcHeadroom after the
 // live heap of the last one. Small changes are left alone.
 func (p *gcPacer) pace() {
-	if p == nil {
-		return
-	}
 	metrics.Read(p.sample)
 	live := uint64(gcLiveFloor)
 	if p.sample[0].Value.Kind() == metrics.KindUint64 {
@@ -58,9 +56,6 @@ func (p *gcPacer) pace() {
 
 // run re-paces every gcPaceInterval until ctx ends.
 func (p *gcPacer) run(ctx context.Context) {
-	if p == nil {
-		return
-	}
 	t := time.NewTicker(gcPaceInterval)
 	defer t.Stop()
 	for {
