@@ -81,7 +81,7 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 	switch {
 	case k.expiresAt.Load() != 0 && nowNano >= k.expiresAt.Load():
 		v.err = errExpired
-	case wantEnv != "" && k.env != wantEnv:
+	case wantEnv != "" && k.env() != wantEnv:
 		v.err = s.envError
 	case scope != "" && !k.hasScope(scope):
 		v.err = scopeError(scope)
@@ -98,8 +98,8 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 }
 
 func (s *server) limitsFor(k *keyEntry) *limitSet {
-	if k.limits != nil {
-		return k.limits
+	if set := k.limits(); set != nil {
+		return set
 	}
 	return s.defaultLimits
 }
@@ -160,11 +160,11 @@ var identityHeaders = []string{"X-Keyhole-Org", "X-Keyhole-Key-Id", "X-Keyhole-E
 
 func setIdentityHeaders(h http.Header, k *keyEntry) {
 	vals := make([]string, 3)
-	vals[0], vals[1], vals[2] = k.orgID, k.keyID(), k.env
+	vals[0], vals[1], vals[2] = k.orgID(), k.keyID(), k.env()
 	h["X-Keyhole-Org"] = vals[0:1:1]
 	h["X-Keyhole-Key-Id"] = vals[1:2:2]
 	h["X-Keyhole-Env"] = vals[2:3:3]
-	h["X-Keyhole-Scopes"] = k.scopes.header
+	h["X-Keyhole-Scopes"] = k.scopes().header
 }
 
 var (
@@ -177,11 +177,11 @@ func appendIdentity(b []byte, k *keyEntry) []byte {
 	b = append(b, `"key_id":"`...)
 	b = appendKeyID(b, k.id)
 	b = append(b, `","org_id":"`...)
-	b = append(b, k.orgID...)
+	b = append(b, k.orgID()...)
 	b = append(b, `","env":"`...)
-	b = append(b, k.env...)
+	b = append(b, k.env()...)
 	b = append(b, `","scopes":[`...)
-	for i, sc := range k.scopes.list {
+	for i, sc := range k.scopes().list {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -225,7 +225,7 @@ func (s *server) answerGuarded(w *statusWriter, r *http.Request, v *verdict) {
 		s.proxy.serve(w, r, v.key)
 		return
 	}
-	if r.Method != http.MethodGet || r.URL.Path != s.baseFor(v.key.env)+"whoami" {
+	if r.Method != http.MethodGet || r.URL.Path != s.baseFor(v.key.env())+"whoami" {
 		writeError(w, errNotFoundPage, w.reqID)
 		return
 	}

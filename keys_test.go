@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -169,7 +170,8 @@ func TestVerificationFailed(t *testing.T) {
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live"}`)
 	p, _ := te.s.format.parse(key)
-	te.s.index.find(p).limits = &limitSet{} // a set without windows makes verification panic
+	// A set without windows makes verification panic.
+	te.s.index.find(p).limitSet = 1 + limitSets.intern([]byte("test: no windows"), func() *limitSet { return &limitSet{} })
 	r := te.whoami(envLive, key)
 	if r.status != 500 || r.errorCode(t) != "verification_failed" || strings.Contains(string(r.body), "nil") {
 		t.Fatalf("corrupt entry = %d %s; want 500 verification_failed", r.status, r.body)
@@ -451,9 +453,9 @@ func TestHotRowRoundTrip(t *testing.T) {
 	}
 	ix := newKeyIndex(0)
 	e := ix.addRow(&row)
-	if e.keyID() != rec.ID || e.orgID != rec.OrgID || e.env != envLive || e.hash != rec.Hash ||
-		e.expiresAt.Load() != 42 || e.revokedAt.Load() != 7 || len(e.scopes.list) != 2 ||
-		e.scopes.header[0] != "a:b,c" || e.limits.sig != "5/1m," {
+	if e.keyID() != rec.ID || e.orgID() != rec.OrgID || e.env() != envLive || e.hash != rec.Hash ||
+		e.expiresAt.Load() != 42 || e.revokedAt.Load() != 7 || len(e.scopes().list) != 2 ||
+		e.scopes().header[0] != "a:b,c" || e.limits().sig != "5/1m," {
 		t.Fatalf("entry from row = %+v", e)
 	}
 	if ix.get(rec.Prefix, rec.ID) != e {
@@ -502,5 +504,39 @@ func TestRulesMatch(t *testing.T) {
 		if got := requiredScope(rules, tt.method, tt.path); got != tt.want {
 			t.Errorf("requiredScope(%s %s) = %q; want %q", tt.method, tt.path, got, tt.want)
 		}
+	}
+}
+
+// TestKeyIndexChains adds keys that share a lookup value, across a chunk
+// boundary: each is found by its own secret and id, never another's.
+func TestKeyIndexChains(t *testing.T) {
+	ix := newKeyIndex(0)
+	const lookup = "kh_live_1a2b3c4d"
+	var wholes []string
+	var ids []string
+	for i := range chunkSize + 3 {
+		whole := fmt.Sprintf("%s%024x", lookup, i)
+		id := fmt.Sprintf("key_%016x", i)
+		prefix := lookup
+		if i%2 == 1 { // half the keys chain, half stand alone
+			prefix = fmt.Sprintf("kh_live_%08x", i)
+			whole = fmt.Sprintf("%s%024x", prefix, i)
+		}
+		rec := keyRecord{ID: id, OrgID: fmt.Sprintf("org_%d", i%3), Env: envLive, Prefix: prefix, Hash: hashKey(whole)}
+		ix.add(&rec)
+		wholes, ids = append(wholes, whole), append(ids, id)
+	}
+	for _, i := range []int{0, 1, 2, chunkSize - 1, chunkSize, chunkSize + 1, chunkSize + 2} {
+		p := parsedKey{lookup: wholes[i][:len(wholes[i])-24], whole: wholes[i]}
+		e := ix.find(p)
+		if e == nil || e.keyID() != ids[i] || e.orgID() != fmt.Sprintf("org_%d", i%3) {
+			t.Fatalf("find key %d = %+v; want %s", i, e, ids[i])
+		}
+		if got := ix.get(p.lookup, ids[i]); got != e {
+			t.Errorf("get key %d = %p; want %p", i, got, e)
+		}
+	}
+	if e := ix.find(parsedKey{lookup: lookup, whole: lookup + strings.Repeat("f", 24)}); e != nil {
+		t.Errorf("an unknown secret on a shared lookup value found %s", e.keyID())
 	}
 }

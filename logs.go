@@ -113,7 +113,7 @@ func (s *server) record(method, path string, status int, start time.Time, v *ver
 	e := pendingEntry{at: start.UnixNano(), latency: s.now().Sub(start), method: method,
 		path: path, status: status, key: v.key, env: s.envForPath(path), reqID: reqID}
 	if v.key != nil {
-		e.env = v.key.env
+		e.env = v.key.env()
 	}
 	s.logs.add(e, start)
 }
@@ -127,7 +127,7 @@ func (lw *logWriter) add(e pendingEntry, start time.Time) {
 	}
 	lw.classes[statusClass(e.status)]++
 	if e.key != nil {
-		uk := usageKey{orgID: e.key.orgID, env: e.key.env, hour: start.Unix() / 3600 * 3600}
+		uk := usageKey{orgID: e.key.orgID(), env: e.key.env(), hour: start.Unix() / 3600 * 3600}
 		c := lw.usage[uk]
 		if c == nil {
 			c = new(usageCounts)
@@ -296,7 +296,7 @@ func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
 
 func (e *pendingEntry) logName() string {
 	if e.key != nil {
-		return e.key.orgID
+		return e.key.orgID()
 	}
 	return serverLog
 }
