@@ -171,7 +171,8 @@ func (e *keyEntry) env() string {
 
 func (e *keyEntry) scopes() *scopeSet { return scopeSets.get(e.scopeSet) }
 
-// limits is the key's own windows, or nil for the server default.
+// limits is the key's own windows, or nil for the server default (also
+// when its stored windows could not be read).
 func (e *keyEntry) limits() *limitSet {
 	if e.limitSet == 0 {
 		return nil
@@ -322,13 +323,15 @@ func newScopeSet(joined []byte) *scopeSet {
 
 // internLimits shares one limitSet among keys with the same windows, and
 // returns 1 + its place. sig was written by limitsSignature of validated
-// windows; unreadable ones give 0, the server default.
+// windows; unreadable ones intern as nil, the server default.
 func internLimits(sig []byte) uint32 {
-	limits, err := parseRateLimits(strings.TrimSuffix(string(sig), ","))
-	if err != nil {
-		return 0
-	}
-	return 1 + limitSets.intern(sig, func() *limitSet { return newLimitSet(limits) })
+	return 1 + limitSets.intern(sig, func() *limitSet {
+		limits, err := parseRateLimits(strings.TrimSuffix(string(sig), ","))
+		if err != nil {
+			return nil
+		}
+		return newLimitSet(limits)
+	})
 }
 
 // find returns the entry whose hash matches the presented key. Each candidate
