@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -391,12 +392,12 @@ const internChunk = 4096
 
 // internTable numbers values by a byte key. Readers call get with a number
 // they found in an entry published under the index's lock, after intern
-// stored the value: so get needs no lock of its own, only an atomic load
-// of the chunk, which intern may have added since.
+// stored the value: so get needs no lock of its own, only an atomic load of
+// the list of chunks, which intern replaces (never changes) to add one.
 type internTable[T any] struct {
 	mu     sync.Mutex
 	byKey  map[string]uint32
-	chunks [4096]atomic.Pointer[[internChunk]T] // room for 16M values
+	chunks atomic.Pointer[[]*[internChunk]T]
 	n      uint32
 }
 
@@ -410,17 +411,20 @@ func (t *internTable[T]) intern(key []byte, value func() T) uint32 {
 		t.byKey = make(map[string]uint32)
 	}
 	i := t.n
-	c := t.chunks[i/internChunk].Load()
-	if c == nil {
-		c = new([internChunk]T)
-		t.chunks[i/internChunk].Store(c)
+	if i%internChunk == 0 {
+		var chunks []*[internChunk]T
+		if old := t.chunks.Load(); old != nil {
+			chunks = slices.Clone(*old)
+		}
+		chunks = append(chunks, new([internChunk]T))
+		t.chunks.Store(&chunks)
 	}
-	c[i%internChunk] = value()
+	(*t.chunks.Load())[i/internChunk][i%internChunk] = value()
 	t.n++
 	t.byKey[string(key)] = i
 	return i
 }
 
 func (t *internTable[T]) get(i uint32) T {
-	return t.chunks[i/internChunk].Load()[i%internChunk]
+	return (*t.chunks.Load())[i/internChunk][i%internChunk]
 }

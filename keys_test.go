@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -538,5 +539,39 @@ func TestKeyIndexChains(t *testing.T) {
 	}
 	if e := ix.find(parsedKey{lookup: lookup, whole: lookup + strings.Repeat("f", 24)}); e != nil {
 		t.Errorf("an unknown secret on a shared lookup value found %s", e.keyID())
+	}
+}
+
+// TestInternTableGrows numbers more values than one chunk holds while a
+// reader reads each value as soon as its number is published, as index
+// entries publish theirs: the race detector checks the lock-free reads.
+func TestInternTableGrows(t *testing.T) {
+	var table internTable[string]
+	const n = 3*internChunk + 5
+	var published atomic.Uint32
+	go func() {
+		for i := range uint32(n) {
+			v := fmt.Sprint(i)
+			if got := table.intern([]byte(v), func() string { return v }); got != i {
+				t.Errorf("intern(%s) = %d; want %d", v, got, i)
+			}
+			published.Store(i + 1)
+		}
+	}()
+	for seen := uint32(0); seen < n; {
+		if m := published.Load(); m > seen {
+			if got := table.get(m - 1); got != fmt.Sprint(m-1) {
+				t.Fatalf("get(%d) = %q", m-1, got)
+			}
+			seen = m
+		}
+	}
+	for _, i := range []uint32{0, internChunk - 1, internChunk, 2 * internChunk, n - 1} {
+		if got := table.get(i); got != fmt.Sprint(i) {
+			t.Errorf("get(%d) = %q", i, got)
+		}
+		if again := table.intern([]byte(fmt.Sprint(i)), func() string { return "dup" }); again != i {
+			t.Errorf("interning %d again gave %d", i, again)
+		}
 	}
 }
