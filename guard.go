@@ -97,6 +97,14 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 	return v
 }
 
+// decision is the rate-limit state to report, nil when none was taken.
+func (v *verdict) decision() *decision {
+	if !v.decided {
+		return nil
+	}
+	return &v.dec
+}
+
 func (s *server) limitsFor(k *keyEntry) *limitSet {
 	if set := k.limits(); set != nil {
 		return set
@@ -132,26 +140,44 @@ func isCanonicalPath(path string) bool {
 }
 
 // ownHeaderNames are all the names of the headers keyhole puts on a
-// guarded response: the request id and setRateLimitHeaders's.
+// guarded response: setOwnHeaders's.
 var ownHeaderNames = []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-Remaining",
 	"X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "Retry-After"}
 
-// setRateLimitHeaders writes the headers of SPEC 4 for an identified key.
-// The per-request values share one allocation; the rest is precomputed.
-func setRateLimitHeaders(h http.Header, d *decision) {
-	i := d.tightest
-	vals := make([]string, 4)
-	vals[0] = strconv.FormatInt(d.remaining, 10)
-	vals[1] = strconv.FormatInt(d.reset, 10)
-	vals[2] = `"` + d.limits[i].Window + `";r=` + vals[0] + ";t=" + vals[1]
-	h["X-Ratelimit-Limit"] = d.set.limitValue[i]
-	h["X-Ratelimit-Remaining"] = vals[0:1:1]
-	h["X-Ratelimit-Reset"] = vals[1:2:2]
-	h["Ratelimit-Policy"] = d.set.policy
-	h["Ratelimit"] = vals[2:3:3]
+// setOwnHeaders writes keyhole's headers on a guarded answer: the request
+// id and, for an identified key (d not nil), the headers of SPEC 4. The
+// per-request values are one string and one slice; limits and policies
+// are precomputed.
+func setOwnHeaders(h http.Header, reqID string, d *decision) {
+	if d == nil {
+		h["X-Request-Id"] = []string{reqID}
+		return
+	}
+	var buf [96]byte
+	b := strconv.AppendInt(buf[:0], d.remaining, 10)
+	remaining := len(b)
+	b = strconv.AppendInt(b, d.reset, 10)
+	reset := len(b)
+	b = append(b, '"')
+	b = append(b, d.limits[d.tightest].Window...)
+	b = append(b, `";r=`...)
+	b = append(b, b[:remaining]...)
+	b = append(b, ";t="...)
+	b = append(b, b[remaining:reset]...)
+	rateLimit := len(b)
 	if !d.allowed {
-		vals[3] = strconv.FormatInt(d.retryAfter, 10)
-		h["Retry-After"] = vals[3:4:4]
+		b = strconv.AppendInt(b, d.retryAfter, 10)
+	}
+	all := string(b)
+	vals := []string{reqID, all[:remaining], all[remaining:reset], all[reset:rateLimit], all[rateLimit:]}
+	h["X-Request-Id"] = vals[0:1:1]
+	h["X-Ratelimit-Limit"] = d.set.limitValue[d.tightest]
+	h["X-Ratelimit-Remaining"] = vals[1:2:2]
+	h["X-Ratelimit-Reset"] = vals[2:3:3]
+	h["Ratelimit-Policy"] = d.set.policy
+	h["Ratelimit"] = vals[3:4:4]
+	if !d.allowed {
+		h["Retry-After"] = vals[4:5:5]
 	}
 }
 
@@ -250,10 +276,7 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	} else {
 		v = s.checkRequest(r, method, path, start)
 	}
-	w.Header()["X-Request-Id"] = []string{reqID}
-	if v.decided {
-		setRateLimitHeaders(w.Header(), &v.dec)
-	}
+	setOwnHeaders(w.Header(), reqID, v.decision())
 	status := 200
 	if v.err != nil {
 		status = v.err.status

@@ -118,11 +118,11 @@ func (w *statusWriter) WriteHeader(status int) {
 
 // putOwn sets keyhole's headers, replacing any of the same name.
 func (w *statusWriter) putOwn() {
-	h := w.ResponseWriter.Header()
-	h["X-Request-Id"] = []string{w.reqID}
+	var d *decision
 	if w.decided {
-		setRateLimitHeaders(h, &w.dec)
+		d = &w.dec
 	}
+	setOwnHeaders(w.ResponseWriter.Header(), w.reqID, d)
 }
 
 // isFinal says whether a status ends the response's headers: any but an

@@ -203,7 +203,6 @@ func appendVerifyAnswer(b []byte, v *verdict) []byte {
 func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	reqID := newRequestID()
-	w.Header()["X-Request-Id"] = []string{reqID}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	var req verifyRequest
@@ -215,6 +214,7 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 		aerr = invalidRequest(`Field "env" must be "test" or "live".`)
 	}
 	if aerr != nil {
+		setOwnHeaders(w.Header(), reqID, nil)
 		writeError(w, aerr, reqID)
 		return
 	}
@@ -222,9 +222,7 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 	if req.Key != "" {
 		v = s.verify(strings.TrimSpace(req.Key), req.Env, req.Scope, start)
 	}
-	if v.decided {
-		setRateLimitHeaders(w.Header(), &v.dec)
-	}
+	setOwnHeaders(w.Header(), reqID, v.decision())
 	out := appendVerifyAnswer(body[:0], &v)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)
