@@ -163,8 +163,10 @@ type keyEntry struct {
 
 func (e *keyEntry) orgID() string { return orgIDs.get(e.org) }
 
-func (e *keyEntry) env() string {
-	if e.live {
+func (e *keyEntry) env() string { return envName(e.live) }
+
+func envName(live bool) string {
+	if live {
 		return envLive
 	}
 	return envTest

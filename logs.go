@@ -362,11 +362,7 @@ func trimRing(b *bolt.Bucket, keep uint64) error {
 }
 
 func usageRowKey(k usageKey) []byte {
-	env := envTest
-	if k.live {
-		env = envLive
-	}
-	return append([]byte(orgIDs.get(k.org)+"/"+env+"/"), u64(uint64(k.hour))...)
+	return append([]byte(orgIDs.get(k.org)+"/"+envName(k.live)+"/"), u64(uint64(k.hour))...)
 }
 
 func writeUsage(tx *bolt.Tx, usage map[usageKey]*usageCounts) error {
