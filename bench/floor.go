@@ -1,10 +1,16 @@
 package main
 
 import (
+	"flag"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httputil"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // The floors: bare servers that send and receive the same headers keyhole
@@ -69,5 +75,50 @@ func addContractHeaders(rp *httputil.ReverseProxy) {
 	rp.ModifyResponse = func(res *http.Response) error {
 		setAll(res.Header, rateLimitHeaders)
 		return nil
+	}
+}
+
+// serveHeaders is the bare baseline plus n response headers of 20-byte
+// values: what the number of headers alone costs net/http (bench headers).
+func serveHeaders(addr string, n int) {
+	value := []string{strings.Repeat("v", 20)}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("X-Bench-Header-%02d", i)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = []string{"application/json"}
+		for _, name := range names {
+			w.Header()[name] = value
+		}
+		w.Write(whoamiBody)
+	})
+	log.Fatal(http.ListenAndServe(addr, h))
+}
+
+// runHeaders measures serveHeaders against the bare baseline, A B, for a
+// few header counts around eight: past eight entries a Go map grows from
+// one group into a table, and net/http's header map with it.
+func runHeaders(args []string) {
+	fs := flag.NewFlagSet("headers", flag.ExitOnError)
+	cfg := wrkConfig{conns: 32}
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "each wrk run")
+	fs.IntVar(&cfg.rounds, "rounds", 7, "A B rounds per header count")
+	fs.Parse(args)
+	bare := startSelf("bare")
+	defer bare.stop()
+	fmt.Printf("bare net/http plus n headers vs bare net/http: %d cores, wrk -t1 -c%d -d%s, %d rounds A B each\n",
+		cores(), cfg.conns, cfg.duration, cfg.rounds)
+	for _, n := range []int{0, 1, 4, 7, 8, 10} {
+		p := startSelf("nheaders", strconv.Itoa(n))
+		// measure's "keyhole" side is the server with the extra headers here.
+		pairs, _ := measure(cfg, scenario{baselineURL: "http://" + bare.addr + "/", keyholeURL: "http://" + p.addr + "/"})
+		p.stop()
+		var ratios []float64
+		for _, pr := range pairs {
+			ratios = append(ratios, pr.keyhole.rps/pr.bare.rps)
+		}
+		fmt.Printf("  %2d headers (%2d map entries with Content-Type): median %.2f of bare (rounds %.2f–%.2f)\n",
+			n, n+1, median(ratios), slices.Min(ratios), slices.Max(ratios))
 	}
 }

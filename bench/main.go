@@ -53,6 +53,12 @@ func main() {
 		case "floor":
 			serveFloor(os.Args[2], os.Args[3])
 			return
+		case "headers":
+			runHeaders(os.Args[2:])
+			return
+		case "nheaders":
+			serveHeaders(os.Args[2], atoi(os.Args[3]))
+			return
 		}
 	}
 	runCompare(os.Args[1:])
@@ -90,7 +96,10 @@ func serveRevProxy(addr, upstream string, conns int, contract bool) {
 	tr.MaxIdleConns = 4 * conns
 	tr.MaxIdleConnsPerHost = 2 * conns
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
-		Transport: tr, BufferPool: pool{}}
+		Transport: tr, BufferPool: pool{},
+		// wrk breaks off the requests in flight when it stops; keyhole's proxy
+		// does not log those either ("context canceled", once per connection).
+		ErrorLog: log.New(io.Discard, "", 0)}
 	if contract {
 		addContractHeaders(rp)
 	}
