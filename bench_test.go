@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -34,7 +40,19 @@ func BenchmarkWhoami(b *testing.B) {
 	te, key := benchEnv(b)
 	req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
-	serveEach(b, te, req, nil)
+	serveEach(b, te, req, 200, nil)
+}
+
+// BenchmarkRateLimited is whoami for a key over its limit: what a client
+// that keeps calling after its 429s costs.
+func BenchmarkRateLimited(b *testing.B) {
+	te := newTestEnv(b)
+	org := te.createOrg("bench")
+	_, key := te.createKey(org, `{"name":"b","env":"live","rate_limits":[{"limit":1,"window":"1h"}]}`)
+	req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	te.s.ServeHTTP(&discardWriter{h: http.Header{}}, req)
+	serveEach(b, te, req, 429, nil)
 }
 
 // resettableBody lets one request be sent again without allocating.
@@ -57,7 +75,7 @@ func BenchmarkVerifyEndpoint(b *testing.B) {
 	body := []byte(`{"key":"` + key + `","env":"live"}`)
 	rd := &resettableBody{bytes.NewReader(body)}
 	req := httptest.NewRequest("POST", "/v1/keys/verify", rd)
-	serveEach(b, te, req, func() { rd.Reset(body) })
+	serveEach(b, te, req, 200, func() { rd.Reset(body) })
 }
 
 // BenchmarkForwardAuth is GET /v1/auth as nginx sends it.
@@ -67,12 +85,12 @@ func BenchmarkForwardAuth(b *testing.B) {
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("X-Original-URI", "/api/v1/prod/sms/send?to=1")
 	req.Header.Set("X-Original-Method", "POST")
-	serveEach(b, te, req, nil)
+	serveEach(b, te, req, 200, nil)
 }
 
-// serveEach sends req through the handler once per iteration and wants a
-// 200; reset, if not nil, rewinds the request's body first.
-func serveEach(b *testing.B, te *testEnv, req *http.Request, reset func()) {
+// serveEach sends req through the handler once per iteration and wants
+// status want; reset, if not nil, rewinds the request's body first.
+func serveEach(b *testing.B, te *testEnv, req *http.Request, want int, reset func()) {
 	w := &discardWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -81,7 +99,7 @@ func serveEach(b *testing.B, te *testEnv, req *http.Request, reset func()) {
 		}
 		clear(w.h)
 		te.s.ServeHTTP(w, req)
-		if w.status != 200 {
+		if w.status != want {
 			b.Fatal(w.status)
 		}
 		flushIfLarge(b, te)
@@ -98,5 +116,107 @@ func flushIfLarge(b *testing.B, te *testEnv) {
 		b.StopTimer()
 		te.s.flush()
 		b.StartTimer()
+	}
+}
+
+// smallHeaderMap is how many entries a Go map holds in its one small
+// group; the ninth turns it into a table. BenchmarkHeaderMap shows what
+// that costs an answer, and `bench headers` what it costs a server.
+const smallHeaderMap = 8
+
+// TestAnswersFitASmallHeaderMap keeps the answers keyhole writes itself
+// on the hot path within a small header map: past eight entries net/http's
+// header work (grow, clone in WriteHeader, sort, write) costs about 2 µs
+// more, some 15% of a whole request on two cores (BENCHMARKS.md). Forward
+// auth's 200 is the exception the contract makes: its nine SPEC headers
+// and the request id are a table whatever keyhole does.
+func TestAnswersFitASmallHeaderMap(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"},{"limit":5,"window":"1h"}]}`)
+	answers := []struct {
+		name string
+		r    response
+		want int
+	}{
+		{"whoami", te.whoami(envLive, key), 200},
+		{"whoami, rate limited", te.whoami(envLive, key), 429},
+		{"verify", te.do("POST", "/v1/keys/verify", `{"key":"`+key+`"}`), 200},
+		{"verify, unknown key", te.do("POST", "/v1/keys/verify", `{"key":"kh_live_`+strings.Repeat("0", 32)+`"}`), 200},
+		{"whoami, no key", te.whoami(envLive, ""), 401},
+		{"forward auth, no key", te.do("GET", "/v1/auth", "", "X-Original-Method", "GET", "X-Original-URI", "/api/v1/prod/x"), 401},
+	}
+	for _, a := range answers {
+		mustStatus(t, a.name, a.r, a.want)
+		if len(a.r.header) > smallHeaderMap {
+			t.Errorf("%s: %d header entries %v; more than %d make net/http's header map a table", a.name,
+				len(a.r.header), slices.Sorted(maps.Keys(a.r.header)), smallHeaderMap)
+		}
+	}
+}
+
+// BenchmarkHeaderMap is net/http's work on an answer's headers, set, cloned
+// at WriteHeader, sorted and written, with eight entries and with nine.
+func BenchmarkHeaderMap(b *testing.B) {
+	for _, n := range []int{smallHeaderMap, smallHeaderMap + 1} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			names := make([]string, n)
+			for i := range names {
+				names[i] = fmt.Sprintf("X-Header-%02d", i)
+			}
+			value := []string{"a value of twenty b."}
+			w := bufio.NewWriter(io.Discard)
+			b.ReportAllocs()
+			for b.Loop() {
+				h := make(http.Header)
+				for _, name := range names {
+					h[name] = value
+				}
+				h.Clone().Write(w)
+			}
+		})
+	}
+}
+
+// TestJSONAnswersAreNotChunked: over the wire, a small JSON answer gets its
+// Content-Length from net/http and a large one from writeJSON; neither is
+// sent chunked.
+func TestJSONAnswersAreNotChunked(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	for i := range 40 {
+		te.createOrg(fmt.Sprintf("org %02d with a name long enough to make the list long", i))
+	}
+	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	addr, _ := serveTestEnv(t, te)
+	for _, c := range []struct {
+		name, path, token string
+		status            int
+	}{
+		{"whoami", "/api/v1/prod/whoami", key, 200},
+		{"a 429", "/api/v1/prod/whoami", key, 429},
+		{"a 401", "/api/v1/prod/whoami", "", 401},
+		{"a long admin list", "/admin/v1/orgs", testRootToken, 200},
+	} {
+		req, _ := http.NewRequest("GET", "http://"+addr+c.path, nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != c.status {
+			t.Fatalf("%s: %d %v; want %d", c.name, resp.StatusCode, err, c.status)
+		}
+		if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 {
+			t.Errorf("%s: Content-Length %d, Transfer-Encoding %v for a %d-byte body; want its length, not chunked",
+				c.name, resp.ContentLength, resp.TransferEncoding, len(body))
+		}
+		if c.name == "a long admin list" && len(body) <= measuredByNetHTTP {
+			t.Errorf("the admin list is %d bytes; the test wants one longer than %d", len(body), measuredByNetHTTP)
+		}
 	}
 }
