@@ -9,22 +9,26 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
 
-// benchEnv has one org and a live key whose limits never trip.
-func benchEnv(b *testing.B) (*testEnv, string) {
+// neverTrips is a rate limit no benchmark reaches.
+const neverTrips = `[{"limit":1000000000,"window":"1s"}]`
+
+// benchEnv has one org and a live key with the given rate_limits.
+func benchEnv(b *testing.B, rateLimits string) (*testEnv, string) {
 	te := newTestEnv(b)
 	org := te.createOrg("bench")
-	_, key := te.createKey(org, `{"name":"b","env":"live","rate_limits":[{"limit":1000000000,"window":"1s"}]}`)
+	_, key := te.createKey(org, `{"name":"b","env":"live","rate_limits":`+rateLimits+`}`)
 	return te, key
 }
 
 // BenchmarkVerify is the guarded path below HTTP: parse, look up, compare,
 // rate limit, last used.
 func BenchmarkVerify(b *testing.B) {
-	te, key := benchEnv(b)
+	te, key := benchEnv(b, neverTrips)
 	now := te.clock.Now()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -37,7 +41,7 @@ func BenchmarkVerify(b *testing.B) {
 // BenchmarkWhoami is one whole guarded request through the handler,
 // including the log entry and usage count.
 func BenchmarkWhoami(b *testing.B) {
-	te, key := benchEnv(b)
+	te, key := benchEnv(b, neverTrips)
 	req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	serveEach(b, te, req, 200, nil)
@@ -46,9 +50,7 @@ func BenchmarkWhoami(b *testing.B) {
 // BenchmarkRateLimited is whoami for a key over its limit: what a client
 // that keeps calling after its 429s costs.
 func BenchmarkRateLimited(b *testing.B) {
-	te := newTestEnv(b)
-	org := te.createOrg("bench")
-	_, key := te.createKey(org, `{"name":"b","env":"live","rate_limits":[{"limit":1,"window":"1h"}]}`)
+	te, key := benchEnv(b, `[{"limit":1,"window":"1h"}]`)
 	req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	te.s.ServeHTTP(&discardWriter{h: http.Header{}}, req)
@@ -71,7 +73,7 @@ func (w *discardWriter) WriteHeader(status int)      { w.status = status }
 
 // BenchmarkVerifyEndpoint is POST /v1/keys/verify through the handler.
 func BenchmarkVerifyEndpoint(b *testing.B) {
-	te, key := benchEnv(b)
+	te, key := benchEnv(b, neverTrips)
 	body := []byte(`{"key":"` + key + `","env":"live"}`)
 	rd := &resettableBody{bytes.NewReader(body)}
 	req := httptest.NewRequest("POST", "/v1/keys/verify", rd)
@@ -80,7 +82,7 @@ func BenchmarkVerifyEndpoint(b *testing.B) {
 
 // BenchmarkForwardAuth is GET /v1/auth as nginx sends it.
 func BenchmarkForwardAuth(b *testing.B) {
-	te, key := benchEnv(b)
+	te, key := benchEnv(b, neverTrips)
 	req := httptest.NewRequest("GET", "/v1/auth", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("X-Original-URI", "/api/v1/prod/sms/send?to=1")
@@ -198,25 +200,14 @@ func TestJSONAnswersAreNotChunked(t *testing.T) {
 		{"a 401", "/api/v1/prod/whoami", "", 401},
 		{"a long admin list", "/admin/v1/orgs", testRootToken, 200},
 	} {
-		req, _ := http.NewRequest("GET", "http://"+addr+c.path, nil)
-		if c.token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.token)
+		r := httpGet(t, "http://"+addr+c.path, c.token)
+		mustStatus(t, c.name, r, c.status)
+		// A chunked answer has no Content-Length.
+		if got := r.header.Get("Content-Length"); got != strconv.Itoa(len(r.body)) {
+			t.Errorf("%s: Content-Length %q for a %d-byte body; want its length, not chunked", c.name, got, len(r.body))
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != c.status {
-			t.Fatalf("%s: %d %v; want %d", c.name, resp.StatusCode, err, c.status)
-		}
-		if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 {
-			t.Errorf("%s: Content-Length %d, Transfer-Encoding %v for a %d-byte body; want its length, not chunked",
-				c.name, resp.ContentLength, resp.TransferEncoding, len(body))
-		}
-		if c.name == "a long admin list" && len(body) <= measuredByNetHTTP {
-			t.Errorf("the admin list is %d bytes; the test wants one longer than %d", len(body), measuredByNetHTTP)
+		if c.name == "a long admin list" && len(r.body) <= measuredByNetHTTP {
+			t.Errorf("the admin list is %d bytes; the test wants one longer than %d", len(r.body), measuredByNetHTTP)
 		}
 	}
 }
