@@ -365,17 +365,24 @@ func FuzzExtractKey(f *testing.F) {
 	})
 }
 
-// refMatch is the rule path match of SPEC 5, written from the spec: "*" is
-// one non-empty segment, a final "*" one or more.
+// refMatch is the rule path match of the README's scope rules, written from
+// them: ASCII case is ignored, so is a trailing "/"; "*" is one non-empty
+// segment, a final "*" the rest of the path, nothing included.
 func refMatch(pattern, path string) bool {
-	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	trim := func(s string) string {
+		if len(s) > 1 {
+			return strings.TrimSuffix(s, "/")
+		}
+		return s
+	}
+	ps, xs := strings.Split(trim(pattern), "/"), strings.Split(trim(path), "/")
 	for i, p := range ps {
 		switch {
+		case p == "*" && i == len(ps)-1:
+			return i <= len(xs)
 		case i >= len(xs):
 			return false
-		case p == "*" && i == len(ps)-1:
-			return xs[i] != ""
-		case p == "*" && xs[i] == "", p != "*" && p != xs[i]:
+		case p == "*" && xs[i] == "", p != "*" && !strings.EqualFold(p, xs[i]):
 			return false
 		}
 	}

@@ -73,10 +73,16 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 		return verdict{err: malformedError(err.Error())}
 	}
 	k := s.index.find(p)
-	if k == nil || k.revokedAt.Load() != 0 {
+	if k == nil {
 		return verdict{err: errInvalidKey}
 	}
+	// A revoked key presented with its secret is identified: its refusals
+	// are its organization's to see, with its key id.
 	v.key = k
+	if k.revokedAt.Load() != 0 {
+		v.err = errInvalidKey
+		return v
+	}
 	nowNano := now.UnixNano()
 	switch {
 	case k.expiresAt.Load() != 0 && nowNano >= k.expiresAt.Load():
@@ -112,10 +118,19 @@ func (s *server) limitsFor(k *keyEntry) *limitSet {
 	return s.defaultLimits
 }
 
-// checkRequest verifies the key presented on r for method and path.
-func (s *server) checkRequest(r *http.Request, method, path string, now time.Time) verdict {
-	if !isCanonicalPath(path) {
-		return verdict{err: errNotCanonical}
+// checkRequest verifies the key presented on r for method and path, which
+// rawPath is the escaped form of, as the upstream receives it. A request
+// that an upstream could read otherwise is refused before the key is
+// looked at (canonical.go).
+func (s *server) checkRequest(r *http.Request, method, rawPath, path string, now time.Time) verdict {
+	if aerr := checkMethod(method); aerr != nil {
+		return verdict{err: aerr}
+	}
+	if aerr := checkPath(rawPath, path); aerr != nil {
+		return verdict{err: aerr}
+	}
+	if aerr := checkHeaders(r.Header); aerr != nil {
+		return verdict{err: aerr}
 	}
 	token, aerr := extractKey(r.Header)
 	if aerr != nil {
@@ -127,16 +142,6 @@ func (s *server) checkRequest(r *http.Request, method, path string, now time.Tim
 	}
 	// Rules name methods in upper case; a server may take "post" for POST.
 	return s.verify(token, wantEnv, requiredScope(s.rules, strings.ToUpper(method), path), now)
-}
-
-// isCanonicalPath refuses paths an upstream might resolve to another base.
-func isCanonicalPath(path string) bool {
-	if !strings.HasPrefix(path, "/") {
-		return false
-	}
-	return !strings.Contains(path, "//") && !strings.Contains(path, "/./") &&
-		!strings.Contains(path, "/../") && !strings.HasSuffix(path, "/.") &&
-		!strings.HasSuffix(path, "/..")
 }
 
 // ownHeaderNames are all the names of the headers keyhole puts on a
@@ -234,7 +239,7 @@ func writeWhoami(w http.ResponseWriter, k *keyEntry) {
 func (s *server) serveGuarded(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	sw := &statusWriter{ResponseWriter: w, reqID: newRequestID()}
-	v := s.checkRequest(r, r.Method, r.URL.Path, start)
+	v := s.checkRequest(r, r.Method, r.URL.EscapedPath(), r.URL.Path, start)
 	sw.dec, sw.decided = v.dec, v.decided
 	// Deferred, so that a proxied response the upstream breaks off midway
 	// (ReverseProxy then panics with http.ErrAbortHandler) is logged too.
@@ -269,12 +274,12 @@ func (s *server) baseFor(env string) string {
 func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	reqID := newRequestID()
-	method, path, aerr := forwardedRequest(r.Header)
+	method, rawPath, path, aerr := forwardedRequest(r.Header)
 	var v verdict
 	if aerr != nil {
 		v.err = aerr
 	} else {
-		v = s.checkRequest(r, method, path, start)
+		v = s.checkRequest(r, method, rawPath, path, start)
 	}
 	setOwnHeaders(w.Header(), reqID, v.decision())
 	status := 200
@@ -294,27 +299,29 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 // asks about. nginx sets X-Original-*, Traefik and Caddy set X-Forwarded-*,
 // and each passes the client's other headers on: so a client can send the
 // pair its proxy does not set, and when both are present they must agree.
-// The path is percent-decoded, as the upstream will see it.
-func forwardedRequest(h http.Header) (method, path string, aerr *apiError) {
+// rawPath is the path as the client sent it, which the front proxy passes
+// to the upstream; path is it percent-decoded.
+func forwardedRequest(h http.Header) (method, rawPath, path string, aerr *apiError) {
 	method, ok := forwardedValue(h, "X-Forwarded-Method", "X-Original-Method")
 	if !ok {
-		return "", "", invalidRequest("X-Forwarded-Method and X-Original-Method disagree or repeat.")
+		return "", "", "", invalidRequest("X-Forwarded-Method and X-Original-Method disagree or repeat.")
 	}
 	uri, ok := forwardedValue(h, "X-Forwarded-Uri", "X-Original-Uri")
 	if !ok {
-		return "", "", invalidRequest("X-Forwarded-Uri and X-Original-URI disagree or repeat.")
+		return "", "", "", invalidRequest("X-Forwarded-Uri and X-Original-URI disagree or repeat.")
 	}
 	if method == "" || uri == "" {
-		return "", "", invalidRequest("Forward auth needs X-Forwarded-Method and X-Forwarded-Uri, or X-Original-Method and X-Original-URI.")
+		return "", "", "", invalidRequest("Forward auth needs X-Forwarded-Method and X-Forwarded-Uri, or X-Original-Method and X-Original-URI.")
 	}
 	if path, ok := plainRequestPath(uri); ok {
-		return strings.ToUpper(method), path, nil
+		return strings.ToUpper(method), path, path, nil
 	}
+	raw, _, _ := strings.Cut(uri, "?")
 	u, err := url.ParseRequestURI(uri)
-	if err != nil {
-		return "", "", invalidRequest("X-Forwarded-Uri or X-Original-URI is not a request URI.")
+	if err != nil || !strings.HasPrefix(raw, "/") {
+		return "", "", "", invalidRequest("X-Forwarded-Uri or X-Original-URI is not a request path.")
 	}
-	return strings.ToUpper(method), u.Path, nil
+	return strings.ToUpper(method), raw, u.Path, nil
 }
 
 // plainRequestPath is the path of a request URI that needs no decoding:

@@ -16,12 +16,17 @@ import (
 //	i64  time, Unix nanoseconds
 //	u32  latency, microseconds
 //	u16  status
-//	u8   env: 0 none, 1 test, 2 live
+//	u8   env: 0 none, 1 test, 2 live; plus foldedFlag when a count ends it
 //	[8]  key id (all zero: unidentified)
 //	[8]  request id
 //	u8   method length, then the method
-//	     the path, to the end
+//	     the path, to the end, or to the count
+//	u32  with foldedFlag only: the refusals the entry stands for
 const entryFixed = 8 + 4 + 2 + 1 + 8 + 8 + 1
+
+// foldedFlag marks an entry that ends with a count (logWriter.admitRefusal).
+// Entries written before it existed never have the bit set.
+const foldedFlag = 0x80
 
 var errBadEntry = errors.New("malformed log segment")
 
@@ -30,18 +35,21 @@ func (e *pendingEntry) appendBinary(b []byte) []byte {
 	if len(method) > 255 {
 		method = method[:255]
 	}
-	b = binary.BigEndian.AppendUint16(b, uint16(entryFixed+len(method)+len(e.path)))
+	var env, countLen byte
+	switch e.env {
+	case envTest:
+		env = 1
+	case envLive:
+		env = 2
+	}
+	if e.count > 0 {
+		env, countLen = env|foldedFlag, 4
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(entryFixed+len(method)+len(e.path)+int(countLen)))
 	b = binary.BigEndian.AppendUint64(b, uint64(e.at))
 	b = binary.BigEndian.AppendUint32(b, uint32(min(e.latency.Microseconds(), 1<<32-1)))
 	b = binary.BigEndian.AppendUint16(b, uint16(e.status))
-	switch e.env {
-	case envTest:
-		b = append(b, 1)
-	case envLive:
-		b = append(b, 2)
-	default:
-		b = append(b, 0)
-	}
+	b = append(b, env)
 	var keyID [8]byte
 	if e.key != nil {
 		keyID = e.key.id
@@ -50,7 +58,11 @@ func (e *pendingEntry) appendBinary(b []byte) []byte {
 	b = append(b, requestIDBytes(e.reqID)...)
 	b = append(b, byte(len(method)))
 	b = append(b, method...)
-	return append(b, e.path...)
+	b = append(b, e.path...)
+	if e.count > 0 {
+		b = binary.BigEndian.AppendUint32(b, e.count)
+	}
+	return b
 }
 
 // requestIDBytes is the 8 bytes behind "req_<16 hex>".
@@ -70,7 +82,7 @@ func entryOffsets(segment []byte) ([]int, error) {
 			return nil, errBadEntry
 		}
 		n := int(binary.BigEndian.Uint16(segment[i:]))
-		if n < entryFixed || len(segment)-i-2 < n || int(segment[i+2+entryFixed-1]) > n-entryFixed {
+		if n < entryFixed || len(segment)-i-2 < n || int(segment[i+2+entryFixed-1])+countLen(segment[i+2+14]) > n-entryFixed {
 			return nil, errBadEntry
 		}
 		offsets = append(offsets, i)
@@ -88,7 +100,7 @@ func decodeEntry(b []byte, seq uint64, orgID string) logEntry {
 		Time:      formatTime(int64(binary.BigEndian.Uint64(b))),
 		LatencyMS: float64(binary.BigEndian.Uint32(b[8:])) / 1000,
 		Status:    int(binary.BigEndian.Uint16(b[12:])),
-		Env:       [3]string{"", envTest, envLive}[min(b[14], 2)],
+		Env:       [3]string{"", envTest, envLive}[min(b[14]&^foldedFlag, 2)],
 		RequestID: "req_" + hex.EncodeToString(b[23:31]),
 	}
 	if id := [8]byte(b[15:23]); id != ([8]byte{}) {
@@ -96,9 +108,21 @@ func decodeEntry(b []byte, seq uint64, orgID string) logEntry {
 		e.OrgID = orgID
 	}
 	m := int(b[31])
+	end := len(b) - countLen(b[14])
 	e.Method = string(b[32 : 32+m])
-	e.Path = string(b[32+m:])
+	e.Path = string(b[32+m : end])
+	if end < len(b) {
+		e.Count = binary.BigEndian.Uint32(b[end:])
+	}
 	return e
+}
+
+// countLen is the length of the count that ends an entry with env byte env.
+func countLen(env byte) int {
+	if env&foldedFlag != 0 {
+		return 4
+	}
+	return 0
 }
 
 // orgOf is the org id an org's ring holds entries of: none for the

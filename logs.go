@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,10 @@ type logEntry struct {
 	OrgID     string  `json:"org_id"`
 	Env       string  `json:"env"`
 	RequestID string  `json:"request_id"`
+	// Count is how many refusals of this key with this status the entry
+	// stands for, when more than the first refusalBudget of a minute came:
+	// it is the newest of them (absent: one request).
+	Count uint32 `json:"count,omitempty"`
 }
 
 // pendingEntry is a log entry waiting in memory for the next flush.
@@ -41,6 +46,7 @@ type pendingEntry struct {
 	key     *keyEntry // nil: unidentified
 	env     string
 	reqID   string
+	count   uint32 // refusals folded into this one; 0 is 1
 }
 
 // usageKey names one hourly counter row. The org is its interned number,
@@ -86,6 +92,7 @@ type logWriter struct {
 	pending []pendingEntry
 	usage   map[usageKey]*usageCounts
 	touched map[*keyEntry]struct{}
+	folds   map[foldKey]*fold // identified keys' refusals past the budget
 	dropped atomic.Uint64
 	kick    chan struct{}
 	classes usageCounts // every guarded request by status class, for /metrics
@@ -102,29 +109,130 @@ func newLogWriter() *logWriter {
 	return &logWriter{
 		usage:   make(map[usageKey]*usageCounts),
 		touched: make(map[*keyEntry]struct{}),
+		folds:   make(map[foldKey]*fold),
 		kick:    make(chan struct{}, 1),
 	}
 }
 
 // record queues the log entry and usage count of one guarded request.
+// The entry keeps copies of what it logs: method and path are cut from the
+// request line or a header, and a substring would hold all of it (up to
+// 64 KiB a request) until the flush.
 func (s *server) record(method, path string, status int, start time.Time, v *verdict, reqID string) {
-	if len(path) > maxLoggedPath {
-		path = path[:maxLoggedPath]
-	}
-	e := pendingEntry{at: start.UnixNano(), latency: s.now().Sub(start), method: method,
-		path: path, status: status, key: v.key, env: s.envForPath(path), reqID: reqID}
+	e := pendingEntry{at: start.UnixNano(), latency: s.now().Sub(start), method: ownedMethod(method),
+		path: ownedPath(path), status: status, key: v.key, env: s.envForPath(path), reqID: reqID}
 	if v.key != nil {
 		e.env = v.key.env()
 	}
-	s.logs.add(e, start)
+	s.logs.add(e, start, v.err != nil)
 }
 
-func (lw *logWriter) add(e pendingEntry, start time.Time) {
+// ownedMethod is method as its own string, cut to maxMethodLen: the
+// common ones are constants, others a copy.
+func ownedMethod(method string) string {
+	switch method {
+	case "GET":
+		return "GET"
+	case "POST":
+		return "POST"
+	case "HEAD":
+		return "HEAD"
+	case "PUT":
+		return "PUT"
+	case "PATCH":
+		return "PATCH"
+	case "DELETE":
+		return "DELETE"
+	case "OPTIONS":
+		return "OPTIONS"
+	}
+	return strings.Clone(method[:min(len(method), maxMethodLen)])
+}
+
+func ownedPath(path string) string {
+	return strings.Clone(path[:min(len(path), maxLoggedPath)])
+}
+
+// refusalBudget is how many refusals of one key with one status its
+// organization's log keeps one by one in a minute. Beyond it they are
+// counted into one entry, written when the minute is over, so that a key
+// holder flooding refusals (expired, revoked, out of scope, rate-limited)
+// adds at most refusalBudget+1 entries a minute per status to the ring and
+// cannot push out the organization's other entries. Usage counts every one.
+const refusalBudget = 10
+
+// foldKey names the refusals of one key with one status.
+type foldKey struct {
+	key    *keyEntry
+	status int
+}
+
+// fold is a minute of one key's refusals of one status.
+type fold struct {
+	minute int64
+	logged int
+	last   pendingEntry // the newest refusal past the budget; count says how many
+}
+
+// admitRefusal says whether a refusal of an identified key is logged one by
+// one; if not, it is folded into its minute's count. Called with mu held.
+func (lw *logWriter) admitRefusal(e *pendingEntry) bool {
+	fk := foldKey{e.key, e.status}
+	minute := e.at / int64(time.Minute)
+	f := lw.folds[fk]
+	if f == nil {
+		f = &fold{minute: minute}
+		lw.folds[fk] = f
+	}
+	if f.minute != minute {
+		lw.appendFolded(f)
+		*f = fold{minute: minute}
+	}
+	if f.logged < refusalBudget {
+		f.logged++
+		return true
+	}
+	count := f.last.count + 1
+	f.last = *e
+	f.last.count = count
+	return false
+}
+
+// appendFolded queues a fold's count as an entry, if it has one. Called
+// with mu held.
+func (lw *logWriter) appendFolded(f *fold) {
+	if f.last.count > 0 {
+		lw.appendPending(f.last)
+		f.last = pendingEntry{}
+	}
+}
+
+// releaseFolds queues the counts of the minutes that are over, or with all
+// of them every count, and forgets those folds.
+func (lw *logWriter) releaseFolds(now time.Time, all bool) {
+	minute := now.UnixNano() / int64(time.Minute)
 	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	for fk, f := range lw.folds {
+		if all || f.minute < minute {
+			lw.appendFolded(f)
+			delete(lw.folds, fk)
+		}
+	}
+}
+
+func (lw *logWriter) appendPending(e pendingEntry) {
 	if len(lw.pending) < maxPending {
 		lw.pending = append(lw.pending, e)
 	} else {
 		lw.dropped.Add(1)
+	}
+}
+
+func (lw *logWriter) add(e pendingEntry, start time.Time, refused bool) {
+	lw.mu.Lock()
+	if !refused || e.key == nil || lw.admitRefusal(&e) {
+		lw.appendPending(e)
 	}
 	lw.classes[statusClass(e.status)]++
 	if e.key != nil {
@@ -164,10 +272,18 @@ func (s *server) runFlusher(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// flushAll is the last flush before exit: the refusal counts of the
+// minute under way are written too.
+func (s *server) flushAll() error {
+	s.logs.releaseFolds(s.now(), true)
+	return s.flush()
+}
+
 // flush writes everything held in memory in one transaction. On failure the
 // batch is put back, so a passing disk error loses nothing.
 func (s *server) flush() (err error) {
 	lw := s.logs
+	lw.releaseFolds(s.now(), false)
 	lw.flushMu.Lock()
 	defer lw.flushMu.Unlock()
 	start := time.Now()

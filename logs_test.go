@@ -184,7 +184,7 @@ func TestPendingIsBounded(t *testing.T) {
 	k := te.s.index.find(p)
 	start := te.clock.Now()
 	for i := 0; i < maxPending+10; i++ {
-		te.s.logs.add(pendingEntry{at: start.UnixNano(), method: "GET", path: "/api/v1/prod/x", status: 200, key: k, env: envLive}, start)
+		te.s.logs.add(pendingEntry{at: start.UnixNano(), method: "GET", path: "/api/v1/prod/x", status: 200, key: k, env: envLive}, start, false)
 	}
 	if n := len(te.s.logs.pending); n != maxPending {
 		t.Fatalf("pending = %d; want the bound %d", n, maxPending)

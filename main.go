@@ -278,7 +278,7 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 	}
 	stopFlusher()
 	<-flusherDone
-	if ferr := s.flush(); ferr != nil {
+	if ferr := s.flushAll(); ferr != nil {
 		return fmt.Errorf("final flush: %w", ferr)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
@@ -291,48 +291,24 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 // trickles one cannot hold a connection for ever. Only requests that have a
 // body get a deadline: on a request without one the server is already
 // watching the idle connection, and a deadline there would cancel a long
-// response (a backup, a proxied download).
+// response (a backup, a proxied download). The next request on the
+// connection sets its own deadlines.
 //
-// A guarded request's body is read only by the reverse proxy, which runs
-// only after the key verified: its first read lifts the deadline, so an
-// upload by a key holder streams for as long as it takes, while a refused
-// request's body (which the server reads and discards) stays bounded. Any
-// other body's deadline is lifted once it has been read to the end.
+// The body is left as net/http made it: net/http discards an unread body
+// after the answer, unless it is still waiting for "Expect: 100-continue",
+// which it recognises by the body's type. Wrapped, a refusal would wait for
+// a body the client holds back until the deadline. A guarded request's body
+// is read only by the reverse proxy, which lifts the deadline once the key
+// has verified (proxy.serve): an upload by a key holder streams for as long
+// as it takes, while a refused request's body stays bounded. Bodies keyhole
+// reads itself are small and read at once.
 func (s *server) limitBodyReads(next http.Handler, timeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-			rc := http.NewResponseController(w)
-			if rc.SetReadDeadline(time.Now().Add(timeout)) == nil {
-				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, liftOnRead: s.envForPath(r.URL.Path) != ""}
-			}
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// deadlineBody lifts its connection's read deadline (see limitBodyReads).
-// One goroutine reads a body, so lifted needs no lock.
-type deadlineBody struct {
-	io.ReadCloser
-	rc         *http.ResponseController
-	liftOnRead bool
-	lifted     bool
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	if b.liftOnRead && !b.lifted {
-		b.lift()
-	}
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF && !b.lifted {
-		b.lift() // read to the end; a timeout leaves the deadline in place
-	}
-	return n, err
-}
-
-func (b *deadlineBody) lift() {
-	b.lifted = true
-	b.rc.SetReadDeadline(time.Time{})
 }
 
 // newServer builds the in-memory state from the db.

@@ -35,13 +35,14 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 	transport.MaxIdleConnsPerHost = 512
 	transport.ResponseHeaderTimeout = upstreamTimeout
 	rp := &httputil.ReverseProxy{
-		// serve has already put the identity on the incoming request; Rewrite
-		// runs after ReverseProxy has dropped hop-by-hop headers, so it puts
-		// them back in case a client's "Connection: X-Keyhole-Org" removed them.
+		// serve has already put the identity and request id on the incoming
+		// request; Rewrite runs after ReverseProxy has dropped hop-by-hop
+		// headers, so it puts them back in case a client's "Connection:
+		// X-Keyhole-Org" removed them.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
-			for _, name := range identityHeaders {
+			for _, name := range forwardedNames {
 				pr.Out.Header[name] = pr.In.Header[name]
 			}
 		},
@@ -77,14 +78,24 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 	return &proxy{rp: rp, transport: transport}, nil
 }
 
+// forwardedNames are the headers keyhole sets on a proxied request.
+var forwardedNames = append([]string{"X-Request-Id"}, identityHeaders...)
+
 // serve proxies r for the identified key k. The upstream sees neither the
-// key nor any identity headers the client sent, only keyhole's. w puts
-// keyhole's own headers on the upstream's response, or on the error if
-// there is none.
+// key nor any identity headers the client sent, only keyhole's, and
+// keyhole's request id as X-Request-Id, so that its logs and keyhole's
+// join. w puts keyhole's own headers on the upstream's response, or on the
+// error if there is none.
 func (p *proxy) serve(w *statusWriter, r *http.Request, k *keyEntry) {
 	delete(r.Header, "Authorization")
 	delete(r.Header, "X-Api-Key")
 	setIdentityHeaders(r.Header, k)
+	r.Header["X-Request-Id"] = []string{w.reqID}
+	if r.ContentLength != 0 {
+		// The key verified: its upload may take as long as it takes
+		// (limitBodyReads).
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
 	p.rp.ServeHTTP(w, r)
 }
 

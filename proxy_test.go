@@ -193,7 +193,7 @@ func (pe *proxyEnv) logEntry(requestID string) (status int, ok bool) {
 
 func TestProxyHeaders(t *testing.T) {
 	pe := newProxyEnv(t, nil)
-	keyID, key := pe.createKey(pe.org, `{"name":"k","env":"live","scopes":["sms:send","whoami:read"]}`)
+	keyID, key := pe.createKey(pe.org, `{"name":"k","env":"live","scopes":["sms:send","whoami:read"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
 	want := map[string]string{"X-Keyhole-Org": pe.org, "X-Keyhole-Key-Id": keyID,
 		"X-Keyhole-Env": "live", "X-Keyhole-Scopes": "sms:send,whoami:read"}
 	spoofed := []string{"X-Keyhole-Org", "org_evil", "X-Keyhole-Org", "org_evil2",
@@ -209,7 +209,8 @@ func TestProxyHeaders(t *testing.T) {
 		// A client may name headers in Connection to have a proxy drop them;
 		// that must not remove the identity keyhole sets.
 		{"connection names identity headers", append(bearer(key),
-			"Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes")},
+			"Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes, X-Request-Id")},
+		{"client's own request id", append(bearer(key), "X-Request-Id", "req_forged")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,6 +225,10 @@ func TestProxyHeaders(t *testing.T) {
 				t.Errorf("upstream got %s %s; want POST /api/v1/prod/sms/send?to=%%2B15550100&x=1", seen.method, seen.uri)
 			}
 			checkForwardedIdentity(t, seen.header, want)
+			// The upstream's logs and keyhole's join on the request id.
+			if got, sent := seen.header.Values("X-Request-Id"), r.header.Get("X-Request-Id"); len(got) != 1 || got[0] != sent {
+				t.Errorf("upstream X-Request-Id = %q; want keyhole's %q", got, sent)
+			}
 		})
 	}
 }
@@ -586,6 +591,29 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 		{"escaped slash dot-dot", "GET", "/api/v1/dev/x%2F..%2F..%2Fprod/x", bearer(test), 400, "invalid_request"},
 		{"dot segment", "GET", "/api/v1/prod/./x", bearer(live), 400, "invalid_request"},
 		{"double slash", "GET", "/api/v1/prod//x", bearer(live), 400, "invalid_request"},
+		// Paths that servers resolve differently (canonical.go).
+		{"path parameter dot-dot", "GET", "/api/v1/dev/..;/prod/x", bearer(test), 400, "invalid_request"},
+		{"path parameter", "POST", "/api/v1/prod/sms/send;x=1", bearer(noScope), 400, "invalid_request"},
+		{"escaped semicolon", "POST", "/api/v1/prod/sms/send%3Bx=1", bearer(noScope), 400, "invalid_request"},
+		{"escaped backslash", "GET", "/api/v1/dev/..%5Cprod/x", bearer(test), 400, "invalid_request"},
+		{"double-escaped dots", "GET", "/api/v1/dev/%252e%252e/prod/x", bearer(test), 400, "invalid_request"},
+		{"double-escaped slash", "GET", "/api/v1/dev/x%252f..%252fprod/x", bearer(test), 400, "invalid_request"},
+		{"escaped slash", "GET", "/api/v1/prod/sms%2Fsend", bearer(noScope), 400, "invalid_request"},
+		{"escaped NUL", "GET", "/api/v1/prod/x%00.json", bearer(live), 400, "invalid_request"},
+		{"overlong UTF-8 dot", "GET", "/api/v1/dev/%c0%ae%c0%ae/prod/x", bearer(test), 400, "invalid_request"},
+		{"method past its bound", strings.Repeat("M", maxMethodLen+1), "/api/v1/prod/x", bearer(live), 400, "invalid_request"},
+		// Headers an upstream could read as another request or as keyhole's.
+		{"h2c upgrade", "GET", "/api/v1/prod/x", append(bearer(live), "Connection", "Upgrade, HTTP2-Settings",
+			"Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"), 400, "invalid_request"},
+		{"HTTP2-Settings alone", "GET", "/api/v1/prod/x", append(bearer(live), "HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"), 400, "invalid_request"},
+		{"upgrade list", "GET", "/api/v1/prod/x", append(bearer(live), "Connection", "Upgrade", "Upgrade", "websocket, h2c"), 400, "invalid_request"},
+		{"underscore identity", "GET", "/api/v1/prod/x", append(bearer(live), "X_Keyhole_Org", "org_evil"), 400, "invalid_request"},
+		{"underscore scopes", "GET", "/api/v1/prod/x", append(bearer(live), "x_keyhole_scopes", "*"), 400, "invalid_request"},
+		{"mixed separators", "GET", "/api/v1/prod/x", append(bearer(live), "X-Keyhole_Env", "live"), 400, "invalid_request"},
+		{"a future keyhole header", "GET", "/api/v1/prod/x", append(bearer(live), "X_Keyhole_Meta", "{}"), 400, "invalid_request"},
+		{"underscore api key", "GET", "/api/v1/prod/x", append(bearer(live), "X_Api_Key", test), 400, "invalid_request"},
+		{"underscore request id", "GET", "/api/v1/prod/x", append(bearer(live), "X_Request_Id", "req_forged"), 400, "invalid_request"},
+		{"underscore forwarded for", "GET", "/api/v1/prod/x", append(bearer(live), "X_Forwarded_For", "10.0.0.1"), 400, "invalid_request"},
 	}
 	before := len(pe.up.requests())
 	for _, tt := range tests {
@@ -673,6 +701,22 @@ func TestForwardAuthHeaders(t *testing.T) {
 		{"repeated X-Forwarded-Uri", with(bearer(test), forwarded("GET", "/api/v1/dev/x"),
 			[]string{"X-Forwarded-Uri", "/api/v1/prod/x"}), 400, "invalid_request"},
 		{"rate limited", with(bearer(limited), original("GET", "/api/v1/prod/x")), 429, "rate_limited"},
+		// What the front proxy passes on is what its upstream reads: the
+		// same ambiguous paths and headers as the reverse proxy's.
+		{"path parameter dot-dot", with(bearer(test), original("GET", "/api/v1/dev/..;/prod/x")), 400, "invalid_request"},
+		{"path parameter", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms/send;a=b?x=1")), 400, "invalid_request"},
+		{"backslash", with(bearer(test), original("GET", `/api/v1/dev/..\prod/x`)), 400, "invalid_request"},
+		{"escaped backslash", with(bearer(test), original("GET", "/api/v1/dev/..%5cprod/x")), 400, "invalid_request"},
+		{"double-escaped dots", with(bearer(test), forwarded("GET", "/api/v1/dev/%252e%252e/prod/x")), 400, "invalid_request"},
+		{"escaped slash", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms%2fsend")), 400, "invalid_request"},
+		{"fragment", with(bearer(live), forwarded("GET", "/api/v1/prod/x#/../../dev/x")), 400, "invalid_request"},
+		{"absolute URI", with(bearer(live), forwarded("GET", "http://other/api/v1/prod/x")), 400, "invalid_request"},
+		{"method with a space", with(bearer(live), forwarded("GET /api/v1/dev/x", "/api/v1/prod/x")), 400, "invalid_request"},
+		{"method past its bound", with(bearer(live), forwarded(strings.Repeat("A", 60000), "/api/v1/prod/x")), 400, "invalid_request"},
+		{"underscore identity", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"X_Keyhole_Org", "org_evil"}), 400, "invalid_request"},
+		{"underscore forwarded URI", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"X_Forwarded_Uri", "/api/v1/dev/x"}), 400, "invalid_request"},
+		{"h2c upgrade", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"}), 400, "invalid_request"},
+		{"websocket upgrade", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"Upgrade", "WebSocket"}), 200, liveID},
 	}
 	mustStatus(t, "first request of a 1/1m key", te.do("GET", "/v1/auth", "", with(bearer(limited), original("GET", "/api/v1/prod/x"))...), 200)
 	for _, tt := range tests {
@@ -750,8 +794,8 @@ func TestPlainRequestPath(t *testing.T) {
 // bytes flow both ways, and the log says 101.
 func TestProxyUpgrade(t *testing.T) {
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "echo" {
-			http.Error(w, "want Upgrade: echo", 400)
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want Upgrade: websocket", 400)
 			return
 		}
 		conn, brw, err := http.NewResponseController(w).Hijack()
@@ -760,7 +804,7 @@ func TestProxyUpgrade(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Request-Id: upstream-id\r\n\r\n")
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Request-Id: upstream-id\r\n\r\n")
 		brw.Flush()
 		line, _ := brw.ReadString('\n')
 		brw.WriteString("echo " + line)
@@ -773,7 +817,7 @@ func TestProxyUpgrade(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", key)
+	fmt.Fprintf(conn, "GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", key)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {

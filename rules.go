@@ -10,7 +10,11 @@ import (
 )
 
 // scopeRule says that requests with Method to paths matching Path need Scope.
-// In Path, "*" matches one segment; a final "*" matches one or more.
+// A rule must cover every spelling a common router serves as the same
+// route, so it fails closed: segments match without regard to ASCII case
+// (as Express and ASP.NET route by default), a trailing "/" on the path or
+// the rule is ignored, "*" matches one segment, and a final "*" matches
+// the rest of the path, nothing included ("/admin/*" guards "/admin" too).
 type scopeRule struct {
 	Method string `json:"method"`
 	Path   string `json:"path"`
@@ -61,7 +65,7 @@ func parseRules(buf []byte) ([]scopeRule, error) {
 		case !validScope(r.Scope) || r.Scope == "*":
 			return nil, fmt.Errorf("rule %d: scope %q is not a scope like sms:send", i, r.Scope)
 		}
-		r.segments = strings.Split(r.Path, "/")
+		r.segments = strings.Split(trimTrailingSlash(r.Path), "/")
 	}
 	return rules, nil
 }
@@ -81,23 +85,30 @@ func (r *scopeRule) matches(method, path string) bool {
 	if r.Method != "" && r.Method != "*" && r.Method != method && !(r.Method == "GET" && method == "HEAD") {
 		return false
 	}
-	rest := path
+	// Paths are canonical by now (checkPath): the only empty segment is
+	// the first, so done (no segment left) is told apart from "".
+	rest, done := trimTrailingSlash(path), false
 	for i, seg := range r.segments {
-		part, after, more := strings.Cut(rest, "/")
-		last := i == len(r.segments)-1
-		switch {
-		case seg == "*" && last:
-			return part != ""
-		case seg == "*" && part == "", seg != "*" && seg != part:
-			return false
-		case last:
-			return !more
-		case !more:
+		if seg == "*" && i == len(r.segments)-1 {
+			return true
+		}
+		if done {
 			return false
 		}
-		rest = after
+		part, after, more := strings.Cut(rest, "/")
+		if seg == "*" && part == "" || seg != "*" && !strings.EqualFold(seg, part) {
+			return false
+		}
+		rest, done = after, !more
 	}
-	return false
+	return done
+}
+
+func trimTrailingSlash(path string) string {
+	if len(path) > 1 {
+		return strings.TrimSuffix(path, "/")
+	}
+	return path
 }
 
 func isToken(s string) bool {

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// What keyhole checks must be what the upstream serves. Servers read the
+// same bytes differently: servlet containers strip ";" parameters before
+// resolving "..", some routers take "\" for "/", some decode twice, WSGI and
+// CGI fold "_" into "-" in header names, and an upgraded connection is no
+// longer checked request by request. A request that any of them could read
+// otherwise than keyhole does is refused here, before the key is looked at
+// (SECURITY.md lists each class with its test).
+
+// maxMethodLen bounds a request method: the longest registered ones
+// (UPDATEREDIRECTREF, BASELINE-CONTROL) are 17 bytes.
+const maxMethodLen = 32
+
+// checkMethod refuses a method that is not an HTTP token, or too long to
+// log. net/http checks a request line's method; forward auth's comes from
+// a header.
+func checkMethod(method string) *apiError {
+	if method == "" || len(method) > maxMethodLen {
+		return invalidRequest("Request method must be 1 to %d bytes.", maxMethodLen)
+	}
+	for i := 0; i < len(method); i++ {
+		if !isTokenByte(method[i]) {
+			return invalidRequest("Request method must be an HTTP token.")
+		}
+	}
+	return nil
+}
+
+// isTokenByte is RFC 9110's tchar.
+func isTokenByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// checkPath refuses a request path that servers could resolve to different
+// resources. raw is the path as the upstream receives it, still escaped;
+// path is it decoded, which the bases and rules are matched against.
+func checkPath(raw, path string) *apiError {
+	if !strings.HasPrefix(raw, "/") {
+		return invalidRequest("Request path must start with /.")
+	}
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c <= ' ' || c == 0x7f:
+			return invalidRequest("Request path must not contain spaces or control characters.")
+		case c == ';' || c == '\\' || c == '#':
+			return invalidRequest("Request path must not contain %q: servers read it differently.", string(c))
+		case c == '%':
+			if aerr := checkEscape(raw[i:]); aerr != nil {
+				return aerr
+			}
+		}
+	}
+	if !isCanonicalPath(path) {
+		return errNotCanonical
+	}
+	if !utf8.ValidString(path) {
+		return invalidRequest("Request path must be valid UTF-8 once decoded.")
+	}
+	return nil
+}
+
+// checkEscape refuses the escapes that servers decode differently: an
+// escaped "%" (decoded once or twice), "/" (a separator to some, not to
+// others), "\" and ";" (see checkPath), and control characters (a NUL
+// ends the path in C). Other escapes decode the same everywhere.
+func checkEscape(esc string) *apiError {
+	if len(esc) < 3 || unhex(esc[1]) < 0 || unhex(esc[2]) < 0 {
+		return invalidRequest("Request path has a malformed %%-escape.")
+	}
+	c := byte(unhex(esc[1])<<4 | unhex(esc[2]))
+	if c < 0x20 || c == 0x7f || c == '%' || c == '/' || c == '\\' || c == ';' {
+		return invalidRequest("Request path must not contain the escape %s: servers decode it differently.", esc[:3])
+	}
+	return nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
+
+// isCanonicalPath refuses paths an upstream might resolve to another base.
+func isCanonicalPath(path string) bool {
+	if !strings.HasPrefix(path, "/") {
+		return false
+	}
+	return !strings.Contains(path, "//") && !strings.Contains(path, "/./") &&
+		!strings.Contains(path, "/../") && !strings.HasSuffix(path, "/.") &&
+		!strings.HasSuffix(path, "/..")
+}
+
+// readNames are the headers keyhole reads from a guarded request, or sets on
+// the one it forwards; with identityHeaders, what an upstream may trust.
+var readNames = []string{"Authorization", "X-Api-Key", "X-Request-Id",
+	"X-Forwarded-Method", "X-Forwarded-Uri", "X-Original-Method", "X-Original-Uri",
+	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
+
+// foldedNames are those names as WSGI, CGI and PHP see them: upper case,
+// "-" as "_". foldedPrefix covers keyhole's own, present and future.
+var foldedNames, foldedPrefix = foldAll(append(append([]string(nil), identityHeaders...), readNames...)), "X_KEYHOLE_"
+
+func foldAll(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[foldHeaderName(n)] = true
+	}
+	return m
+}
+
+func foldHeaderName(name string) string {
+	return strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// checkHeaders refuses headers that an upstream could read as another
+// request or as one of keyhole's own:
+//   - a name with "_" that folds into a header keyhole reads or sets, which
+//     WSGI, CGI and PHP would merge with, or take for, the real one;
+//   - an Upgrade to anything but WebSocket, or HTTP2-Settings: an upstream
+//     that switches to h2c would serve every later request on the
+//     connection without keyhole seeing it.
+//
+// net/http has canonicalised every other spelling (any case) to one name,
+// which the proxy replaces and forward auth's proxy configurations drop.
+func checkHeaders(h map[string][]string) *apiError {
+	for name := range h {
+		if strings.IndexByte(name, '_') < 0 {
+			continue
+		}
+		if f := foldHeaderName(name); foldedNames[f] || strings.HasPrefix(f, foldedPrefix) {
+			return invalidRequest("Header %q is not allowed: servers may read it as %s.", name, strings.ReplaceAll(name, "_", "-"))
+		}
+	}
+	if up, ok := h["Upgrade"]; ok && !(len(up) == 1 && strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
+		return invalidRequest("Only WebSocket upgrades are allowed.")
+	}
+	if _, ok := h["Http2-Settings"]; ok {
+		return invalidRequest("HTTP2-Settings is not allowed: keyhole does not upgrade to h2c.")
+	}
+	return nil
+}
