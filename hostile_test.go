@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -546,5 +547,95 @@ func TestAdminTokenLookupIsBlind(t *testing.T) {
 		if ok != tt.ok || c != tt.caller {
 			t.Errorf("lookup(%.20q…) = %+v, %v; want %+v, %v", tt.token, c, ok, tt.caller, tt.ok)
 		}
+	}
+}
+
+// TestExpectContinueRefusedAtOnce: a client that sends
+// "Expect: 100-continue" waits for the go-ahead before its body. A refusal,
+// guarded or admin, is its answer at once; net/http must not send the 100
+// and wait for the body until the body deadline (here an hour).
+func TestExpectContinueRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	te := newTestEnv(t, func(c *config) { c.bodyReadTimeout = time.Hour })
+	addr, _ := serveTestEnv(t, te)
+	badKey := "Authorization: Bearer kh_live_" + strings.Repeat("0", 32) + "\r\n"
+	tests := []struct {
+		name, head string
+		want       int
+	}{
+		{"guarded, no key", "POST /api/v1/prod/upload HTTP/1.1\r\n", 401},
+		{"guarded, unknown key", "POST /api/v1/prod/upload HTTP/1.1\r\n" + badKey, 401},
+		{"guarded, ambiguous path", "POST /api/v1/prod/..;/upload HTTP/1.1\r\n" + badKey, 400},
+		{"admin, no token", "POST /admin/v1/orgs HTTP/1.1\r\n", 401},
+		{"admin, wrong token", "POST /admin/v1/orgs HTTP/1.1\r\nAuthorization: Bearer wrong\r\n", 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetReadDeadline(time.Now().Add(20 * time.Second)) // a hang guard
+			io.WriteString(conn, tt.head+"Host: k\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer before the body was sent: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d; want %d at once, without a 100 Continue", resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
+
+// TestStrangersCannotPinMemory: a queued log entry keeps a copy of what it
+// logs (a method of at most maxMethodLen bytes, a path of at most
+// maxLoggedPath), not the request line it was cut from, so thousands of
+// unauthenticated requests with 60 KB methods or paths, waiting for the
+// flush, hold a few hundred bytes each.
+func TestStrangersCannotPinMemory(t *testing.T) {
+	te := newTestEnv(t)
+	srv := httptest.NewServer(te.s) // no flusher: every entry stays queued
+	t.Cleanup(srv.Close)
+	long := strings.Repeat("a", 60_000)
+	requests := []string{
+		long + " /api/v1/prod/x HTTP/1.1\r\n",
+		"GET /api/v1/prod/" + long + " HTTP/1.1\r\n",
+		"GET /api/v1/prod/x?q=" + long + " HTTP/1.1\r\n",
+	}
+	const each = 1000
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i := 0; i < each; i++ {
+		for _, line := range requests {
+			io.WriteString(conn, line+"Host: k\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	if n := len(te.s.logs.pending); n != each*len(requests) {
+		t.Fatalf("%d entries queued; want %d", n, each*len(requests))
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	// Pinned request lines would be 180 MB; the entries' own copies are
+	// at most ~1.2 KB each.
+	if limit := int64(each * len(requests) * 2 << 10); grown > limit {
+		t.Errorf("the heap grew by %d MB for %d queued entries; want under %d MB", grown>>20, each*len(requests), limit>>20)
 	}
 }

@@ -339,9 +339,14 @@ func TestLogEntryCodec(t *testing.T) {
 	}
 	unidentified := pendingEntry{at: 1, method: "GET", path: "/", status: 401, reqID: "req_0000000000000001"}
 	seg = unidentified.appendBinary(seg)
+	folded := pendingEntry{at: 1, method: "GET", path: "/api/v1/dev/x", status: 429, key: k, env: envTest, reqID: "req_0000000000000002", count: 70000}
+	seg = folded.appendBinary(seg)
 	offsets, err := entryOffsets(seg)
-	if err != nil || len(offsets) != len(paths)+1 {
-		t.Fatalf("entryOffsets = %v, %v; want %d entries", offsets, err, len(paths)+1)
+	if err != nil || len(offsets) != len(paths)+2 {
+		t.Fatalf("entryOffsets = %v, %v; want %d entries", offsets, err, len(paths)+2)
+	}
+	if got := decodeEntry(seg[offsets[len(paths)+1]:], 1, "org_1"); got.Count != 70000 || got.Path != folded.path || got.Env != envTest {
+		t.Errorf("folded entry = %+v; want count 70000, path %s, env test", got, folded.path)
 	}
 	for i, path := range paths {
 		got := decodeEntry(seg[offsets[i]:], uint64(7+i), "org_1")
@@ -385,5 +390,111 @@ func TestMetrics(t *testing.T) {
 	}
 	if strings.Contains(string(r.body), key) {
 		t.Fatalf("metrics show a key")
+	}
+}
+
+// TestRefusalsCannotEraseTheLog: a key holder flooding refusals (revoked,
+// expired, out of scope, rate-limited) adds at most refusalBudget entries a
+// minute per status to its organization's ring, plus one that counts the
+// rest, so the organization's other entries stay; usage counts them all.
+func TestRefusalsCannotEraseTheLog(t *testing.T) {
+	rules := writeRules(t)
+	te := newTestEnv(t, func(c *config) { c.logRetention = 100; c.rulesPath = rules })
+	org := te.createOrg("acme")
+	goodID, good := te.createKey(org, `{"name":"good","env":"live","rate_limits":[{"limit":100,"window":"1m"}]}`)
+	_, limited := te.createKey(org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1h"}]}`)
+	_, plain := te.createKey(org, `{"name":"plain","env":"live"}`)
+	revokedID, revoked := te.createKey(org, `{"name":"gone","env":"live"}`)
+	mustStatus(t, "revoke", te.root("POST", "/orgs/"+org+"/keys/"+revokedID+"/revoke", ""), 200)
+	for i := 0; i < 20; i++ {
+		mustStatus(t, "good request", te.whoami(envLive, good), 200)
+	}
+	floods := []struct {
+		name, method, path, key string
+		status                  int
+	}{
+		{"rate-limited", "GET", "/api/v1/prod/whoami", limited, 429},
+		{"out of scope", "POST", "/api/v1/prod/sms/send", plain, 403},
+		{"revoked", "GET", "/api/v1/prod/whoami", revoked, 401},
+	}
+	const flood = 1000
+	for _, f := range floods {
+		for i := 0; i < flood; i++ {
+			te.do(f.method, f.path, "", bearer(f.key)...)
+		}
+		te.clock.Advance(time.Second)
+	}
+	te.clock.Advance(time.Minute) // the minute is over: its counts are written
+	entries := readAllLogs(t, te, org)
+	good20, perStatus, counted := 0, map[int]int{}, map[int]uint32{}
+	for _, e := range entries {
+		switch {
+		case e.KeyID == goodID:
+			good20++
+		case e.Count > 0:
+			counted[e.Status] += e.Count
+		default:
+			perStatus[e.Status]++
+		}
+	}
+	if good20 != 20 {
+		t.Errorf("the ring kept %d of the 20 good entries; refusals pushed them out", good20)
+	}
+	for _, f := range floods {
+		want := flood
+		if f.status == 429 {
+			want = flood - 1 // the key's one allowed request
+		}
+		if perStatus[f.status] != refusalBudget || int(counted[f.status]) != want-refusalBudget {
+			t.Errorf("%s: %d entries one by one and a count of %d; want %d and %d",
+				f.name, perStatus[f.status], counted[f.status], refusalBudget, want-refusalBudget)
+		}
+	}
+	for _, e := range entries {
+		if e.Status == 401 && e.KeyID != revokedID {
+			t.Errorf("a revoked key's refusal is logged as key %q; want %s", e.KeyID, revokedID)
+		}
+	}
+	r := te.root("GET", "/orgs/"+org+"/usage?env=live", "")
+	var usage struct{ Buckets []usageBucket }
+	if err := json.Unmarshal(r.body, &usage); err != nil || len(usage.Buckets) != 1 {
+		t.Fatalf("usage = %s, %v", r.body, err)
+	}
+	if b := usage.Buckets[0]; b.OK != 21 || b.Client != 2*flood || b.Limited != flood-1 {
+		t.Errorf("usage = %+v; want every request counted: 21 2xx, %d 4xx, %d 429", b, 2*flood, flood-1)
+	}
+}
+
+// readAllLogs is every entry of an org's ring, newest first.
+func readAllLogs(t *testing.T, te *testEnv, org string) []logEntry {
+	t.Helper()
+	r := te.root("GET", "/orgs/"+org+"/logs?limit=1000", "")
+	mustStatus(t, "GET logs", r, 200)
+	var page logPage
+	if err := json.Unmarshal(r.body, &page); err != nil {
+		t.Fatal(err)
+	}
+	return page.Entries
+}
+
+// TestRefusalCountSurvivesShutdown: the count of the minute under way is
+// written by the last flush, as a restart does it.
+func TestRefusalCountSurvivesShutdown(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	id, key := te.createKey(org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1h"}]}`)
+	for i := 0; i < refusalBudget+6; i++ {
+		te.whoami(envLive, key)
+	}
+	te.restart()
+	var total uint32
+	for _, e := range readAllLogs(t, te, org) {
+		if e.KeyID != id {
+			t.Fatalf("entry of another key: %+v", e)
+		}
+		total += max(e.Count, 1)
+	}
+	if total != refusalBudget+6 {
+		t.Errorf("entries stand for %d requests; want %d", total, refusalBudget+6)
 	}
 }
