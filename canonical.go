@@ -112,14 +112,30 @@ var readNames = []string{"Authorization", "X-Api-Key", "X-Request-Id",
 	"X-Forwarded-Method", "X-Forwarded-Uri", "X-Original-Method", "X-Original-Uri",
 	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
 
+// methodOverrides are the headers with which frameworks (Express's
+// method-override, Symfony, ASP.NET, Google's APIs) serve a POST as another
+// method: the scope rules would be matched against one method and the
+// upstream run another.
+var methodOverrides = map[string]bool{"X-Http-Method-Override": true, "X-Http-Method": true, "X-Method-Override": true}
+
 // foldedNames are those names as WSGI, CGI and PHP see them: upper case,
 // "-" as "_". foldedPrefix covers keyhole's own, present and future.
-var foldedNames, foldedPrefix = foldAll(append(append([]string(nil), identityHeaders...), readNames...)), "X_KEYHOLE_"
+var foldedNames, foldedPrefix = foldAll(identityHeaders, readNames, mapKeys(methodOverrides)), "X_KEYHOLE_"
 
-func foldAll(names []string) map[string]bool {
-	m := make(map[string]bool, len(names))
-	for _, n := range names {
-		m[foldHeaderName(n)] = true
+func mapKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func foldAll(lists ...[]string) map[string]bool {
+	m := make(map[string]bool)
+	for _, names := range lists {
+		for _, n := range names {
+			m[foldHeaderName(n)] = true
+		}
 	}
 	return m
 }
@@ -132,6 +148,7 @@ func foldHeaderName(name string) string {
 // request or as one of keyhole's own:
 //   - a name with "_" that folds into a header keyhole reads or sets, which
 //     WSGI, CGI and PHP would merge with, or take for, the real one;
+//   - a method override (methodOverrides), in any spelling;
 //   - an Upgrade to anything but WebSocket, or HTTP2-Settings: an upstream
 //     that switches to h2c would serve every later request on the
 //     connection without keyhole seeing it.
@@ -140,6 +157,9 @@ func foldHeaderName(name string) string {
 // which the proxy replaces and forward auth's proxy configurations drop.
 func checkHeaders(h map[string][]string) *apiError {
 	for name := range h {
+		if methodOverrides[name] {
+			return invalidRequest("Header %s is not allowed: the rules are matched against the request's own method.", name)
+		}
 		if strings.IndexByte(name, '_') < 0 {
 			continue
 		}

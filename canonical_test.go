@@ -93,6 +93,10 @@ func TestCheckHeaders(t *testing.T) {
 		{[]string{"X_Request_Id", "req_x"}, false},
 		{[]string{"X_Custom_Thing", "1"}, true},
 		{[]string{"X-Keyhole-Org", "org_evil"}, true}, // the exact name is replaced or dropped
+		{[]string{"X-HTTP-Method-Override", "DELETE"}, false},
+		{[]string{"x-http-method", "DELETE"}, false},
+		{[]string{"X-Method-Override", "PUT"}, false},
+		{[]string{"X_HTTP_Method_Override", "DELETE"}, false},
 		{[]string{"Upgrade", "websocket"}, true},
 		{[]string{"Upgrade", "WebSocket "}, true},
 		{[]string{"Upgrade", "h2c"}, false},
