@@ -93,6 +93,36 @@ const caddySnippet = `
 	}
 `
 
+// TestReadmeForwardAuthSnippets checks that the snippets the tests below run
+// are, placeholders filled in with the README's addresses, the README's own.
+func TestReadmeForwardAuthSnippets(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(lang string) string {
+		t.Helper()
+		_, rest, ok := strings.Cut(string(readme), "\n```"+lang+"\n")
+		body, _, ok2 := strings.Cut(rest, "\n```\n")
+		if !ok || !ok2 {
+			t.Fatalf("README.md has no %s block", lang)
+		}
+		if strings.Contains(rest[len(body):], "\n```"+lang+"\n") {
+			t.Fatalf("README.md has more than one %s block", lang)
+		}
+		return body + "\n"
+	}
+	fill := strings.NewReplacer("KEYHOLE", "127.0.0.1:8080", "API", "127.0.0.1:9000", "LISTEN", "80")
+	for _, c := range []struct{ lang, readme, test string }{
+		{"nginx", block("nginx"), fill.Replace(strings.TrimPrefix(nginxSnippet, "\n"))},
+		{"caddyfile", block("caddyfile"), "api.example.com {\n" + fill.Replace(strings.TrimPrefix(caddySnippet, "\n")) + "}\n"},
+	} {
+		if c.readme != c.test {
+			t.Errorf("README.md's %s block differs from the test's snippet:\nREADME:\n%s\ntest:\n%s", c.lang, c.readme, c.test)
+		}
+	}
+}
+
 func TestNginxAuthRequest(t *testing.T) {
 	bin := "/usr/sbin/nginx"
 	if _, err := os.Stat(bin); err != nil {
