@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -164,7 +165,7 @@ http {
 	}
 	startFront(t, "nginx", listen, logs,
 		exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")))
-	fe.run(t, "http://"+listen, "X-Forwarded-Uri", false)
+	fe.run(t, front{addr: listen, spoof: "X-Forwarded-Uri"})
 }
 
 func TestCaddyForwardAuth(t *testing.T) {
@@ -193,7 +194,7 @@ http://%s {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
 	startFront(t, "caddy", listen, nil, cmd)
-	fe.run(t, "http://"+listen, "X-Original-URI", true)
+	fe.run(t, front{addr: listen, spoof: "X-Original-URI", bodies: true})
 }
 
 // frontEnv is a keyhole process with a rules file, its keys, and the
@@ -241,34 +242,108 @@ func newFrontEnv(t *testing.T) *frontEnv {
 	return fe
 }
 
-// run sends the cases through the front proxy at base. spoof is the
-// forward-auth header that proxy does not set itself, which a client might
-// add; bodies says whether keyhole's JSON error reaches the client.
-func (fe *frontEnv) run(t *testing.T, base, spoof string, bodies bool) {
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	send := func(method, path string, headers ...string) (int, http.Header, []byte) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(`{"to":"+15550100"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Add(headers[i], headers[i+1])
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("%s %s: reading body: %v", method, path, err)
-		}
-		return resp.StatusCode, resp.Header, body
+// front is what a front proxy does as the README's snippet sets it up, where
+// the proxies differ.
+type front struct {
+	addr string // host:port on loopback
+	// spoof is the forward-auth URI header this proxy does not set itself,
+	// which a client might add.
+	spoof string
+	// bodies says whether keyhole's JSON error reaches the client.
+	bodies bool
+}
+
+// frontResponse is what a front proxy answered.
+type frontResponse struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// send writes one request to the front proxy byte for byte, so that a
+// header can be repeated or spelt as a client chooses, and reads the answer.
+// headers are name, value pairs; a POST carries a small JSON body.
+func (f front) send(t *testing.T, method, path string, headers ...string) frontResponse {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	body := ""
+	if method == "POST" {
+		body = `{"to":"+15550100"}`
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
+		method, path, f.addr, len(body))
+	for i := 0; i+1 < len(headers); i += 2 {
+		fmt.Fprintf(&b, "%s: %s\r\n", headers[i], headers[i+1])
+	}
+	b.WriteString("\r\n" + body)
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	r := frontResponse{status: resp.StatusCode, header: resp.Header}
+	if r.body, err = io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return r
+}
+
+// run sends the cases through the front proxy f.
+func (fe *frontEnv) run(t *testing.T, f front) {
 	spoofed := []string{"X-Keyhole-Org", "org_evil", "X-Keyhole-Key-Id", "key_evil",
 		"X-Keyhole-Env", "live", "X-Keyhole-Scopes", "*"}
 	with := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
+	// reached checks the one request a case got through to the upstream.
+	reached := func(t *testing.T, before int, method, path, wantID, wantEnv, wantScopes string) seenRequest {
+		t.Helper()
+		if n := len(fe.up.requests()); n != before+1 {
+			t.Fatalf("upstream saw %d requests; want %d", n, before+1)
+		}
+		seen := fe.up.last(t)
+		if seen.method != method || seen.uri != path {
+			t.Errorf("upstream got %s %s; want %s %s", seen.method, seen.uri, method, path)
+		}
+		want := map[string]string{"X-Keyhole-Org": fe.org, "X-Keyhole-Key-Id": wantID, "X-Keyhole-Env": wantEnv}
+		if wantScopes != "" {
+			want["X-Keyhole-Scopes"] = wantScopes
+		} else if got := seen.header.Values("X-Keyhole-Scopes"); len(got) > 1 || len(got) == 1 && got[0] != "" {
+			t.Errorf("upstream X-Keyhole-Scopes = %q; want none or empty", got)
+		}
+		checkForwardedIdentity(t, seen.header, want)
+		return seen
+	}
+	// refused checks a refusal that never reached the upstream.
+	refused := func(t *testing.T, before int, r frontResponse, wantStatus int, wantCode string) {
+		t.Helper()
+		if r.status != wantStatus {
+			t.Fatalf("status %d %q; want %d", r.status, r.body, wantStatus)
+		}
+		if n := len(fe.up.requests()); n != before {
+			t.Fatalf("the upstream was reached by a request that was refused")
+		}
+		if wantStatus == 429 && r.header.Get("Retry-After") == "" {
+			t.Errorf("429 without Retry-After")
+		}
+		if !f.bodies || wantCode == "" {
+			return
+		}
+		if wantStatus == 429 && r.header.Get("X-Ratelimit-Remaining") != "0" {
+			t.Errorf("429 X-RateLimit-Remaining = %q; want 0", r.header.Get("X-Ratelimit-Remaining"))
+		}
+		var e errorBody
+		if err := json.Unmarshal(r.body, &e); err != nil || e.Error.Code != wantCode {
+			t.Errorf("body = %q; want keyhole's error %q", r.body, wantCode)
+		}
+	}
 
 	allowed := []struct {
 		name       string
@@ -289,30 +364,17 @@ func (fe *frontEnv) run(t *testing.T, base, spoof string, bodies bool) {
 	for _, tt := range allowed {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(fe.up.requests())
-			status, _, body := send(tt.method, tt.path, tt.headers...)
-			if status != 200 || !strings.Contains(string(body), `"upstream":true`) {
-				t.Fatalf("%s %s = %d %q; want 200 from the upstream", tt.method, tt.path, status, body)
+			r := f.send(t, tt.method, tt.path, tt.headers...)
+			if r.status != 200 || !strings.Contains(string(r.body), `"upstream":true`) {
+				t.Fatalf("%s %s = %d %q; want 200 from the upstream", tt.method, tt.path, r.status, r.body)
 			}
-			if n := len(fe.up.requests()); n != before+1 {
-				t.Fatalf("upstream saw %d requests; want %d", n, before+1)
-			}
-			seen := fe.up.last(t)
-			if seen.method != tt.method || seen.uri != tt.path {
-				t.Errorf("upstream got %s %s; want %s %s", seen.method, seen.uri, tt.method, tt.path)
-			}
-			want := map[string]string{"X-Keyhole-Org": fe.org, "X-Keyhole-Key-Id": tt.wantID, "X-Keyhole-Env": tt.wantEnv}
-			if tt.wantScopes != "" {
-				want["X-Keyhole-Scopes"] = tt.wantScopes
-			} else if got := seen.header.Values("X-Keyhole-Scopes"); len(got) > 1 || len(got) == 1 && got[0] != "" {
-				t.Errorf("upstream X-Keyhole-Scopes = %q; want none or empty", got)
-			}
-			checkForwardedIdentity(t, seen.header, want)
+			reached(t, before, tt.method, tt.path, tt.wantID, tt.wantEnv, tt.wantScopes)
 		})
 	}
 
 	// The first request of the 1/1m key uses up its minute.
-	if status, _, body := send("GET", "/api/v1/prod/things", bearer(fe.once)...); status != 200 {
-		t.Fatalf("first request of a 1/1m key = %d %q; want 200", status, body)
+	if r := f.send(t, "GET", "/api/v1/prod/things", bearer(fe.once)...); r.status != 200 {
+		t.Fatalf("first request of a 1/1m key = %d %q; want 200", r.status, r.body)
 	}
 	blocked := []struct {
 		name       string
@@ -328,33 +390,14 @@ func (fe *frontEnv) run(t *testing.T, base, spoof string, bodies bool) {
 		{"live key on the test base", "GET", "/api/v1/dev/things", bearer(fe.live), 401, "environment_mismatch"},
 		{"missing scope", "POST", "/api/v1/prod/sms/send", bearer(fe.plain), 403, "insufficient_scope"},
 		{"spoofed forward-auth path", "GET", "/api/v1/prod/things",
-			with(bearer(fe.test), spoof, "/api/v1/dev/things"), 400, "invalid_request"},
+			with(bearer(fe.test), f.spoof, "/api/v1/dev/things"), 400, "invalid_request"},
 		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/things", bearer(fe.test), 400, "invalid_request"},
 		{"rate limited", "GET", "/api/v1/prod/things", bearer(fe.once), 429, "rate_limited"},
 	}
 	for _, tt := range blocked {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(fe.up.requests())
-			status, header, body := send(tt.method, tt.path, tt.headers...)
-			if status != tt.wantStatus {
-				t.Fatalf("%s %s = %d %q; want %d", tt.method, tt.path, status, body, tt.wantStatus)
-			}
-			if n := len(fe.up.requests()); n != before {
-				t.Fatalf("the upstream was reached by a request keyhole refused")
-			}
-			if tt.wantStatus == 429 && header.Get("Retry-After") == "" {
-				t.Errorf("429 without Retry-After")
-			}
-			if !bodies {
-				return
-			}
-			if tt.wantStatus == 429 && header.Get("X-Ratelimit-Remaining") != "0" {
-				t.Errorf("429 X-RateLimit-Remaining = %q; want 0", header.Get("X-Ratelimit-Remaining"))
-			}
-			var e errorBody
-			if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != tt.wantCode {
-				t.Errorf("body = %q; want keyhole's error %q", body, tt.wantCode)
-			}
+			refused(t, before, f.send(t, tt.method, tt.path, tt.headers...), tt.wantStatus, tt.wantCode)
 		})
 	}
 }
