@@ -18,9 +18,10 @@ import (
 	"time"
 )
 
-// The tests in this file put a real nginx and a real Caddy in front of a real
+// The tests in this file put a real nginx or Caddy in front of a real
 // upstream on loopback, asking a real keyhole process at /v1/auth. The
-// snippets are the ones the README gives.
+// snippets are the ones the README gives, and the cases include clients that
+// try to forge, merge or strip the headers the upstream trusts.
 
 // nginxSnippet is the README's nginx configuration; KEYHOLE, API and LISTEN
 // are filled in with loopback addresses.
@@ -33,20 +34,23 @@ server {
 
     location /api/ {
         auth_request /_keyhole;
-        auth_request_set $keyhole_org    $upstream_http_x_keyhole_org;
-        auth_request_set $keyhole_key_id $upstream_http_x_keyhole_key_id;
-        auth_request_set $keyhole_env    $upstream_http_x_keyhole_env;
-        auth_request_set $keyhole_scopes $upstream_http_x_keyhole_scopes;
-        auth_request_set $keyhole_status $upstream_status;
-        auth_request_set $keyhole_retry  $upstream_http_retry_after;
+        auth_request_set $keyhole_org        $upstream_http_x_keyhole_org;
+        auth_request_set $keyhole_key_id     $upstream_http_x_keyhole_key_id;
+        auth_request_set $keyhole_env        $upstream_http_x_keyhole_env;
+        auth_request_set $keyhole_scopes     $upstream_http_x_keyhole_scopes;
+        auth_request_set $keyhole_request_id $upstream_http_x_request_id;
+        auth_request_set $keyhole_status     $upstream_status;
+        auth_request_set $keyhole_retry      $upstream_http_retry_after;
         error_page 500 = @keyhole_error;
 
         proxy_set_header X-Keyhole-Org    $keyhole_org;
         proxy_set_header X-Keyhole-Key-Id $keyhole_key_id;
         proxy_set_header X-Keyhole-Env    $keyhole_env;
         proxy_set_header X-Keyhole-Scopes $keyhole_scopes;
+        proxy_set_header X-Request-Id     $keyhole_request_id;
         proxy_set_header Authorization    "";
         proxy_set_header X-Api-Key        "";
+        proxy_set_header HTTP2-Settings   "";
         proxy_pass http://api;
     }
 
@@ -83,10 +87,29 @@ const caddySnippet = `
 		request_header -X-Keyhole-Key-Id
 		request_header -X-Keyhole-Env
 		request_header -X-Keyhole-Scopes
+		request_header -X-Request-Id
 		forward_auth KEYHOLE {
 			uri /v1/auth
-			copy_headers X-Keyhole-Org X-Keyhole-Key-Id X-Keyhole-Env X-Keyhole-Scopes
+			copy_headers X-Keyhole-Org X-Keyhole-Key-Id X-Keyhole-Env X-Keyhole-Scopes X-Request-Id
 		}
+		# reverse_proxy drops the headers a client's Connection header
+		# names, keyhole's too, and passes on any Upgrade, h2c too: keep
+		# Connection only for a WebSocket upgrade, and only as that.
+		@websocket {
+			header_regexp Connection (?i)(^|,)\s*upgrade\s*(,|$)
+			header_regexp Upgrade (?i)^websocket$
+		}
+		@not_websocket not {
+			header_regexp Connection (?i)(^|,)\s*upgrade\s*(,|$)
+			header_regexp Upgrade (?i)^websocket$
+		}
+		request_header @websocket Connection Upgrade
+		request_header @websocket Upgrade websocket
+		request_header @not_websocket -Connection
+		request_header -HTTP2-Settings
+		# Some servers read X_Keyhole_Org as X-Keyhole-Org: drop every
+		# name with an underscore, as nginx does.
+		request_header -*_*
 		reverse_proxy API {
 			header_up -Authorization
 			header_up -X-Api-Key
@@ -165,13 +188,21 @@ http {
 	}
 	startFront(t, "nginx", listen, logs,
 		exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")))
-	fe.run(t, front{addr: listen, spoof: "X-Forwarded-Uri"})
+	fe.run(t, front{
+		addr:             listen,
+		spoof:            "X-Forwarded-Uri",
+		underscoreStatus: 200, // nginx drops the names before keyhole sees them
+		upgradeStatus:    400,
+	})
 }
 
 func TestCaddyForwardAuth(t *testing.T) {
 	bin, err := exec.LookPath("caddy")
 	if err != nil {
 		integrationMissing(t, "caddy is not installed (Debian package caddy)")
+	}
+	if out, err := exec.Command(bin, "version").Output(); err == nil {
+		t.Logf("caddy version: %s", bytes.TrimSpace(out))
 	}
 	fe := newFrontEnv(t)
 	dir := t.TempDir()
@@ -194,7 +225,33 @@ http://%s {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
 	startFront(t, "caddy", listen, nil, cmd)
-	fe.run(t, front{addr: listen, spoof: "X-Original-URI", bodies: true})
+	fe.run(t, front{
+		addr:             listen,
+		spoof:            "X-Original-URI",
+		bodies:           true,
+		websocket:        true,
+		underscoreStatus: 400,
+		upgradeStatus:    400,
+	})
+}
+
+// front is what a front proxy does as the README's snippet sets it up, where
+// the proxies differ.
+type front struct {
+	addr string // host:port on loopback
+	// spoof is the forward-auth URI header this proxy does not set itself,
+	// which a client might add.
+	spoof string
+	// bodies says whether keyhole's JSON error reaches the client.
+	bodies bool
+	// websocket says whether a WebSocket upgrade gets through to the API.
+	websocket bool
+	// underscoreStatus answers names like x_keyhole_scopes: 200 when the
+	// proxy drops them before asking keyhole, else keyhole's 400.
+	underscoreStatus int
+	// upgradeStatus answers an h2c upgrade: keyhole's 400, or the proxy's
+	// own refusal.
+	upgradeStatus int
 }
 
 // frontEnv is a keyhole process with a rules file, its keys, and the
@@ -202,7 +259,7 @@ http://%s {
 type frontEnv struct {
 	kh                         *child
 	up                         *upstreamAPI
-	org                        string
+	token, org                 string
 	live, liveID, test, testID string
 	plain, plainID, once       string
 }
@@ -210,9 +267,9 @@ type frontEnv struct {
 func newFrontEnv(t *testing.T) *frontEnv {
 	t.Helper()
 	const token = "kh_admin_f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
-	fe := &frontEnv{up: newUpstreamAPI(t, nil)}
+	fe := &frontEnv{up: newUpstreamAPI(t, frontUpstream), token: token}
 	fe.kh = startKeyhole(t, "--db", filepath.Join(t.TempDir(), "keyhole.db"), "--admin-token", token,
-		"--rules", writeRules(t))
+		"--rules", writeRules(t), "--flush-interval", "50ms")
 	call := func(path, body string) map[string]any {
 		req, err := http.NewRequest("POST", fe.kh.url()+"/admin/v1"+path, strings.NewReader(body))
 		if err != nil {
@@ -242,22 +299,49 @@ func newFrontEnv(t *testing.T) *frontEnv {
 	return fe
 }
 
-// front is what a front proxy does as the README's snippet sets it up, where
-// the proxies differ.
-type front struct {
-	addr string // host:port on loopback
-	// spoof is the forward-auth URI header this proxy does not set itself,
-	// which a client might add.
-	spoof string
-	// bodies says whether keyhole's JSON error reaches the client.
-	bodies bool
+// frontUpstream is the API behind the front proxy. It switches to whatever
+// protocol a request asks to upgrade to, as an API that speaks h2c would,
+// then echoes one line; anything else gets a JSON answer.
+func frontUpstream(w http.ResponseWriter, r *http.Request) {
+	upgrade := r.Header.Get("Upgrade")
+	if upgrade == "" || !hasToken(r.Header.Values("Connection"), "upgrade") {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"upstream":true,"path":%q}`+"\n", r.URL.Path)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, err.Error(), 500)
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", upgrade)
+	brw.Flush()
+	line, _ := brw.ReadString('\n')
+	brw.WriteString("echo " + line)
+	brw.Flush()
 }
 
-// frontResponse is what a front proxy answered.
+// hasToken says whether a comma-separated header holds token, in any case.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// frontResponse is what a front proxy answered; after a 101, echo is what
+// came back through the switched connection for "ping\n".
 type frontResponse struct {
 	status int
 	header http.Header
 	body   []byte
+	echo   string
 }
 
 // send writes one request to the front proxy byte for byte, so that a
@@ -285,16 +369,54 @@ func (f front) send(t *testing.T, method, path string, headers ...string) frontR
 	if _, err := io.WriteString(conn, b.String()); err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
 	r := frontResponse{status: resp.StatusCode, header: resp.Header}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		io.WriteString(conn, "ping\n")
+		r.echo, _ = br.ReadString('\n')
+		return r
+	}
+	defer resp.Body.Close()
 	if r.body, err = io.ReadAll(resp.Body); err != nil {
 		t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
 	return r
+}
+
+// checkNothingSmuggled fails if the API received what a client must not get
+// through a front proxy: a name with _ that folds onto a header keyhole sets
+// or reads, an h2c upgrade, or HTTP2-Settings.
+func checkNothingSmuggled(t *testing.T, h http.Header) {
+	t.Helper()
+	for name, values := range h {
+		folded := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+		switch {
+		case strings.Contains(name, "_") && (strings.HasPrefix(folded, "x-keyhole-") ||
+			strings.HasPrefix(folded, "x-forwarded-") || strings.HasPrefix(folded, "x-original-") ||
+			folded == "authorization" || folded == "x-api-key" || folded == "x-request-id"):
+			t.Errorf("the upstream received %s, which some servers read as %s", name, folded)
+		case folded == "http2-settings":
+			t.Errorf("the upstream received HTTP2-Settings")
+		case folded == "upgrade" && strings.Contains(strings.ToLower(strings.Join(values, ",")), "h2c"):
+			t.Errorf("the upstream received Upgrade: %q", values)
+		}
+	}
+}
+
+// checkRequestID fails unless h carries one X-Request-Id of keyhole's shape
+// that is not the client's.
+func checkRequestID(t *testing.T, h http.Header, client string) string {
+	t.Helper()
+	ids := h.Values("X-Request-Id")
+	if len(ids) != 1 || !strings.HasPrefix(ids[0], "req_") || ids[0] == client {
+		t.Errorf("upstream X-Request-Id = %q; want one req_ id from keyhole", ids)
+		return ""
+	}
+	return ids[0]
 }
 
 // run sends the cases through the front proxy f.
@@ -302,6 +424,7 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 	spoofed := []string{"X-Keyhole-Org", "org_evil", "X-Keyhole-Key-Id", "key_evil",
 		"X-Keyhole-Env", "live", "X-Keyhole-Scopes", "*"}
 	with := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
+	const clientID = "req_00000000c0ffee00"
 	// reached checks the one request a case got through to the upstream.
 	reached := func(t *testing.T, before int, method, path, wantID, wantEnv, wantScopes string) seenRequest {
 		t.Helper()
@@ -319,6 +442,8 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 			t.Errorf("upstream X-Keyhole-Scopes = %q; want none or empty", got)
 		}
 		checkForwardedIdentity(t, seen.header, want)
+		checkRequestID(t, seen.header, clientID)
+		checkNothingSmuggled(t, seen.header)
 		return seen
 	}
 	// refused checks a refusal that never reached the upstream.
@@ -360,6 +485,18 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 		{"x-api-key", "GET", "/api/v1/prod/things", []string{"X-Api-Key", fe.live}, fe.liveID, "live", "sms:send"},
 		{"test key on the test base", "POST", "/api/v1/dev/sms/send", bearer(fe.test), fe.testID, "test", "sms:send"},
 		{"key without scopes, spoofing some", "GET", "/api/v1/prod/things", with(bearer(fe.plain), spoofed...), fe.plainID, "live", ""},
+		{"client's own request id", "GET", "/api/v1/prod/things", with(bearer(fe.live), "X-Request-Id", clientID), fe.liveID, "live", "sms:send"},
+		// A proxy that drops the headers a client's Connection header names,
+		// after setting keyhole's, sends the API no identity, or the client's.
+		{"Connection naming keyhole's headers", "GET", "/api/v1/prod/things",
+			with(bearer(fe.live), "Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes, X-Request-Id"),
+			fe.liveID, "live", "sms:send"},
+		{"Connection naming keyhole's headers, in a second Connection header", "GET", "/api/v1/prod/things",
+			with(bearer(fe.live), append(spoofed, "Connection", "keep-alive",
+				"Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes, X-Request-Id")...),
+			fe.liveID, "live", "sms:send"},
+		{"Connection naming keyhole's headers, without a scope", "GET", "/api/v1/prod/things",
+			with(bearer(fe.plain), "X-Keyhole-Scopes", "*", "Connection", "X-Keyhole-Scopes"), fe.plainID, "live", ""},
 	}
 	for _, tt := range allowed {
 		t.Run(tt.name, func(t *testing.T) {
@@ -371,6 +508,24 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 			reached(t, before, tt.method, tt.path, tt.wantID, tt.wantEnv, tt.wantScopes)
 		})
 	}
+
+	t.Run("request id in keyhole's log", func(t *testing.T) {
+		r := f.send(t, "GET", "/api/v1/prod/things", bearer(fe.live)...)
+		if r.status != 200 {
+			t.Fatalf("status %d %q; want 200", r.status, r.body)
+		}
+		id := checkRequestID(t, fe.up.last(t).header, clientID)
+		if id == "" {
+			return
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !fe.logged(t, id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("keyhole's request log has no entry %s, the id the upstream received", id)
+			}
+			time.Sleep(20 * time.Millisecond) // polling for the log flush, not timing a result
+		}
+	})
 
 	// The first request of the 1/1m key uses up its minute.
 	if r := f.send(t, "GET", "/api/v1/prod/things", bearer(fe.once)...); r.status != 200 {
@@ -400,6 +555,113 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 			refused(t, before, f.send(t, tt.method, tt.path, tt.headers...), tt.wantStatus, tt.wantCode)
 		})
 	}
+
+	// Servers that fold _ into - (WSGI, CGI, PHP) would read these as
+	// keyhole's headers, merged with keyhole's own values.
+	t.Run("names with underscores", func(t *testing.T) {
+		before := len(fe.up.requests())
+		r := f.send(t, "GET", "/api/v1/prod/things", with(bearer(fe.live), "X_Keyhole_Org", "org_evil",
+			"x_keyhole_scopes", "*", "X-Keyhole_Env", "test", "X_Request_Id", clientID)...)
+		if f.underscoreStatus != 200 {
+			refused(t, before, r, f.underscoreStatus, "invalid_request")
+			return
+		}
+		if r.status != 200 {
+			t.Fatalf("status %d %q; want 200 from the upstream", r.status, r.body)
+		}
+		reached(t, before, "GET", "/api/v1/prod/things", fe.liveID, "live", "sms:send")
+	})
+
+	// An h2c upgrade that reaches the API would turn the connection into an
+	// HTTP/2 one no proxy looks into, with no identity of keyhole's on its
+	// streams.
+	const settings = "AAMAAABkAARAAAAAAAIAAAAA"
+	upgrades := []struct {
+		name    string
+		headers []string
+		refused bool
+	}{
+		{"h2c upgrade", []string{"Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c", "HTTP2-Settings", settings}, true},
+		{"h2c upgrade, HTTP2-Settings not named in Connection", []string{"Connection", "Upgrade", "Upgrade", "h2c", "HTTP2-Settings", settings}, true},
+		{"h2c upgrade after websocket", []string{"Connection", "Upgrade, HTTP2-Settings", "Upgrade", "websocket", "Upgrade", "h2c", "HTTP2-Settings", settings}, false},
+		{"h2c upgrade before websocket", []string{"Connection", "Upgrade", "Upgrade", "h2c", "Upgrade", "websocket"}, false},
+		{"h2c upgrade with websocket in one header", []string{"Connection", "Upgrade", "Upgrade", "websocket, h2c"}, false},
+	}
+	for _, tt := range upgrades {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(fe.up.requests())
+			r := f.send(t, "GET", "/api/v1/prod/things", with(bearer(fe.live), tt.headers...)...)
+			for _, seen := range fe.up.requests()[before:] {
+				checkNothingSmuggled(t, seen.header)
+			}
+			if r.status == http.StatusSwitchingProtocols && !strings.EqualFold(r.header.Get("Upgrade"), "websocket") {
+				t.Fatalf("101 to Upgrade: %q", r.header.Values("Upgrade"))
+			}
+			if !tt.refused {
+				return
+			}
+			code := "invalid_request"
+			if f.upgradeStatus != 400 {
+				code = "" // the proxy's own refusal, not keyhole's
+			}
+			refused(t, before, r, f.upgradeStatus, code)
+		})
+	}
+
+	t.Run("websocket upgrade", func(t *testing.T) {
+		before := len(fe.up.requests())
+		r := f.send(t, "GET", "/api/v1/prod/things", with(bearer(fe.live), append(spoofed,
+			"Connection", "keep-alive, Upgrade, X-Keyhole-Org, X-Keyhole-Key-Id, X-Request-Id",
+			"Upgrade", "websocket", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version", "13")...)...)
+		switch {
+		case f.websocket && r.status != 101:
+			t.Fatalf("status %d %q; want 101 from the upstream", r.status, r.body)
+		case f.websocket && r.echo != "echo ping\n":
+			t.Fatalf("through the upgraded connection: %q; want \"echo ping\\n\"", r.echo)
+		case !f.websocket && r.status != 200:
+			t.Fatalf("status %d %q; want 200 from the upstream, not upgraded", r.status, r.body)
+		}
+		seen := reached(t, before, "GET", "/api/v1/prod/things", fe.liveID, "live", "sms:send")
+		if got := seen.header.Values("Upgrade"); f.websocket && (len(got) != 1 || got[0] != "websocket") || !f.websocket && len(got) != 0 {
+			t.Errorf("upstream Upgrade = %q", got)
+		}
+	})
+
+	t.Run("the upstream never saw a smuggled header", func(t *testing.T) {
+		for _, seen := range fe.up.requests() {
+			checkNothingSmuggled(t, seen.header)
+		}
+	})
+}
+
+// logged says whether keyhole's request log for the org has an entry with
+// request id id.
+func (fe *frontEnv) logged(t *testing.T, id string) bool {
+	t.Helper()
+	req, err := http.NewRequest("GET", fe.kh.url()+"/admin/v1/orgs/"+fe.org+"/logs?limit=100", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+fe.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Entries []struct {
+			RequestID string `json:"request_id"`
+		} `json:"entries"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET logs = %d, %v; want 200", resp.StatusCode, err)
+	}
+	for _, e := range page.Entries {
+		if e.RequestID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // freeLoopbackAddr is a loopback address with a port that was free a moment
