@@ -18,8 +18,8 @@ import (
 	"time"
 )
 
-// The tests in this file put a real nginx or Caddy in front of a real
-// upstream on loopback, asking a real keyhole process at /v1/auth. The
+// The tests in this file put a real nginx, Caddy or Traefik in front of a
+// real upstream on loopback, asking a real keyhole process at /v1/auth. The
 // snippets are the ones the README gives, and the cases include clients that
 // try to forge, merge or strip the headers the upstream trusts.
 
@@ -117,6 +117,38 @@ const caddySnippet = `
 	}
 `
 
+// traefikSnippet is the README's Traefik dynamic configuration; KEYHOLE and
+// API are filled in.
+const traefikSnippet = `http:
+  routers:
+    api:
+      # Traefik passes any Upgrade on, h2c too: only WebSocket's may.
+      rule: 'PathPrefix("/api/") && (!HeaderRegexp("Upgrade", ".") || HeaderRegexp("Upgrade", "(?i)^websocket$"))'
+      middlewares: [keyhole, drop-headers]   # keyhole first: it needs the key
+      service: api
+  middlewares:
+    keyhole:
+      forwardAuth:
+        address: "http://KEYHOLE/v1/auth"
+        authResponseHeaders:   # replaces any copies the client sent
+          - X-Keyhole-Org
+          - X-Keyhole-Key-Id
+          - X-Keyhole-Env
+          - X-Keyhole-Scopes
+          - X-Request-Id
+    drop-headers:
+      headers:
+        customRequestHeaders:  # an empty value removes the header
+          Authorization: ""
+          X-Api-Key: ""
+          HTTP2-Settings: ""
+  services:
+    api:
+      loadBalancer:
+        servers:
+          - url: "http://API"
+`
+
 // TestReadmeForwardAuthSnippets checks that the snippets the tests below run
 // are, placeholders filled in with the README's addresses, the README's own.
 func TestReadmeForwardAuthSnippets(t *testing.T) {
@@ -140,6 +172,7 @@ func TestReadmeForwardAuthSnippets(t *testing.T) {
 	for _, c := range []struct{ lang, readme, test string }{
 		{"nginx", block("nginx"), fill.Replace(strings.TrimPrefix(nginxSnippet, "\n"))},
 		{"caddyfile", block("caddyfile"), "api.example.com {\n" + fill.Replace(strings.TrimPrefix(caddySnippet, "\n")) + "}\n"},
+		{"yaml", block("yaml"), fill.Replace(traefikSnippet)},
 	} {
 		if c.readme != c.test {
 			t.Errorf("README.md's %s block differs from the test's snippet:\nREADME:\n%s\ntest:\n%s", c.lang, c.readme, c.test)
@@ -187,7 +220,7 @@ http {
 		return string(errLog)
 	}
 	startFront(t, "nginx", listen, logs,
-		exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")))
+		exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")), nil)
 	fe.run(t, front{
 		addr:             listen,
 		spoof:            "X-Forwarded-Uri",
@@ -224,7 +257,7 @@ http://%s {
 	cmd := exec.Command(bin, "run", "--config", confPath, "--adapter", "caddyfile")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
-	startFront(t, "caddy", listen, nil, cmd)
+	startFront(t, "caddy", listen, nil, cmd, nil)
 	fe.run(t, front{
 		addr:             listen,
 		spoof:            "X-Original-URI",
@@ -232,6 +265,67 @@ http://%s {
 		websocket:        true,
 		underscoreStatus: 400,
 		upgradeStatus:    400,
+	})
+}
+
+// TestTraefikForwardAuth runs the README's Traefik configuration with a
+// traefik binary from PATH. Debian has no Traefik package and CI does not
+// build it, so this skips without one even under
+// KEYHOLE_REQUIRE_INTEGRATION=1.
+func TestTraefikForwardAuth(t *testing.T) {
+	bin, err := exec.LookPath("traefik")
+	if err != nil {
+		t.Skip("skipping: no traefik on PATH; CI does not build Traefik, so this skips even with " +
+			"KEYHOLE_REQUIRE_INTEGRATION=1 (put a traefik v3.6.12 binary on PATH to run it)")
+	}
+	if out, err := exec.Command(bin, "version").Output(); err == nil {
+		t.Logf("traefik version:\n%s", bytes.TrimSpace(out))
+	}
+	fe := newFrontEnv(t)
+	dir := t.TempDir()
+	listen := freeLoopbackAddr(t)
+	dynamic := filepath.Join(dir, "dynamic.yml")
+	if err := os.WriteFile(dynamic, []byte(strings.NewReplacer("KEYHOLE", fe.kh.addr,
+		"API", fe.up.Listener.Addr().String()).Replace(traefikSnippet)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	static := filepath.Join(dir, "traefik.yml")
+	if err := os.WriteFile(static, []byte(fmt.Sprintf(`global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+entryPoints:
+  web:
+    address: "%s"
+providers:
+  file:
+    filename: "%s"
+log:
+  level: INFO
+`, listen, dynamic)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--configFile="+static)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	// Traefik sends no Server header, and listens before its file provider
+	// has loaded the router: it is ready when keyhole answers through it.
+	startFront(t, "traefik", listen, nil, cmd, func(client *http.Client, addr string) (bool, error) {
+		resp, err := client.Get("http://" + addr + "/api/v1/prod/things")
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 401 && strings.Contains(string(body), `"missing_authorization"`), nil
+	})
+	fe.run(t, front{
+		addr:             listen,
+		spoof:            "X-Original-URI",
+		bodies:           true,
+		websocket:        true,
+		underscoreStatus: 400,
+		upgradeStatus:    404, // the router's rule, before keyhole is asked
+		cleansPaths:      true,
 	})
 }
 
@@ -252,6 +346,8 @@ type front struct {
 	// upgradeStatus answers an h2c upgrade: keyhole's 400, or the proxy's
 	// own refusal.
 	upgradeStatus int
+	// cleansPaths says the proxy resolves /../ itself before asking keyhole.
+	cleansPaths bool
 }
 
 // frontEnv is a keyhole process with a rules file, its keys, and the
@@ -531,6 +627,10 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 	if r := f.send(t, "GET", "/api/v1/prod/things", bearer(fe.once)...); r.status != 200 {
 		t.Fatalf("first request of a 1/1m key = %d %q; want 200", r.status, r.body)
 	}
+	dotDot, dotDotCode := 400, "invalid_request"
+	if f.cleansPaths {
+		dotDot, dotDotCode = 401, "environment_mismatch" // keyhole checks /api/v1/prod/things
+	}
 	blocked := []struct {
 		name       string
 		method     string
@@ -546,7 +646,7 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 		{"missing scope", "POST", "/api/v1/prod/sms/send", bearer(fe.plain), 403, "insufficient_scope"},
 		{"spoofed forward-auth path", "GET", "/api/v1/prod/things",
 			with(bearer(fe.test), f.spoof, "/api/v1/dev/things"), 400, "invalid_request"},
-		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/things", bearer(fe.test), 400, "invalid_request"},
+		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/things", bearer(fe.test), dotDot, dotDotCode},
 		{"rate limited", "GET", "/api/v1/prod/things", bearer(fe.once), 429, "rate_limited"},
 	}
 	for _, tt := range blocked {
@@ -696,9 +796,11 @@ func (b *lockedBuffer) String() string {
 }
 
 // startFront runs cmd in its own process group, which is killed when the
-// test ends, and waits until addr accepts connections. logs, if not nil,
+// test ends, and waits until ready says it answers on addr; a nil ready
+// waits for an answer whose Server header names name. logs, if not nil,
 // adds the process's log files to a failure message.
-func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.Cmd) {
+func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.Cmd,
+	ready func(client *http.Client, addr string) (bool, error)) {
 	t.Helper()
 	out := new(lockedBuffer)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -722,6 +824,21 @@ func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.C
 		}
 		return s
 	}
+	if ready == nil {
+		// Ask over HTTP and check who answers, in case something else took
+		// the port first.
+		ready = func(client *http.Client, addr string) (bool, error) {
+			resp, err := client.Get("http://" + addr + "/")
+			if err != nil {
+				return false, nil
+			}
+			resp.Body.Close()
+			if server := resp.Header.Get("Server"); !strings.Contains(strings.ToLower(server), name) {
+				return false, fmt.Errorf("%s is answered by %q, not %s", addr, server, name)
+			}
+			return true, nil
+		}
+	}
 	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -730,13 +847,11 @@ func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.C
 			t.Fatalf("%s exited before listening on %s:\n%s", name, addr, report())
 		default:
 		}
-		// Ask over HTTP and check who answers, in case something else took
-		// the port first.
-		if resp, err := client.Get("http://" + addr + "/"); err == nil {
-			resp.Body.Close()
-			if server := resp.Header.Get("Server"); !strings.Contains(strings.ToLower(server), name) {
-				t.Fatalf("%s is answered by %q, not %s", addr, server, name)
-			}
+		ok, err := ready(client, addr)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, report())
+		}
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
