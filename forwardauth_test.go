@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -17,9 +18,10 @@ import (
 	"time"
 )
 
-// The tests in this file put a real nginx and a real Caddy in front of a real
-// upstream on loopback, asking a real keyhole process at /v1/auth. The
-// snippets are the ones the README gives.
+// The tests in this file put a real nginx, Caddy or Traefik in front of a
+// real upstream on loopback, asking a real keyhole process at /v1/auth. The
+// snippets are the ones the README gives, and the cases include clients that
+// try to forge, merge or strip the headers the upstream trusts.
 
 // nginxSnippet is the README's nginx configuration; KEYHOLE, API and LISTEN
 // are filled in with loopback addresses.
@@ -32,20 +34,23 @@ server {
 
     location /api/ {
         auth_request /_keyhole;
-        auth_request_set $keyhole_org    $upstream_http_x_keyhole_org;
-        auth_request_set $keyhole_key_id $upstream_http_x_keyhole_key_id;
-        auth_request_set $keyhole_env    $upstream_http_x_keyhole_env;
-        auth_request_set $keyhole_scopes $upstream_http_x_keyhole_scopes;
-        auth_request_set $keyhole_status $upstream_status;
-        auth_request_set $keyhole_retry  $upstream_http_retry_after;
+        auth_request_set $keyhole_org        $upstream_http_x_keyhole_org;
+        auth_request_set $keyhole_key_id     $upstream_http_x_keyhole_key_id;
+        auth_request_set $keyhole_env        $upstream_http_x_keyhole_env;
+        auth_request_set $keyhole_scopes     $upstream_http_x_keyhole_scopes;
+        auth_request_set $keyhole_request_id $upstream_http_x_request_id;
+        auth_request_set $keyhole_status     $upstream_status;
+        auth_request_set $keyhole_retry      $upstream_http_retry_after;
         error_page 500 = @keyhole_error;
 
         proxy_set_header X-Keyhole-Org    $keyhole_org;
         proxy_set_header X-Keyhole-Key-Id $keyhole_key_id;
         proxy_set_header X-Keyhole-Env    $keyhole_env;
         proxy_set_header X-Keyhole-Scopes $keyhole_scopes;
+        proxy_set_header X-Request-Id     $keyhole_request_id;
         proxy_set_header Authorization    "";
         proxy_set_header X-Api-Key        "";
+        proxy_set_header HTTP2-Settings   "";
         proxy_pass http://api;
     }
 
@@ -82,16 +87,98 @@ const caddySnippet = `
 		request_header -X-Keyhole-Key-Id
 		request_header -X-Keyhole-Env
 		request_header -X-Keyhole-Scopes
+		request_header -X-Request-Id
 		forward_auth KEYHOLE {
 			uri /v1/auth
-			copy_headers X-Keyhole-Org X-Keyhole-Key-Id X-Keyhole-Env X-Keyhole-Scopes
+			copy_headers X-Keyhole-Org X-Keyhole-Key-Id X-Keyhole-Env X-Keyhole-Scopes X-Request-Id
 		}
+		# reverse_proxy drops the headers a client's Connection header
+		# names, keyhole's too, and passes on any Upgrade, h2c too: keep
+		# Connection only for a WebSocket upgrade, and only as that.
+		@websocket {
+			header_regexp Connection (?i)(^|,)\s*upgrade\s*(,|$)
+			header_regexp Upgrade (?i)^websocket$
+		}
+		@not_websocket not {
+			header_regexp Connection (?i)(^|,)\s*upgrade\s*(,|$)
+			header_regexp Upgrade (?i)^websocket$
+		}
+		request_header @websocket Connection Upgrade
+		request_header @websocket Upgrade websocket
+		request_header @not_websocket -Connection
+		request_header -HTTP2-Settings
+		# Some servers read X_Keyhole_Org as X-Keyhole-Org: drop every
+		# name with an underscore, as nginx does.
+		request_header -*_*
 		reverse_proxy API {
 			header_up -Authorization
 			header_up -X-Api-Key
 		}
 	}
 `
+
+// traefikSnippet is the README's Traefik dynamic configuration; KEYHOLE and
+// API are filled in.
+const traefikSnippet = `http:
+  routers:
+    api:
+      # Traefik passes any Upgrade on, h2c too: only WebSocket's may.
+      rule: 'PathPrefix("/api/") && (!HeaderRegexp("Upgrade", ".") || HeaderRegexp("Upgrade", "(?i)^websocket$"))'
+      middlewares: [keyhole, drop-headers]   # keyhole first: it needs the key
+      service: api
+  middlewares:
+    keyhole:
+      forwardAuth:
+        address: "http://KEYHOLE/v1/auth"
+        authResponseHeaders:   # replaces any copies the client sent
+          - X-Keyhole-Org
+          - X-Keyhole-Key-Id
+          - X-Keyhole-Env
+          - X-Keyhole-Scopes
+          - X-Request-Id
+    drop-headers:
+      headers:
+        customRequestHeaders:  # an empty value removes the header
+          Authorization: ""
+          X-Api-Key: ""
+          HTTP2-Settings: ""
+  services:
+    api:
+      loadBalancer:
+        servers:
+          - url: "http://API"
+`
+
+// TestReadmeForwardAuthSnippets checks that the snippets the tests below run
+// are, placeholders filled in with the README's addresses, the README's own.
+func TestReadmeForwardAuthSnippets(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(lang string) string {
+		t.Helper()
+		_, rest, ok := strings.Cut(string(readme), "\n```"+lang+"\n")
+		body, _, ok2 := strings.Cut(rest, "\n```\n")
+		if !ok || !ok2 {
+			t.Fatalf("README.md has no %s block", lang)
+		}
+		if strings.Contains(rest[len(body):], "\n```"+lang+"\n") {
+			t.Fatalf("README.md has more than one %s block", lang)
+		}
+		return body + "\n"
+	}
+	fill := strings.NewReplacer("KEYHOLE", "127.0.0.1:8080", "API", "127.0.0.1:9000", "LISTEN", "80")
+	for _, c := range []struct{ lang, readme, test string }{
+		{"nginx", block("nginx"), fill.Replace(strings.TrimPrefix(nginxSnippet, "\n"))},
+		{"caddyfile", block("caddyfile"), "api.example.com {\n" + fill.Replace(strings.TrimPrefix(caddySnippet, "\n")) + "}\n"},
+		{"yaml", block("yaml"), fill.Replace(traefikSnippet)},
+	} {
+		if c.readme != c.test {
+			t.Errorf("README.md's %s block differs from the test's snippet:\nREADME:\n%s\ntest:\n%s", c.lang, c.readme, c.test)
+		}
+	}
+}
 
 func TestNginxAuthRequest(t *testing.T) {
 	bin := "/usr/sbin/nginx"
@@ -133,14 +220,22 @@ http {
 		return string(errLog)
 	}
 	startFront(t, "nginx", listen, logs,
-		exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")))
-	fe.run(t, "http://"+listen, "X-Forwarded-Uri", false)
+		exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log")), nil)
+	fe.run(t, front{
+		addr:             listen,
+		spoof:            "X-Forwarded-Uri",
+		underscoreStatus: 200, // nginx drops the names before keyhole sees them
+		upgradeStatus:    400,
+	})
 }
 
 func TestCaddyForwardAuth(t *testing.T) {
 	bin, err := exec.LookPath("caddy")
 	if err != nil {
 		integrationMissing(t, "caddy is not installed (Debian package caddy)")
+	}
+	if out, err := exec.Command(bin, "version").Output(); err == nil {
+		t.Logf("caddy version: %s", bytes.TrimSpace(out))
 	}
 	fe := newFrontEnv(t)
 	dir := t.TempDir()
@@ -162,8 +257,97 @@ http://%s {
 	cmd := exec.Command(bin, "run", "--config", confPath, "--adapter", "caddyfile")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
-	startFront(t, "caddy", listen, nil, cmd)
-	fe.run(t, "http://"+listen, "X-Original-URI", true)
+	startFront(t, "caddy", listen, nil, cmd, nil)
+	fe.run(t, front{
+		addr:             listen,
+		spoof:            "X-Original-URI",
+		bodies:           true,
+		websocket:        true,
+		underscoreStatus: 400,
+		upgradeStatus:    400,
+	})
+}
+
+// TestTraefikForwardAuth runs the README's Traefik configuration with a
+// traefik binary from PATH. Debian has no Traefik package and CI does not
+// build it, so this skips without one even under
+// KEYHOLE_REQUIRE_INTEGRATION=1.
+func TestTraefikForwardAuth(t *testing.T) {
+	bin, err := exec.LookPath("traefik")
+	if err != nil {
+		t.Skip("skipping: no traefik on PATH; CI does not build Traefik, so this skips even with " +
+			"KEYHOLE_REQUIRE_INTEGRATION=1 (put a traefik v3.6.12 binary on PATH to run it)")
+	}
+	if out, err := exec.Command(bin, "version").Output(); err == nil {
+		t.Logf("traefik version:\n%s", bytes.TrimSpace(out))
+	}
+	fe := newFrontEnv(t)
+	dir := t.TempDir()
+	listen := freeLoopbackAddr(t)
+	dynamic := filepath.Join(dir, "dynamic.yml")
+	if err := os.WriteFile(dynamic, []byte(strings.NewReplacer("KEYHOLE", fe.kh.addr,
+		"API", fe.up.Listener.Addr().String()).Replace(traefikSnippet)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	static := filepath.Join(dir, "traefik.yml")
+	if err := os.WriteFile(static, []byte(fmt.Sprintf(`global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+entryPoints:
+  web:
+    address: "%s"
+providers:
+  file:
+    filename: "%s"
+log:
+  level: INFO
+`, listen, dynamic)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--configFile="+static)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	// Traefik sends no Server header, and listens before its file provider
+	// has loaded the router: it is ready when keyhole answers through it.
+	startFront(t, "traefik", listen, nil, cmd, func(client *http.Client, addr string) (bool, error) {
+		resp, err := client.Get("http://" + addr + "/api/v1/prod/things")
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 401 && strings.Contains(string(body), `"missing_authorization"`), nil
+	})
+	fe.run(t, front{
+		addr:             listen,
+		spoof:            "X-Original-URI",
+		bodies:           true,
+		websocket:        true,
+		underscoreStatus: 400,
+		upgradeStatus:    404, // the router's rule, before keyhole is asked
+		cleansPaths:      true,
+	})
+}
+
+// front is what a front proxy does as the README's snippet sets it up, where
+// the proxies differ.
+type front struct {
+	addr string // host:port on loopback
+	// spoof is the forward-auth URI header this proxy does not set itself,
+	// which a client might add.
+	spoof string
+	// bodies says whether keyhole's JSON error reaches the client.
+	bodies bool
+	// websocket says whether a WebSocket upgrade gets through to the API.
+	websocket bool
+	// underscoreStatus answers names like x_keyhole_scopes: 200 when the
+	// proxy drops them before asking keyhole, else keyhole's 400.
+	underscoreStatus int
+	// upgradeStatus answers an h2c upgrade: keyhole's 400, or the proxy's
+	// own refusal.
+	upgradeStatus int
+	// cleansPaths says the proxy resolves /../ itself before asking keyhole.
+	cleansPaths bool
 }
 
 // frontEnv is a keyhole process with a rules file, its keys, and the
@@ -171,7 +355,7 @@ http://%s {
 type frontEnv struct {
 	kh                         *child
 	up                         *upstreamAPI
-	org                        string
+	token, org                 string
 	live, liveID, test, testID string
 	plain, plainID, once       string
 }
@@ -179,9 +363,9 @@ type frontEnv struct {
 func newFrontEnv(t *testing.T) *frontEnv {
 	t.Helper()
 	const token = "kh_admin_f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
-	fe := &frontEnv{up: newUpstreamAPI(t, nil)}
+	fe := &frontEnv{up: newUpstreamAPI(t, frontUpstream), token: token}
 	fe.kh = startKeyhole(t, "--db", filepath.Join(t.TempDir(), "keyhole.db"), "--admin-token", token,
-		"--rules", writeRules(t))
+		"--rules", writeRules(t), "--flush-interval", "50ms")
 	call := func(path, body string) map[string]any {
 		req, err := http.NewRequest("POST", fe.kh.url()+"/admin/v1"+path, strings.NewReader(body))
 		if err != nil {
@@ -211,34 +395,176 @@ func newFrontEnv(t *testing.T) *frontEnv {
 	return fe
 }
 
-// run sends the cases through the front proxy at base. spoof is the
-// forward-auth header that proxy does not set itself, which a client might
-// add; bodies says whether keyhole's JSON error reaches the client.
-func (fe *frontEnv) run(t *testing.T, base, spoof string, bodies bool) {
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	send := func(method, path string, headers ...string) (int, http.Header, []byte) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(`{"to":"+15550100"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Add(headers[i], headers[i+1])
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("%s %s: reading body: %v", method, path, err)
-		}
-		return resp.StatusCode, resp.Header, body
+// frontUpstream is the API behind the front proxy. It switches to whatever
+// protocol a request asks to upgrade to, as an API that speaks h2c would,
+// then echoes one line; anything else gets a JSON answer.
+func frontUpstream(w http.ResponseWriter, r *http.Request) {
+	upgrade := r.Header.Get("Upgrade")
+	if upgrade == "" || !hasToken(r.Header.Values("Connection"), "upgrade") {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"upstream":true,"path":%q}`+"\n", r.URL.Path)
+		return
 	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, err.Error(), 500)
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", upgrade)
+	brw.Flush()
+	line, _ := brw.ReadString('\n')
+	brw.WriteString("echo " + line)
+	brw.Flush()
+}
+
+// hasToken says whether a comma-separated header holds token, in any case.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// frontResponse is what a front proxy answered; after a 101, echo is what
+// came back through the switched connection for "ping\n".
+type frontResponse struct {
+	status int
+	header http.Header
+	body   []byte
+	echo   string
+}
+
+// send writes one request to the front proxy byte for byte, so that a
+// header can be repeated or spelt as a client chooses, and reads the answer.
+// headers are name, value pairs; a POST carries a small JSON body.
+func (f front) send(t *testing.T, method, path string, headers ...string) frontResponse {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	body := ""
+	if method == "POST" {
+		body = `{"to":"+15550100"}`
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
+		method, path, f.addr, len(body))
+	for i := 0; i+1 < len(headers); i += 2 {
+		fmt.Fprintf(&b, "%s: %s\r\n", headers[i], headers[i+1])
+	}
+	b.WriteString("\r\n" + body)
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	r := frontResponse{status: resp.StatusCode, header: resp.Header}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		io.WriteString(conn, "ping\n")
+		r.echo, _ = br.ReadString('\n')
+		return r
+	}
+	defer resp.Body.Close()
+	if r.body, err = io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return r
+}
+
+// checkNothingSmuggled fails if the API received what a client must not get
+// through a front proxy: a name with _ that folds onto a header keyhole sets
+// or reads, an h2c upgrade, or HTTP2-Settings.
+func checkNothingSmuggled(t *testing.T, h http.Header) {
+	t.Helper()
+	for name, values := range h {
+		folded := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+		switch {
+		case strings.Contains(name, "_") && (strings.HasPrefix(folded, "x-keyhole-") ||
+			strings.HasPrefix(folded, "x-forwarded-") || strings.HasPrefix(folded, "x-original-") ||
+			folded == "authorization" || folded == "x-api-key" || folded == "x-request-id"):
+			t.Errorf("the upstream received %s, which some servers read as %s", name, folded)
+		case folded == "http2-settings":
+			t.Errorf("the upstream received HTTP2-Settings")
+		case folded == "upgrade" && strings.Contains(strings.ToLower(strings.Join(values, ",")), "h2c"):
+			t.Errorf("the upstream received Upgrade: %q", values)
+		}
+	}
+}
+
+// checkRequestID fails unless h carries one X-Request-Id of keyhole's shape
+// that is not the client's.
+func checkRequestID(t *testing.T, h http.Header, client string) string {
+	t.Helper()
+	ids := h.Values("X-Request-Id")
+	if len(ids) != 1 || !strings.HasPrefix(ids[0], "req_") || ids[0] == client {
+		t.Errorf("upstream X-Request-Id = %q; want one req_ id from keyhole", ids)
+		return ""
+	}
+	return ids[0]
+}
+
+// run sends the cases through the front proxy f.
+func (fe *frontEnv) run(t *testing.T, f front) {
 	spoofed := []string{"X-Keyhole-Org", "org_evil", "X-Keyhole-Key-Id", "key_evil",
 		"X-Keyhole-Env", "live", "X-Keyhole-Scopes", "*"}
 	with := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
+	const clientID = "req_00000000c0ffee00"
+	// reached checks the one request a case got through to the upstream.
+	reached := func(t *testing.T, before int, method, path, wantID, wantEnv, wantScopes string) seenRequest {
+		t.Helper()
+		if n := len(fe.up.requests()); n != before+1 {
+			t.Fatalf("upstream saw %d requests; want %d", n, before+1)
+		}
+		seen := fe.up.last(t)
+		if seen.method != method || seen.uri != path {
+			t.Errorf("upstream got %s %s; want %s %s", seen.method, seen.uri, method, path)
+		}
+		want := map[string]string{"X-Keyhole-Org": fe.org, "X-Keyhole-Key-Id": wantID, "X-Keyhole-Env": wantEnv}
+		if wantScopes != "" {
+			want["X-Keyhole-Scopes"] = wantScopes
+		} else if got := seen.header.Values("X-Keyhole-Scopes"); len(got) > 1 || len(got) == 1 && got[0] != "" {
+			t.Errorf("upstream X-Keyhole-Scopes = %q; want none or empty", got)
+		}
+		checkForwardedIdentity(t, seen.header, want)
+		checkRequestID(t, seen.header, clientID)
+		checkNothingSmuggled(t, seen.header)
+		return seen
+	}
+	// refused checks a refusal that never reached the upstream.
+	refused := func(t *testing.T, before int, r frontResponse, wantStatus int, wantCode string) {
+		t.Helper()
+		if r.status != wantStatus {
+			t.Fatalf("status %d %q; want %d", r.status, r.body, wantStatus)
+		}
+		if n := len(fe.up.requests()); n != before {
+			t.Fatalf("the upstream was reached by a request that was refused")
+		}
+		if wantStatus == 429 && r.header.Get("Retry-After") == "" {
+			t.Errorf("429 without Retry-After")
+		}
+		if !f.bodies || wantCode == "" {
+			return
+		}
+		if wantStatus == 429 && r.header.Get("X-Ratelimit-Remaining") != "0" {
+			t.Errorf("429 X-RateLimit-Remaining = %q; want 0", r.header.Get("X-Ratelimit-Remaining"))
+		}
+		var e errorBody
+		if err := json.Unmarshal(r.body, &e); err != nil || e.Error.Code != wantCode {
+			t.Errorf("body = %q; want keyhole's error %q", r.body, wantCode)
+		}
+	}
 
 	allowed := []struct {
 		name       string
@@ -255,34 +581,55 @@ func (fe *frontEnv) run(t *testing.T, base, spoof string, bodies bool) {
 		{"x-api-key", "GET", "/api/v1/prod/things", []string{"X-Api-Key", fe.live}, fe.liveID, "live", "sms:send"},
 		{"test key on the test base", "POST", "/api/v1/dev/sms/send", bearer(fe.test), fe.testID, "test", "sms:send"},
 		{"key without scopes, spoofing some", "GET", "/api/v1/prod/things", with(bearer(fe.plain), spoofed...), fe.plainID, "live", ""},
+		{"client's own request id", "GET", "/api/v1/prod/things", with(bearer(fe.live), "X-Request-Id", clientID), fe.liveID, "live", "sms:send"},
+		// A proxy that drops the headers a client's Connection header names,
+		// after setting keyhole's, sends the API no identity, or the client's.
+		{"Connection naming keyhole's headers", "GET", "/api/v1/prod/things",
+			with(bearer(fe.live), "Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes, X-Request-Id"),
+			fe.liveID, "live", "sms:send"},
+		{"Connection naming keyhole's headers, in a second Connection header", "GET", "/api/v1/prod/things",
+			with(bearer(fe.live), append(spoofed, "Connection", "keep-alive",
+				"Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes, X-Request-Id")...),
+			fe.liveID, "live", "sms:send"},
+		{"Connection naming keyhole's headers, without a scope", "GET", "/api/v1/prod/things",
+			with(bearer(fe.plain), "X-Keyhole-Scopes", "*", "Connection", "X-Keyhole-Scopes"), fe.plainID, "live", ""},
 	}
 	for _, tt := range allowed {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(fe.up.requests())
-			status, _, body := send(tt.method, tt.path, tt.headers...)
-			if status != 200 || !strings.Contains(string(body), `"upstream":true`) {
-				t.Fatalf("%s %s = %d %q; want 200 from the upstream", tt.method, tt.path, status, body)
+			r := f.send(t, tt.method, tt.path, tt.headers...)
+			if r.status != 200 || !strings.Contains(string(r.body), `"upstream":true`) {
+				t.Fatalf("%s %s = %d %q; want 200 from the upstream", tt.method, tt.path, r.status, r.body)
 			}
-			if n := len(fe.up.requests()); n != before+1 {
-				t.Fatalf("upstream saw %d requests; want %d", n, before+1)
-			}
-			seen := fe.up.last(t)
-			if seen.method != tt.method || seen.uri != tt.path {
-				t.Errorf("upstream got %s %s; want %s %s", seen.method, seen.uri, tt.method, tt.path)
-			}
-			want := map[string]string{"X-Keyhole-Org": fe.org, "X-Keyhole-Key-Id": tt.wantID, "X-Keyhole-Env": tt.wantEnv}
-			if tt.wantScopes != "" {
-				want["X-Keyhole-Scopes"] = tt.wantScopes
-			} else if got := seen.header.Values("X-Keyhole-Scopes"); len(got) > 1 || len(got) == 1 && got[0] != "" {
-				t.Errorf("upstream X-Keyhole-Scopes = %q; want none or empty", got)
-			}
-			checkForwardedIdentity(t, seen.header, want)
+			reached(t, before, tt.method, tt.path, tt.wantID, tt.wantEnv, tt.wantScopes)
 		})
 	}
 
+	t.Run("request id in keyhole's log", func(t *testing.T) {
+		r := f.send(t, "GET", "/api/v1/prod/things", bearer(fe.live)...)
+		if r.status != 200 {
+			t.Fatalf("status %d %q; want 200", r.status, r.body)
+		}
+		id := checkRequestID(t, fe.up.last(t).header, clientID)
+		if id == "" {
+			return
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !fe.logged(t, id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("keyhole's request log has no entry %s, the id the upstream received", id)
+			}
+			time.Sleep(20 * time.Millisecond) // polling for the log flush, not timing a result
+		}
+	})
+
 	// The first request of the 1/1m key uses up its minute.
-	if status, _, body := send("GET", "/api/v1/prod/things", bearer(fe.once)...); status != 200 {
-		t.Fatalf("first request of a 1/1m key = %d %q; want 200", status, body)
+	if r := f.send(t, "GET", "/api/v1/prod/things", bearer(fe.once)...); r.status != 200 {
+		t.Fatalf("first request of a 1/1m key = %d %q; want 200", r.status, r.body)
+	}
+	dotDot, dotDotCode := 400, "invalid_request"
+	if f.cleansPaths {
+		dotDot, dotDotCode = 401, "environment_mismatch" // keyhole checks /api/v1/prod/things
 	}
 	blocked := []struct {
 		name       string
@@ -298,35 +645,123 @@ func (fe *frontEnv) run(t *testing.T, base, spoof string, bodies bool) {
 		{"live key on the test base", "GET", "/api/v1/dev/things", bearer(fe.live), 401, "environment_mismatch"},
 		{"missing scope", "POST", "/api/v1/prod/sms/send", bearer(fe.plain), 403, "insufficient_scope"},
 		{"spoofed forward-auth path", "GET", "/api/v1/prod/things",
-			with(bearer(fe.test), spoof, "/api/v1/dev/things"), 400, "invalid_request"},
-		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/things", bearer(fe.test), 400, "invalid_request"},
+			with(bearer(fe.test), f.spoof, "/api/v1/dev/things"), 400, "invalid_request"},
+		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/things", bearer(fe.test), dotDot, dotDotCode},
 		{"rate limited", "GET", "/api/v1/prod/things", bearer(fe.once), 429, "rate_limited"},
 	}
 	for _, tt := range blocked {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(fe.up.requests())
-			status, header, body := send(tt.method, tt.path, tt.headers...)
-			if status != tt.wantStatus {
-				t.Fatalf("%s %s = %d %q; want %d", tt.method, tt.path, status, body, tt.wantStatus)
-			}
-			if n := len(fe.up.requests()); n != before {
-				t.Fatalf("the upstream was reached by a request keyhole refused")
-			}
-			if tt.wantStatus == 429 && header.Get("Retry-After") == "" {
-				t.Errorf("429 without Retry-After")
-			}
-			if !bodies {
-				return
-			}
-			if tt.wantStatus == 429 && header.Get("X-Ratelimit-Remaining") != "0" {
-				t.Errorf("429 X-RateLimit-Remaining = %q; want 0", header.Get("X-Ratelimit-Remaining"))
-			}
-			var e errorBody
-			if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != tt.wantCode {
-				t.Errorf("body = %q; want keyhole's error %q", body, tt.wantCode)
-			}
+			refused(t, before, f.send(t, tt.method, tt.path, tt.headers...), tt.wantStatus, tt.wantCode)
 		})
 	}
+
+	// Servers that fold _ into - (WSGI, CGI, PHP) would read these as
+	// keyhole's headers, merged with keyhole's own values.
+	t.Run("names with underscores", func(t *testing.T) {
+		before := len(fe.up.requests())
+		r := f.send(t, "GET", "/api/v1/prod/things", with(bearer(fe.live), "X_Keyhole_Org", "org_evil",
+			"x_keyhole_scopes", "*", "X-Keyhole_Env", "test", "X_Request_Id", clientID)...)
+		if f.underscoreStatus != 200 {
+			refused(t, before, r, f.underscoreStatus, "invalid_request")
+			return
+		}
+		if r.status != 200 {
+			t.Fatalf("status %d %q; want 200 from the upstream", r.status, r.body)
+		}
+		reached(t, before, "GET", "/api/v1/prod/things", fe.liveID, "live", "sms:send")
+	})
+
+	// An h2c upgrade that reaches the API would turn the connection into an
+	// HTTP/2 one no proxy looks into, with no identity of keyhole's on its
+	// streams.
+	const settings = "AAMAAABkAARAAAAAAAIAAAAA"
+	upgrades := []struct {
+		name    string
+		headers []string
+		refused bool
+	}{
+		{"h2c upgrade", []string{"Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c", "HTTP2-Settings", settings}, true},
+		{"h2c upgrade, HTTP2-Settings not named in Connection", []string{"Connection", "Upgrade", "Upgrade", "h2c", "HTTP2-Settings", settings}, true},
+		{"h2c upgrade after websocket", []string{"Connection", "Upgrade, HTTP2-Settings", "Upgrade", "websocket", "Upgrade", "h2c", "HTTP2-Settings", settings}, false},
+		{"h2c upgrade before websocket", []string{"Connection", "Upgrade", "Upgrade", "h2c", "Upgrade", "websocket"}, false},
+		{"h2c upgrade with websocket in one header", []string{"Connection", "Upgrade", "Upgrade", "websocket, h2c"}, false},
+	}
+	for _, tt := range upgrades {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(fe.up.requests())
+			r := f.send(t, "GET", "/api/v1/prod/things", with(bearer(fe.live), tt.headers...)...)
+			for _, seen := range fe.up.requests()[before:] {
+				checkNothingSmuggled(t, seen.header)
+			}
+			if r.status == http.StatusSwitchingProtocols && !strings.EqualFold(r.header.Get("Upgrade"), "websocket") {
+				t.Fatalf("101 to Upgrade: %q", r.header.Values("Upgrade"))
+			}
+			if !tt.refused {
+				return
+			}
+			code := "invalid_request"
+			if f.upgradeStatus != 400 {
+				code = "" // the proxy's own refusal, not keyhole's
+			}
+			refused(t, before, r, f.upgradeStatus, code)
+		})
+	}
+
+	t.Run("websocket upgrade", func(t *testing.T) {
+		before := len(fe.up.requests())
+		r := f.send(t, "GET", "/api/v1/prod/things", with(bearer(fe.live), append(spoofed,
+			"Connection", "keep-alive, Upgrade, X-Keyhole-Org, X-Keyhole-Key-Id, X-Request-Id",
+			"Upgrade", "websocket", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version", "13")...)...)
+		switch {
+		case f.websocket && r.status != 101:
+			t.Fatalf("status %d %q; want 101 from the upstream", r.status, r.body)
+		case f.websocket && r.echo != "echo ping\n":
+			t.Fatalf("through the upgraded connection: %q; want \"echo ping\\n\"", r.echo)
+		case !f.websocket && r.status != 200:
+			t.Fatalf("status %d %q; want 200 from the upstream, not upgraded", r.status, r.body)
+		}
+		seen := reached(t, before, "GET", "/api/v1/prod/things", fe.liveID, "live", "sms:send")
+		if got := seen.header.Values("Upgrade"); f.websocket && (len(got) != 1 || got[0] != "websocket") || !f.websocket && len(got) != 0 {
+			t.Errorf("upstream Upgrade = %q", got)
+		}
+	})
+
+	t.Run("the upstream never saw a smuggled header", func(t *testing.T) {
+		for _, seen := range fe.up.requests() {
+			checkNothingSmuggled(t, seen.header)
+		}
+	})
+}
+
+// logged says whether keyhole's request log for the org has an entry with
+// request id id.
+func (fe *frontEnv) logged(t *testing.T, id string) bool {
+	t.Helper()
+	req, err := http.NewRequest("GET", fe.kh.url()+"/admin/v1/orgs/"+fe.org+"/logs?limit=100", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+fe.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Entries []struct {
+			RequestID string `json:"request_id"`
+		} `json:"entries"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET logs = %d, %v; want 200", resp.StatusCode, err)
+	}
+	for _, e := range page.Entries {
+		if e.RequestID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // freeLoopbackAddr is a loopback address with a port that was free a moment
@@ -361,9 +796,11 @@ func (b *lockedBuffer) String() string {
 }
 
 // startFront runs cmd in its own process group, which is killed when the
-// test ends, and waits until addr accepts connections. logs, if not nil,
+// test ends, and waits until ready says it answers on addr; a nil ready
+// waits for an answer whose Server header names name. logs, if not nil,
 // adds the process's log files to a failure message.
-func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.Cmd) {
+func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.Cmd,
+	ready func(client *http.Client, addr string) (bool, error)) {
 	t.Helper()
 	out := new(lockedBuffer)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -387,6 +824,21 @@ func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.C
 		}
 		return s
 	}
+	if ready == nil {
+		// Ask over HTTP and check who answers, in case something else took
+		// the port first.
+		ready = func(client *http.Client, addr string) (bool, error) {
+			resp, err := client.Get("http://" + addr + "/")
+			if err != nil {
+				return false, nil
+			}
+			resp.Body.Close()
+			if server := resp.Header.Get("Server"); !strings.Contains(strings.ToLower(server), name) {
+				return false, fmt.Errorf("%s is answered by %q, not %s", addr, server, name)
+			}
+			return true, nil
+		}
+	}
 	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -395,13 +847,11 @@ func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.C
 			t.Fatalf("%s exited before listening on %s:\n%s", name, addr, report())
 		default:
 		}
-		// Ask over HTTP and check who answers, in case something else took
-		// the port first.
-		if resp, err := client.Get("http://" + addr + "/"); err == nil {
-			resp.Body.Close()
-			if server := resp.Header.Get("Server"); !strings.Contains(strings.ToLower(server), name) {
-				t.Fatalf("%s is answered by %q, not %s", addr, server, name)
-			}
+		ok, err := ready(client, addr)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, report())
+		}
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
