@@ -115,41 +115,65 @@ type proxyEnv struct {
 func newProxyEnv(t *testing.T, handler http.HandlerFunc) *proxyEnv {
 	t.Helper()
 	up := newUpstreamAPI(t, handler)
+	pe := newProxyEnvTo(t, up.URL)
+	pe.up = up
+	return pe
+}
+
+// newProxyEnvTo is keyhole with testRules in front of the upstream at
+// upstream, a URL; pe.up is nil.
+func newProxyEnvTo(t *testing.T, upstream string) *proxyEnv {
+	t.Helper()
 	rules := writeRules(t)
 	te := newTestEnv(t, func(c *config) {
-		c.upstream = up.URL
+		c.upstream = upstream
 		c.rulesPath = rules
 	})
 	kh := httptest.NewServer(te.s)
 	t.Cleanup(kh.Close)
-	return &proxyEnv{testEnv: te, up: up, url: kh.URL, org: te.createOrg("acme")}
+	return &proxyEnv{testEnv: te, url: kh.URL, org: te.createOrg("acme")}
 }
 
 // send makes one real HTTP request to keyhole; headers alternate name, value.
 func (pe *proxyEnv) send(method, path string, body io.Reader, headers ...string) *http.Response {
 	pe.t.Helper()
-	req, err := http.NewRequest(method, pe.url+path, body)
-	if err != nil {
-		pe.t.Fatal(err)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		pe.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	pe.t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	return sendTo(pe.t, pe.url, method, path, body, headers...)
 }
 
 // read sends a request and reads the whole answer.
 func (pe *proxyEnv) read(method, path string, body io.Reader, headers ...string) response {
 	pe.t.Helper()
-	resp := pe.send(method, path, body, headers...)
+	return readFrom(pe.t, pe.url, method, path, body, headers...)
+}
+
+// sendTo makes one real HTTP request to the server at base. path (with
+// any query) goes on the request line exactly as written: Go's client
+// neither cleans nor re-escapes it.
+func sendTo(t testing.TB, base, method, path string, body io.Reader, headers ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, base, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Opaque = path
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// readFrom sends a request with sendTo and reads the whole answer.
+func readFrom(t testing.TB, base, method, path string, body io.Reader, headers ...string) response {
+	t.Helper()
+	resp := sendTo(t, base, method, path, body, headers...)
 	buf, err := io.ReadAll(resp.Body)
 	if err != nil {
-		pe.t.Fatalf("%s %s: reading body: %v", method, path, err)
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
 	return response{status: resp.StatusCode, header: resp.Header, body: buf}
 }
@@ -812,18 +836,8 @@ func TestProxyUpgrade(t *testing.T) {
 		brw.Flush()
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(pe.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", key)
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, br, resp := rawExchange(t, pe.url,
+		"GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+key+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	reqID := resp.Header.Values("X-Request-Id")
 	if resp.StatusCode != 101 || len(reqID) != 1 || !strings.HasPrefix(reqID[0], "req_") {
 		t.Fatalf("status %d, X-Request-Id %q; want 101 and keyhole's id", resp.StatusCode, reqID)
@@ -841,6 +855,29 @@ func TestProxyUpgrade(t *testing.T) {
 	if got := pe.loggedStatus(reqID[0]); got != 101 {
 		t.Errorf("logged status = %d; want 101", got)
 	}
+}
+
+// rawExchange writes request, bytes as they are, on a new connection to the
+// server at base and reads the answer's head: for requests that switch
+// protocols, whose connection is the caller's after that. The connection
+// has a 10s deadline and is closed when the test ends.
+func rawExchange(t *testing.T, base, request string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the answer to %q: %v", strings.SplitN(request, "\r\n", 2)[0], err)
+	}
+	return conn, br, resp
 }
 
 // TestOwnHeaderNames keeps the names the proxy clears from an upstream's
