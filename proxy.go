@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -41,6 +42,7 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 		// X-Keyhole-Org" removed them.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
+			dropProxyHeaders(pr.Out.Header)
 			pr.SetXForwarded()
 			for _, name := range forwardedNames {
 				pr.Out.Header[name] = pr.In.Header[name]
@@ -76,6 +78,21 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 		},
 	}
 	return &proxy{rp: rp, transport: transport}, nil
+}
+
+// dropProxyHeaders removes what a client sent in the headers by which a
+// proxy tells the upstream about the client (X-Forwarded-Ssl,
+// X-Forwarded-Protocol, X-Real-Ip, X-Original-URI…): keyhole is that
+// proxy, and an upstream that trusts them from its address (gunicorn does,
+// from 127.0.0.1) would take the client's word. ReverseProxy has already
+// removed Forwarded and the X-Forwarded-For, -Host and -Proto that
+// SetXForwarded then sets.
+func dropProxyHeaders(h http.Header) {
+	for name := range h {
+		if strings.HasPrefix(name, "X-Forwarded-") || strings.HasPrefix(name, "X-Original-") || name == "X-Real-Ip" {
+			delete(h, name)
+		}
+	}
 }
 
 // forwardedNames are the headers keyhole sets on a proxied request.

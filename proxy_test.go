@@ -235,6 +235,8 @@ func TestProxyHeaders(t *testing.T) {
 		{"connection names identity headers", append(bearer(key),
 			"Connection", "X-Keyhole-Org, X-Keyhole-Key-Id, X-Keyhole-Env, X-Keyhole-Scopes, X-Request-Id")},
 		{"client's own request id", append(bearer(key), "X-Request-Id", "req_forged")},
+		{"client's proxy headers", append(bearer(key), "X-Forwarded-Ssl", "on", "X-Forwarded-Protocol", "https",
+			"X-Forwarded-For", "10.9.9.9", "Forwarded", "for=10.9.9.9;proto=https", "X-Real-Ip", "10.9.9.9", "X-Original-Uri", "/api/v1/dev/x")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,6 +251,14 @@ func TestProxyHeaders(t *testing.T) {
 				t.Errorf("upstream got %s %s; want POST /api/v1/prod/sms/send?to=%%2B15550100&x=1", seen.method, seen.uri)
 			}
 			checkForwardedIdentity(t, seen.header, want)
+			for _, name := range []string{"X-Forwarded-Ssl", "X-Forwarded-Protocol", "Forwarded", "X-Real-Ip", "X-Original-Uri"} {
+				if got := seen.header.Values(name); len(got) != 0 {
+					t.Errorf("upstream %s = %q; want the client's dropped", name, got)
+				}
+			}
+			if got := seen.header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "127.0.0.1" {
+				t.Errorf("upstream X-Forwarded-For = %q; want keyhole's [127.0.0.1]", got)
+			}
 			// The upstream's logs and keyhole's join on the request id.
 			if got, sent := seen.header.Values("X-Request-Id"), r.header.Get("X-Request-Id"); len(got) != 1 || got[0] != sent {
 				t.Errorf("upstream X-Request-Id = %q; want keyhole's %q", got, sent)
