@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -404,8 +405,8 @@ func (s *server) internal(err error, what string) *apiError {
 }
 
 // failThrottle slows down guessing of admin tokens: after maxFails failures
-// in a minute from one client address, that address is refused for the rest
-// of the minute, whatever it sends.
+// in a minute from one client (an IPv4 address or an IPv6 /64), that client
+// is refused for the rest of the minute, whatever it sends.
 type failThrottle struct {
 	mu    sync.Mutex
 	fails map[string]*failCount
@@ -420,29 +421,63 @@ const (
 	maxFails      = 10
 	failWindow    = time.Minute
 	maxFailClient = 10000
+	// failKeep is how many live blocks a full table keeps, at most.
+	failKeep = maxFailClient - maxFailClient/8
 )
 
 func newFailThrottle() *failThrottle {
 	return &failThrottle{fails: make(map[string]*failCount)}
 }
 
+func (f *failCount) live(now time.Time) bool { return now.Sub(f.since) < failWindow }
+
 func (t *failThrottle) blocked(client string, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.fails[client]
-	return f != nil && now.Sub(f.since) < failWindow && f.n >= maxFails
+	return f != nil && f.live(now) && f.n >= maxFails
 }
 
 func (t *failThrottle) fail(client string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.fails[client]
-	if f == nil || now.Sub(f.since) >= failWindow {
-		if len(t.fails) >= maxFailClient {
-			t.fails = make(map[string]*failCount) // bound memory under a spray of addresses
+	if f == nil || !f.live(now) {
+		if f == nil && len(t.fails) >= maxFailClient {
+			t.evict(now)
 		}
 		f = &failCount{since: now}
 		t.fails[client] = f
 	}
 	f.n++
+}
+
+// evict makes room in a full table without forgetting the worst offenders,
+// so that failures from many addresses cannot lift the blocks of others: it
+// drops entries whose window has passed and entries that are not blocked,
+// and then, only if blocks still fill more than failKeep, the blocks that
+// end soonest. Freeing an eighth of the table at a time, not one entry,
+// spares a spray of new addresses a scan of the whole table each.
+func (t *failThrottle) evict(now time.Time) {
+	for c, f := range t.fails {
+		if !f.live(now) || f.n < maxFails {
+			delete(t.fails, c)
+		}
+	}
+	excess := len(t.fails) - failKeep
+	if excess <= 0 {
+		return
+	}
+	starts := make([]int64, 0, len(t.fails))
+	for _, f := range t.fails {
+		starts = append(starts, f.since.UnixNano())
+	}
+	slices.Sort(starts) // a window's start orders blocks by their end
+	cutoff := starts[excess-1]
+	for c, f := range t.fails {
+		if excess > 0 && f.since.UnixNano() <= cutoff {
+			delete(t.fails, c)
+			excess--
+		}
+	}
 }
