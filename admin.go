@@ -327,8 +327,10 @@ type rollRequest struct {
 
 const maxGrace = 366 * 24 * time.Hour
 
-// rollKey issues a new key like the old one; the old one expires after the
-// grace period. Both records commit in one transaction.
+// rollKey issues a new key like the old one, expiry included, so that a
+// roll never extends a temporary key's life; the old one expires after the
+// grace period, or sooner if it was due to. Both records commit in one
+// transaction.
 func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
 	var req rollRequest
 	if aerr := decodeStrict(w, r, &req, true); aerr != nil {
@@ -352,10 +354,14 @@ func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Pa
 		return invalidRequest("Key %s is revoked and cannot be rolled.", old.ID)
 	}
 	now := s.now()
-	if end := now.Add(grace).UnixNano(); old.ExpiresAt == 0 || end < old.ExpiresAt {
+	expiresAt := old.ExpiresAt
+	if expiresAt != 0 && now.UnixNano() >= expiresAt {
+		return invalidRequest("Key %s has expired and cannot be rolled.", old.ID)
+	}
+	if end := now.Add(grace).UnixNano(); expiresAt == 0 || end < expiresAt {
 		old.ExpiresAt = end
 	}
-	key, fresh, err := s.issueRolled(old, now)
+	key, fresh, err := s.issueRolled(old, expiresAt, now)
 	if err != nil {
 		return s.internal(err, "rolling key")
 	}
@@ -365,11 +371,11 @@ func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Pa
 	return nil
 }
 
-func (s *server) issueRolled(old keyRecord, now time.Time) (string, keyRecord, error) {
+func (s *server) issueRolled(old keyRecord, expiresAt int64, now time.Time) (string, keyRecord, error) {
 	key, lookup := s.format.newKey(old.Env)
 	fresh := keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
 		Prefix: lookup, Hash: hashKey(key), Scopes: old.Scopes, RateLimits: old.RateLimits,
-		CreatedAt: now.UnixNano()}
+		CreatedAt: now.UnixNano(), ExpiresAt: expiresAt}
 	if err := s.store.PutKeys(&fresh, &old); err != nil {
 		return "", fresh, err
 	}

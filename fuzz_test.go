@@ -518,7 +518,7 @@ type adminState struct {
 	closeEnv   func()
 	org        string
 	roll       keyView // as created
-	rollID     string
+	rollID     string  // the newest key rolled from roll: an older one may have expired
 	revokeID   string
 	orgsBody   string
 	keysBody   string
@@ -526,7 +526,9 @@ type adminState struct {
 	stale      bool // the snapshot may be behind the data
 }
 
-const adminRollBody = `{"name":"roll-me","env":"live","scopes":["a:b","*"],"rate_limits":[{"limit":7,"window":"90s"},{"limit":100,"window":"60m"}]}`
+// adminRollBody's expires_at is within the longest grace period of the
+// fuzz clock, which does not move: some grace periods are cut short by it.
+const adminRollBody = `{"name":"roll-me","env":"live","scopes":["a:b","*"],"rate_limits":[{"limit":7,"window":"90s"},{"limit":100,"window":"60m"}],"expires_at":"2026-12-01T00:00:00Z"}`
 
 func newAdminState(tb testing.TB) *adminState {
 	te, closeEnv := newFuzzEnv(tb)
@@ -735,10 +737,15 @@ func FuzzAdminBodies(f *testing.F) {
 				checkCreatedKey(t, te, body, v)
 			case "roll":
 				checkNewKey(t, te, "roll", v)
+				was, is := keyExpiry(t, st.keysBody, st.rollID), keyExpiry(t, keys, st.rollID)
 				if v.Name != st.roll.Name || v.Env != st.roll.Env || !reflect.DeepEqual(v.Scopes, st.roll.Scopes) ||
-					!reflect.DeepEqual(v.RateLimits, st.roll.RateLimits) || v.ExpiresAt != nil || v.ID == st.rollID {
-					t.Fatalf("roll: answer %s is not like %+v", r.body, st.roll)
+					!reflect.DeepEqual(v.RateLimits, st.roll.RateLimits) || !reflect.DeepEqual(v.ExpiresAt, was) || v.ID == st.rollID {
+					t.Fatalf("roll: answer %s is not like %+v expiring at %v", r.body, st.roll, was)
 				}
+				if is == nil || was != nil && *is > *was { // the layout's times sort as text
+					t.Fatalf("roll: the old key's expires_at went from %v to %v", was, is)
+				}
+				st.rollID = v.ID
 			case "revoke":
 				if v.ID != st.revokeID || v.RevokedAt == nil {
 					t.Fatalf("revoke: answer %s", r.body)
@@ -748,6 +755,22 @@ func FuzzAdminBodies(f *testing.F) {
 			st.orgsBody, st.keysBody, st.tokenCount = st.snapshot(t)
 		}
 	})
+}
+
+// keyExpiry is the expires_at of key id in a key list answer.
+func keyExpiry(t *testing.T, list, id string) *string {
+	t.Helper()
+	var m map[string][]keyView
+	if err := json.Unmarshal([]byte(list), &m); err != nil {
+		t.Fatalf("list %s: %v", list, err)
+	}
+	for _, k := range m["keys"] {
+		if k.ID == id {
+			return k.ExpiresAt
+		}
+	}
+	t.Fatalf("key %s is not in %s", id, list)
+	return nil
 }
 
 // checkCreatedKey checks a 201 create-key answer against the request body.
