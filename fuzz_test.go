@@ -651,6 +651,13 @@ var adminBodySeeds = []string{
 	`{"name":"acme"}}`,
 	`{"name":"k","env":"test","expires_at":"2300-01-01T00:00:00Z"}`,
 	"\v\u00a0",
+	`{"NAME":"acme"}`,
+	`{"name":"a","name":"b"}`,
+	`{"name":"k","Env":"test"}`,
+	`{"name":"k","env":"test","rate_limits":[{"Limit":5,"window":"1m"}]}`,
+	`{"name":"k","env":"test","rate_limits":[{"limit":5,"window":"1m","limit":6}]}`,
+	`{"name":"k","env":"test","\u017fcopes":[]}`,
+	`{"Expires_In":"1h"}`,
 }
 
 func FuzzAdminBodies(f *testing.F) {
@@ -700,6 +707,9 @@ func FuzzAdminBodies(f *testing.F) {
 			}
 			if !emptyOrJSON || !ep.emptyOK && strings.Trim(body, " \t\r\n") == "" {
 				t.Fatalf("%s: %q is not a JSON body but got %d %s", ep.name, body, r.status, r.body)
+			}
+			if !namesExactOnce([]byte(body)) {
+				t.Fatalf("%s: %q has a name not exactly a field's, or one twice, but got %d %s", ep.name, body, r.status, r.body)
 			}
 			dOrgs := listLen(t, orgs, "orgs") - listLen(t, st.orgsBody, "orgs")
 			dKeys := listLen(t, keys, "keys") - listLen(t, st.keysBody, "keys")
@@ -755,6 +765,51 @@ func FuzzAdminBodies(f *testing.F) {
 			st.orgsBody, st.keysBody, st.tokenCount = st.snapshot(t)
 		}
 	})
+}
+
+// adminNames are the member names of the admin bodies, at any depth.
+var adminNames = map[string]bool{"name": true, "env": true, "scopes": true, "rate_limits": true,
+	"expires_at": true, "limit": true, "window": true, "expires_in": true}
+
+// namesExactOnce says whether every member name in the JSON text buf is one
+// of adminNames byte for byte, and none is given twice in one object.
+func namesExactOnce(buf []byte) bool {
+	type open struct {
+		names   map[string]bool // nil in a list
+		wantKey bool
+	}
+	var stack []open
+	dec := json.NewDecoder(bytes.NewReader(buf))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return true
+		}
+		var top *open
+		if len(stack) > 0 && stack[len(stack)-1].names != nil {
+			top = &stack[len(stack)-1]
+		}
+		switch name, _ := tok.(string); {
+		case tok == json.Delim('}') || tok == json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		case top != nil && top.wantKey:
+			if !adminNames[name] || top.names[name] {
+				return false
+			}
+			top.names[name], top.wantKey = true, false
+		case tok == json.Delim('{') || tok == json.Delim('['):
+			if top != nil {
+				top.wantKey = true // once this value is closed
+			}
+			o := open{wantKey: true}
+			if tok == json.Delim('{') {
+				o.names = map[string]bool{}
+			}
+			stack = append(stack, o)
+		case top != nil:
+			top.wantKey = true
+		}
+	}
 }
 
 // keyExpiry is the expires_at of key id in a key list answer.
@@ -830,8 +885,8 @@ func jsonStrings(buf []byte) []string {
 }
 
 // refVerifyRequest reads a verify body the slow way: one JSON object whose
-// members key, env and scope (names in any case, as encoding/json matches
-// them) are strings or null, the last one of a name winning; null is "".
+// members key, env and scope (names exactly so, each at most once) are
+// strings or null; null is "".
 func refVerifyRequest(body []byte) (req verifyRequest, ok bool) {
 	if !json.Valid(body) {
 		return req, false
@@ -840,14 +895,16 @@ func refVerifyRequest(body []byte) (req verifyRequest, ok bool) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return req, false
 	}
+	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		name, _ := tok.(string)
-		if err != nil {
+		if err != nil || seen[name] {
 			return req, false
 		}
+		seen[name] = true
 		var dst *string
-		switch strings.ToLower(name) {
+		switch name {
 		case "key":
 			dst = &req.Key
 		case "env":
