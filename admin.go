@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -326,8 +327,10 @@ type rollRequest struct {
 
 const maxGrace = 366 * 24 * time.Hour
 
-// rollKey issues a new key like the old one; the old one expires after the
-// grace period. Both records commit in one transaction.
+// rollKey issues a new key like the old one, expiry included, so that a
+// roll never extends a temporary key's life; the old one expires after the
+// grace period, or sooner if it was due to. Both records commit in one
+// transaction.
 func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
 	var req rollRequest
 	if aerr := decodeStrict(w, r, &req, true); aerr != nil {
@@ -351,10 +354,14 @@ func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Pa
 		return invalidRequest("Key %s is revoked and cannot be rolled.", old.ID)
 	}
 	now := s.now()
-	if end := now.Add(grace).UnixNano(); old.ExpiresAt == 0 || end < old.ExpiresAt {
+	expiresAt := old.ExpiresAt
+	if expiresAt != 0 && now.UnixNano() >= expiresAt {
+		return invalidRequest("Key %s has expired and cannot be rolled.", old.ID)
+	}
+	if end := now.Add(grace).UnixNano(); expiresAt == 0 || end < expiresAt {
 		old.ExpiresAt = end
 	}
-	key, fresh, err := s.issueRolled(old, now)
+	key, fresh, err := s.issueRolled(old, expiresAt, now)
 	if err != nil {
 		return s.internal(err, "rolling key")
 	}
@@ -364,11 +371,11 @@ func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Pa
 	return nil
 }
 
-func (s *server) issueRolled(old keyRecord, now time.Time) (string, keyRecord, error) {
+func (s *server) issueRolled(old keyRecord, expiresAt int64, now time.Time) (string, keyRecord, error) {
 	key, lookup := s.format.newKey(old.Env)
 	fresh := keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
 		Prefix: lookup, Hash: hashKey(key), Scopes: old.Scopes, RateLimits: old.RateLimits,
-		CreatedAt: now.UnixNano()}
+		CreatedAt: now.UnixNano(), ExpiresAt: expiresAt}
 	if err := s.store.PutKeys(&fresh, &old); err != nil {
 		return "", fresh, err
 	}
@@ -404,8 +411,8 @@ func (s *server) internal(err error, what string) *apiError {
 }
 
 // failThrottle slows down guessing of admin tokens: after maxFails failures
-// in a minute from one client address, that address is refused for the rest
-// of the minute, whatever it sends.
+// in a minute from one client (an IPv4 address or an IPv6 /64), that client
+// is refused for the rest of the minute, whatever it sends.
 type failThrottle struct {
 	mu    sync.Mutex
 	fails map[string]*failCount
@@ -420,29 +427,63 @@ const (
 	maxFails      = 10
 	failWindow    = time.Minute
 	maxFailClient = 10000
+	// failKeep is how many live blocks a full table keeps, at most.
+	failKeep = maxFailClient - maxFailClient/8
 )
 
 func newFailThrottle() *failThrottle {
 	return &failThrottle{fails: make(map[string]*failCount)}
 }
 
+func (f *failCount) live(now time.Time) bool { return now.Sub(f.since) < failWindow }
+
 func (t *failThrottle) blocked(client string, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.fails[client]
-	return f != nil && now.Sub(f.since) < failWindow && f.n >= maxFails
+	return f != nil && f.live(now) && f.n >= maxFails
 }
 
 func (t *failThrottle) fail(client string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.fails[client]
-	if f == nil || now.Sub(f.since) >= failWindow {
-		if len(t.fails) >= maxFailClient {
-			t.fails = make(map[string]*failCount) // bound memory under a spray of addresses
+	if f == nil || !f.live(now) {
+		if f == nil && len(t.fails) >= maxFailClient {
+			t.evict(now)
 		}
 		f = &failCount{since: now}
 		t.fails[client] = f
 	}
 	f.n++
+}
+
+// evict makes room in a full table without forgetting the worst offenders,
+// so that failures from many addresses cannot lift the blocks of others: it
+// drops entries whose window has passed and entries that are not blocked,
+// and then, only if blocks still fill more than failKeep, the blocks that
+// end soonest. Freeing an eighth of the table at a time, not one entry,
+// spares a spray of new addresses a scan of the whole table each.
+func (t *failThrottle) evict(now time.Time) {
+	for c, f := range t.fails {
+		if !f.live(now) || f.n < maxFails {
+			delete(t.fails, c)
+		}
+	}
+	excess := len(t.fails) - failKeep
+	if excess <= 0 {
+		return
+	}
+	starts := make([]int64, 0, len(t.fails))
+	for _, f := range t.fails {
+		starts = append(starts, f.since.UnixNano())
+	}
+	slices.Sort(starts) // a window's start orders blocks by their end
+	cutoff := starts[excess-1]
+	for c, f := range t.fails {
+		if excess > 0 && f.since.UnixNano() <= cutoff {
+			delete(t.fails, c)
+			excess--
+		}
+	}
 }

@@ -39,6 +39,17 @@ func TestAdminInputIsStrict(t *testing.T) {
 		{"roll bad duration", "/orgs/" + org + "/keys/" + keyID + "/roll", `{"expires_in":"forever"}`, `"expires_in"`},
 		{"roll negative", "/orgs/" + org + "/keys/" + keyID + "/roll", `{"expires_in":"-1h"}`, `"expires_in"`},
 		{"revoke unknown field", "/orgs/" + org + "/keys/" + keyID + "/revoke", `{"now":true}`, `"now"`},
+		// encoding/json matches names in any case and takes the last of a
+		// name given twice; neither is let through.
+		{"org name in capitals", "/orgs", `{"NAME":"x"}`, `"NAME"`},
+		{"org name twice", "/orgs", `{"name":"a","name":"b"}`, `"name" appears twice`},
+		{"org name twice, escaped", "/orgs", `{"name":"a","n\u0061me":"b"}`, `"name" appears twice`},
+		{"key env capitalized", "/orgs/" + org + "/keys", `{"name":"k","Env":"live"}`, `"Env"`},
+		{"key scopes with a long s", "/orgs/" + org + "/keys", `{"name":"k","env":"live","\u017fcopes":["a:b"]}`, `"ſcopes"`},
+		{"key limit capitalized", "/orgs/" + org + "/keys", `{"name":"k","env":"live","rate_limits":[{"Limit":5,"window":"1m"}]}`, `"Limit"`},
+		{"key window twice", "/orgs/" + org + "/keys", `{"name":"k","env":"live","rate_limits":[{"limit":5,"window":"1h","window":"1m"}]}`, `"window" appears twice`},
+		{"token name twice", "/orgs/" + org + "/admin-tokens", `{"name":"a","name":"a"}`, `"name" appears twice`},
+		{"roll capitalized", "/orgs/" + org + "/keys/" + keyID + "/roll", `{"Expires_In":"1h"}`, `"Expires_In"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

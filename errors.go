@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -93,9 +94,10 @@ const measuredByNetHTTP = 2048
 
 const maxBodyBytes = 64 << 10
 
-// decodeStrict reads one JSON object into v: unknown fields, trailing data,
-// wrong types and bodies over 64 KiB are an invalid_request naming the cause.
-// An empty body decodes as {} when emptyOK.
+// decodeStrict reads one JSON object into v: unknown fields, names that are
+// not a field's byte for byte, names given twice in an object, trailing
+// data, wrong types and bodies over 64 KiB are an invalid_request naming the
+// cause. An empty body decodes as {} when emptyOK.
 func decodeStrict(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *apiError {
 	body := http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	buf, err := io.ReadAll(body)
@@ -125,7 +127,85 @@ func decodeStrictBytes(buf []byte, v any, emptyOK bool) *apiError {
 	if _, err := dec.Token(); err != io.EOF {
 		return invalidRequest("Invalid JSON body: unexpected data after the object.")
 	}
+	return checkNames(json.NewDecoder(strings.NewReader(string(buf))), reflect.TypeOf(v))
+}
+
+// checkNames refuses the member names encoding/json lets through: one that
+// matches a field of t only when case is folded, and one given twice in an
+// object, of which encoding/json takes the last and a proxy in front may
+// read the first. dec holds a value that decoded into a t without error.
+// The bodies' structs have no embedded fields.
+func checkNames(dec *json.Decoder, t reflect.Type) *apiError {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch tok, _ := dec.Token(); tok {
+	case json.Delim('['):
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for dec.More() {
+			if aerr := checkNames(dec, elem); aerr != nil {
+				return aerr
+			}
+		}
+		dec.Token()
+	case json.Delim('{'):
+		return checkMembers(dec, t)
+	}
 	return nil
+}
+
+// checkMembers checks an object's members, after its '{'. Only a struct's
+// names are fixed; a map's or an interface's may be anything, once.
+func checkMembers(dec *json.Decoder, t reflect.Type) *apiError {
+	var fields map[string]reflect.Type
+	if t != nil && t.Kind() == reflect.Struct {
+		fields = jsonFields(t)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, _ := dec.Token()
+		name, _ := tok.(string)
+		if seen[name] {
+			return invalidRequest("Invalid JSON body: field %s appears twice.", strconv.Quote(name))
+		}
+		seen[name] = true
+		var ft reflect.Type
+		switch {
+		case fields != nil:
+			var ok bool
+			if ft, ok = fields[name]; !ok {
+				return invalidRequest("Invalid JSON body: unknown field %s (names are case-sensitive).", strconv.Quote(name))
+			}
+		case t != nil && t.Kind() == reflect.Map:
+			ft = t.Elem()
+		}
+		if aerr := checkNames(dec, ft); aerr != nil {
+			return aerr
+		}
+	}
+	dec.Token()
+	return nil
+}
+
+// jsonFields is the member name encoding/json gives each field of struct t,
+// and the field's type.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	fields := make(map[string]reflect.Type, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	return fields
 }
 
 // jsonProblem turns a decoding error into words that name the field.

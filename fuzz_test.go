@@ -525,7 +525,7 @@ type adminState struct {
 	closeEnv   func()
 	org        string
 	roll       keyView // as created
-	rollID     string
+	rollID     string  // the newest key rolled from roll: an older one may have expired
 	revokeID   string
 	orgsBody   string
 	keysBody   string
@@ -533,7 +533,9 @@ type adminState struct {
 	stale      bool // the snapshot may be behind the data
 }
 
-const adminRollBody = `{"name":"roll-me","env":"live","scopes":["a:b","*"],"rate_limits":[{"limit":7,"window":"90s"},{"limit":100,"window":"60m"}]}`
+// adminRollBody's expires_at is within the longest grace period of the
+// fuzz clock, which does not move: some grace periods are cut short by it.
+const adminRollBody = `{"name":"roll-me","env":"live","scopes":["a:b","*"],"rate_limits":[{"limit":7,"window":"90s"},{"limit":100,"window":"60m"}],"expires_at":"2026-12-01T00:00:00Z"}`
 
 func newAdminState(tb testing.TB) *adminState {
 	te, closeEnv := newFuzzEnv(tb)
@@ -656,6 +658,13 @@ var adminBodySeeds = []string{
 	`{"name":"acme"}}`,
 	`{"name":"k","env":"test","expires_at":"2300-01-01T00:00:00Z"}`,
 	"\v\u00a0",
+	`{"NAME":"acme"}`,
+	`{"name":"a","name":"b"}`,
+	`{"name":"k","Env":"test"}`,
+	`{"name":"k","env":"test","rate_limits":[{"Limit":5,"window":"1m"}]}`,
+	`{"name":"k","env":"test","rate_limits":[{"limit":5,"window":"1m","limit":6}]}`,
+	`{"name":"k","env":"test","\u017fcopes":[]}`,
+	`{"Expires_In":"1h"}`,
 }
 
 func FuzzAdminBodies(f *testing.F) {
@@ -706,6 +715,9 @@ func FuzzAdminBodies(f *testing.F) {
 			if !emptyOrJSON || !ep.emptyOK && strings.Trim(body, " \t\r\n") == "" {
 				t.Fatalf("%s: %q is not a JSON body but got %d %s", ep.name, body, r.status, r.body)
 			}
+			if !namesExactOnce([]byte(body)) {
+				t.Fatalf("%s: %q has a name not exactly a field's, or one twice, but got %d %s", ep.name, body, r.status, r.body)
+			}
 			dOrgs := listLen(t, orgs, "orgs") - listLen(t, st.orgsBody, "orgs")
 			dKeys := listLen(t, keys, "keys") - listLen(t, st.keysBody, "keys")
 			dTokens := tokens - st.tokenCount
@@ -742,10 +754,15 @@ func FuzzAdminBodies(f *testing.F) {
 				checkCreatedKey(t, te, body, v)
 			case "roll":
 				checkNewKey(t, te, "roll", v)
+				was, is := keyExpiry(t, st.keysBody, st.rollID), keyExpiry(t, keys, st.rollID)
 				if v.Name != st.roll.Name || v.Env != st.roll.Env || !reflect.DeepEqual(v.Scopes, st.roll.Scopes) ||
-					!reflect.DeepEqual(v.RateLimits, st.roll.RateLimits) || v.ExpiresAt != nil || v.ID == st.rollID {
-					t.Fatalf("roll: answer %s is not like %+v", r.body, st.roll)
+					!reflect.DeepEqual(v.RateLimits, st.roll.RateLimits) || !reflect.DeepEqual(v.ExpiresAt, was) || v.ID == st.rollID {
+					t.Fatalf("roll: answer %s is not like %+v expiring at %v", r.body, st.roll, was)
 				}
+				if is == nil || was != nil && *is > *was { // the layout's times sort as text
+					t.Fatalf("roll: the old key's expires_at went from %v to %v", was, is)
+				}
+				st.rollID = v.ID
 			case "revoke":
 				if v.ID != st.revokeID || v.RevokedAt == nil {
 					t.Fatalf("revoke: answer %s", r.body)
@@ -755,6 +772,67 @@ func FuzzAdminBodies(f *testing.F) {
 			st.orgsBody, st.keysBody, st.tokenCount = st.snapshot(t)
 		}
 	})
+}
+
+// adminNames are the member names of the admin bodies, at any depth.
+var adminNames = map[string]bool{"name": true, "env": true, "scopes": true, "rate_limits": true,
+	"expires_at": true, "limit": true, "window": true, "expires_in": true}
+
+// namesExactOnce says whether every member name in the JSON text buf is one
+// of adminNames byte for byte, and none is given twice in one object.
+func namesExactOnce(buf []byte) bool {
+	type open struct {
+		names   map[string]bool // nil in a list
+		wantKey bool
+	}
+	var stack []open
+	dec := json.NewDecoder(bytes.NewReader(buf))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return true
+		}
+		var top *open
+		if len(stack) > 0 && stack[len(stack)-1].names != nil {
+			top = &stack[len(stack)-1]
+		}
+		switch name, _ := tok.(string); {
+		case tok == json.Delim('}') || tok == json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		case top != nil && top.wantKey:
+			if !adminNames[name] || top.names[name] {
+				return false
+			}
+			top.names[name], top.wantKey = true, false
+		case tok == json.Delim('{') || tok == json.Delim('['):
+			if top != nil {
+				top.wantKey = true // once this value is closed
+			}
+			o := open{wantKey: true}
+			if tok == json.Delim('{') {
+				o.names = map[string]bool{}
+			}
+			stack = append(stack, o)
+		case top != nil:
+			top.wantKey = true
+		}
+	}
+}
+
+// keyExpiry is the expires_at of key id in a key list answer.
+func keyExpiry(t *testing.T, list, id string) *string {
+	t.Helper()
+	var m map[string][]keyView
+	if err := json.Unmarshal([]byte(list), &m); err != nil {
+		t.Fatalf("list %s: %v", list, err)
+	}
+	for _, k := range m["keys"] {
+		if k.ID == id {
+			return k.ExpiresAt
+		}
+	}
+	t.Fatalf("key %s is not in %s", id, list)
+	return nil
 }
 
 // checkCreatedKey checks a 201 create-key answer against the request body.
@@ -814,8 +892,8 @@ func jsonStrings(buf []byte) []string {
 }
 
 // refVerifyRequest reads a verify body the slow way: one JSON object whose
-// members key, env and scope (names in any case, as encoding/json matches
-// them) are strings or null, the last one of a name winning; null is "".
+// members key, env and scope (names exactly so, each at most once) are
+// strings or null; null is "".
 func refVerifyRequest(body []byte) (req verifyRequest, ok bool) {
 	if !json.Valid(body) {
 		return req, false
@@ -824,14 +902,16 @@ func refVerifyRequest(body []byte) (req verifyRequest, ok bool) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return req, false
 	}
+	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		name, _ := tok.(string)
-		if err != nil {
+		if err != nil || seen[name] {
 			return req, false
 		}
+		seen[name] = true
 		var dst *string
-		switch strings.ToLower(name) {
+		switch name {
 		case "key":
 			dst = &req.Key
 		case "env":

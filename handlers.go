@@ -10,7 +10,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
-	"strings"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -288,10 +288,18 @@ func (s *server) authenticate(r *http.Request) (caller, *apiError) {
 	return c, nil
 }
 
+// clientAddr is who the admin-token throttle counts: the IPv4 address, or
+// the /64 of an IPv6 one, since one IPv6 client is given a whole /64. The
+// port is dropped; an address that does not parse is counted as it is.
 func clientAddr(r *http.Request) string {
-	host := r.RemoteAddr
-	if i := strings.LastIndexByte(host, ':'); i > 0 {
-		host = host[:i]
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
 	}
-	return host
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }

@@ -47,6 +47,7 @@ type testEnv struct {
 	dbPath string
 	cfg    config
 	stderr *bytes.Buffer
+	addr   string // the client address rawDo sends from; 192.0.2.1:1234 if empty
 }
 
 func testConfig(t testing.TB) config {
@@ -133,6 +134,9 @@ func rawDo(te *testEnv, method, path, body string, headers ...string) response {
 	}
 	req := httptest.NewRequest(method, path, rd)
 	req.RemoteAddr = "192.0.2.1:1234"
+	if te.addr != "" {
+		req.RemoteAddr = te.addr
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}

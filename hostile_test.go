@@ -462,18 +462,15 @@ func TestAdminSecurityHeaders(t *testing.T) {
 	}
 }
 
-// TestAdminThrottlePerAddress: failures from one address block that address
-// (even with the right token), not another.
+// TestAdminThrottlePerAddress: failures from one client block that client
+// (even with the right token), not another. A client is an IPv4 address, or
+// an IPv6 /64.
 func TestAdminThrottlePerAddress(t *testing.T) {
 	t.Parallel()
 	te := newTestEnv(t)
 	from := func(addr, token string) int {
-		req := httptest.NewRequest("GET", "/admin/v1/orgs", nil)
-		req.RemoteAddr = addr
-		req.Header.Set("Authorization", "Bearer "+token)
-		rec := httptest.NewRecorder()
-		te.s.ServeHTTP(rec, req)
-		return rec.Code
+		te.addr = addr
+		return te.admin(token, "GET", "/orgs", "").status
 	}
 	wrong := "kh_admin_" + strings.Repeat("8", 32)
 	for i := range maxFails {
@@ -484,12 +481,62 @@ func TestAdminThrottlePerAddress(t *testing.T) {
 	if st := from("198.51.100.7:50000", testRootToken); st != 429 {
 		t.Fatalf("the guessing address with the right token = %d; want 429 (any port)", st)
 	}
-	if st := from("[2001:db8::1]:443", testRootToken); st != 200 {
-		t.Fatalf("another address = %d; want 200", st)
+	if st := from("[::ffff:198.51.100.7]:50000", testRootToken); st != 429 {
+		t.Fatalf("the guessing address mapped to IPv6 = %d; want 429", st)
+	}
+	if st := from("198.51.100.8:50000", testRootToken); st != 200 {
+		t.Fatalf("the next IPv4 address = %d; want 200", st)
+	}
+	for i := range maxFails {
+		from(fmt.Sprintf("[2001:db8:1:2::%x]:443", i+1), wrong)
+	}
+	if st := from("[2001:db8:1:2:ffff::9]:443", testRootToken); st != 429 {
+		t.Fatalf("another address in the guessing /64 = %d; want 429", st)
+	}
+	if st := from("[2001:db8:1:3::1]:443", testRootToken); st != 200 {
+		t.Fatalf("the next /64 = %d; want 200", st)
 	}
 	te.clock.Advance(failWindow)
 	if st := from("198.51.100.7:50001", testRootToken); st != 200 {
 		t.Fatalf("the guessing address after the window = %d; want 200", st)
+	}
+}
+
+// TestAdminThrottleKeepsBlocks: the throttle's table stays within
+// maxFailClient entries, and failures from more addresses than that do not
+// lift a block. Only when every entry is a live block do blocks go, those
+// that end soonest first.
+func TestAdminThrottleKeepsBlocks(t *testing.T) {
+	t.Parallel()
+	te := newTestEnv(t)
+	th := te.s.throttle
+	te.addr = "198.51.100.7:1"
+	for range maxFails {
+		te.admin("kh_admin_"+strings.Repeat("8", 32), "GET", "/orgs", "")
+	}
+	fail := func(client string, n int) {
+		for range n {
+			th.fail(client, te.clock.Now())
+		}
+		if len(th.fails) > maxFailClient {
+			t.Fatalf("%d clients in the table; want at most %d", len(th.fails), maxFailClient)
+		}
+	}
+	for i := range 3 * maxFailClient {
+		fail(fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255), 1)
+	}
+	mustStatus(t, "the blocked address after a spray of others", te.root("GET", "/orgs", ""), 429)
+
+	// Blocks alone fill the table: the oldest, the guesser's, goes first.
+	var last string
+	for i := range maxFailClient {
+		te.clock.Advance(time.Millisecond)
+		last = fmt.Sprintf("2001:db8:%x::/64", i)
+		fail(last, maxFails)
+	}
+	mustStatus(t, "the oldest block, once blocks fill the table", te.root("GET", "/orgs", ""), 200)
+	if !th.blocked(last, te.clock.Now()) {
+		t.Fatal("the newest block was dropped")
 	}
 }
 

@@ -304,6 +304,49 @@ func TestRevokeRollExpiry(t *testing.T) {
 	}
 }
 
+// TestRollKeepsExpiry: rolling a temporary key never extends its life. The
+// new key keeps the old one's expires_at, also after a restart; a grace
+// period longer than the time left does not push the old one's back; an
+// expired key cannot be rolled.
+func TestRollKeepsExpiry(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	const end = "2026-11-24T22:30:00.000Z" // two hours after the test clock's start
+	id, _ := te.createKey(org, `{"name":"temp","env":"live","expires_at":"`+end+`"}`)
+	expiry := func(id string) any {
+		r := te.root("GET", "/orgs/"+org+"/keys/"+id, "")
+		mustStatus(t, "get "+id, r, 200)
+		return r.json(t)["expires_at"]
+	}
+
+	r := te.root("POST", "/orgs/"+org+"/keys/"+id+"/roll", `{"expires_in":"24h"}`)
+	mustStatus(t, "roll with a long grace", r, 201)
+	m := r.json(t)
+	if m["expires_at"] != end || expiry(id) != end {
+		t.Fatalf("new key expires at %v, old at %v; want both %s", m["expires_at"], expiry(id), end)
+	}
+	r = te.root("POST", "/orgs/"+org+"/keys/"+m["id"].(string)+"/roll", `{"expires_in":"30m"}`)
+	mustStatus(t, "roll with a short grace", r, 201)
+	second, newest := m["id"].(string), r.json(t)
+	if newest["expires_at"] != end || expiry(second) != "2026-11-24T21:00:00.000Z" {
+		t.Fatalf("new key expires at %v, old at %v; want %s and 21:00", newest["expires_at"], expiry(second), end)
+	}
+
+	te.restart()
+	if got := expiry(newest["id"].(string)); got != end {
+		t.Fatalf("after a restart the rolled key expires at %v; want %s", got, end)
+	}
+	mustStatus(t, "rolled key before its end", te.whoami(envLive, newest["key"].(string)), 200)
+	te.clock.Advance(2 * time.Hour)
+	if r := te.whoami(envLive, newest["key"].(string)); r.errorCode(t) != "key_expired" {
+		t.Fatalf("rolled key after the old one's end = %d %s; want key_expired", r.status, r.body)
+	}
+	r = te.root("POST", "/orgs/"+org+"/keys/"+newest["id"].(string)+"/roll", "")
+	if r.status != 400 || r.errorCode(t) != "invalid_request" {
+		t.Fatalf("roll of an expired key = %d %s; want 400 invalid_request", r.status, r.body)
+	}
+}
+
 // TestRestartKeepsKeys reopens the real bbolt file: keys, revocations, tokens
 // and org survive; the in-memory index is rebuilt from it.
 func TestRestartKeepsKeys(t *testing.T) {

@@ -65,9 +65,10 @@ func readBody(r io.Reader, bp *[]byte) ([]byte, *apiError) {
 }
 
 // parseVerifyBody parses a JSON object whose members are the strings key,
-// env and scope, as strictly as decodeStrict: unknown members, other types
-// and trailing data are errors that name the cause. Strings without escapes
-// are taken as they are; others are unquoted by encoding/json.
+// env and scope, as strictly as decodeStrict: unknown members (names match
+// byte for byte), a member given twice, other types and trailing data are
+// errors that name the cause. Strings without escapes are taken as they
+// are; others are unquoted by encoding/json.
 func parseVerifyBody(b []byte, req *verifyRequest) *apiError {
 	p := jsonScanner{b: b}
 	if !p.consume('{') {
@@ -76,22 +77,28 @@ func parseVerifyBody(b []byte, req *verifyRequest) *apiError {
 	if p.consume('}') {
 		return p.end()
 	}
+	var seen [3]bool
 	for {
 		name, ok := p.str()
 		if !ok || !p.consume(':') {
 			return invalidRequest("Invalid JSON body: syntax error at byte %d.", p.i)
 		}
 		var dst *string
+		field := 0
 		switch name {
 		case "key":
 			dst = &req.Key
 		case "env":
-			dst = &req.Env
+			dst, field = &req.Env, 1
 		case "scope":
-			dst = &req.Scope
+			dst, field = &req.Scope, 2
 		default:
 			return invalidRequest("Invalid JSON body: unknown field %s.", strconv.Quote(name))
 		}
+		if seen[field] {
+			return invalidRequest("Invalid JSON body: field %s appears twice.", strconv.Quote(name))
+		}
+		seen[field] = true
 		if p.literal("null") {
 			// as encoding/json: null leaves the field as it was
 		} else if v, ok := p.str(); ok {

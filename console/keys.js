@@ -132,7 +132,7 @@ export function keysPage(view, { org }) {
         .map(([v, t]) => h('option', { value: v }, t)));
     confirm({
       title: `Roll “${k.name}”?`,
-      body: h('p', null, 'A new key with the same name, environment, scopes and limits is issued and shown once.'),
+      body: h('p', null, 'A new key with the same name, environment, scopes, limits and expiry is issued and shown once.'),
       fields: field('The current key', grace),
       label: 'Roll key',
       action: async () => {
