@@ -116,19 +116,11 @@ var readNames = []string{"Authorization", "X-Api-Key", "X-Request-Id",
 // method-override, Symfony, ASP.NET, Google's APIs) serve a POST as another
 // method: the scope rules would be matched against one method and the
 // upstream run another.
-var methodOverrides = map[string]bool{"X-Http-Method-Override": true, "X-Http-Method": true, "X-Method-Override": true}
+var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
 // foldedNames are those names as WSGI, CGI and PHP see them: upper case,
 // "-" as "_". foldedPrefix covers keyhole's own, present and future.
-var foldedNames, foldedPrefix = foldAll(identityHeaders, readNames, mapKeys(methodOverrides)), "X_KEYHOLE_"
-
-func mapKeys(m map[string]bool) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	return keys
-}
+var foldedNames, foldedPrefix = foldAll(identityHeaders, readNames, methodOverrides), "X_KEYHOLE_"
 
 func foldAll(lists ...[]string) map[string]bool {
 	m := make(map[string]bool)
@@ -156,15 +148,19 @@ func foldHeaderName(name string) string {
 // net/http has canonicalised every other spelling (any case) to one name,
 // which the proxy replaces and forward auth's proxy configurations drop.
 func checkHeaders(h map[string][]string) *apiError {
+	// One pass over the names, for those with "_"; the rest are looked up
+	// by name, which costs less than a lookup per name on the hot path.
 	for name := range h {
-		if methodOverrides[name] {
-			return invalidRequest("Header %s is not allowed: the rules are matched against the request's own method.", name)
-		}
 		if strings.IndexByte(name, '_') < 0 {
 			continue
 		}
 		if f := foldHeaderName(name); foldedNames[f] || strings.HasPrefix(f, foldedPrefix) {
 			return invalidRequest("Header %q is not allowed: servers may read it as %s.", name, strings.ReplaceAll(name, "_", "-"))
+		}
+	}
+	for _, name := range methodOverrides {
+		if _, ok := h[name]; ok {
+			return invalidRequest("Header %s is not allowed: the rules are matched against the request's own method.", name)
 		}
 	}
 	if up, ok := h["Upgrade"]; ok && !(len(up) == 1 && strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
