@@ -79,7 +79,7 @@ func (s *server) routes() {
 	rt.HandlerFunc("GET", "/healthz", s.serveHealth)
 	rt.HandlerFunc("GET", "/readyz", s.serveReady)
 	rt.HandlerFunc("GET", "/metrics", s.serveMetrics)
-	rt.HandlerFunc("POST", "/v1/keys/verify", s.serveVerify)
+	rt.HandlerFunc("POST", verifyPath, s.serveVerify)
 	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
 		rt.HandlerFunc(m, "/v1/auth", s.serveAuth)
 	}

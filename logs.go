@@ -149,7 +149,12 @@ func ownedMethod(method string) string {
 	return strings.Clone(method[:min(len(method), maxMethodLen)])
 }
 
+// ownedPath is path as its own string, cut to maxLoggedPath; verify's is
+// a constant.
 func ownedPath(path string) string {
+	if path == verifyPath {
+		return verifyPath
+	}
 	return strings.Clone(path[:min(len(path), maxLoggedPath)])
 }
 

@@ -79,32 +79,33 @@ func parseVerifyBody(b []byte, req *verifyRequest) *apiError {
 	}
 	var seen [3]bool
 	for {
-		name, ok := p.str()
+		name, ok := p.strBytes()
 		if !ok || !p.consume(':') {
 			return invalidRequest("Invalid JSON body: syntax error at byte %d.", p.i)
 		}
 		var dst *string
 		field := 0
-		switch name {
-		case "key":
+		// Compared as string(name), which Go does without a copy.
+		switch {
+		case string(name) == "key":
 			dst = &req.Key
-		case "env":
+		case string(name) == "env":
 			dst, field = &req.Env, 1
-		case "scope":
+		case string(name) == "scope":
 			dst, field = &req.Scope, 2
 		default:
-			return invalidRequest("Invalid JSON body: unknown field %s.", strconv.Quote(name))
+			return invalidRequest("Invalid JSON body: unknown field %s.", strconv.Quote(string(name)))
 		}
 		if seen[field] {
-			return invalidRequest("Invalid JSON body: field %s appears twice.", strconv.Quote(name))
+			return invalidRequest("Invalid JSON body: field %s appears twice.", strconv.Quote(string(name)))
 		}
 		seen[field] = true
 		if p.literal("null") {
 			// as encoding/json: null leaves the field as it was
-		} else if v, ok := p.str(); ok {
-			*dst = v
+		} else if v, ok := p.strBytes(); ok {
+			*dst = verifyValue(v)
 		} else {
-			return invalidRequest("Invalid JSON body: field %q must be a string.", name)
+			return invalidRequest("Invalid JSON body: field %q must be a string.", string(name))
 		}
 		if p.consume('}') {
 			return p.end()
@@ -144,11 +145,26 @@ func (p *jsonScanner) literal(word string) bool {
 	return false
 }
 
-// str reads a JSON string.
-func (p *jsonScanner) str() (string, bool) {
+// verifyValue is a member's value as a string of its own: the body's
+// buffer is reused for the answer. An env is one of two constants.
+func verifyValue(v []byte) string {
+	switch {
+	case len(v) == 0:
+		return ""
+	case string(v) == envLive:
+		return envLive
+	case string(v) == envTest:
+		return envTest
+	}
+	return string(v)
+}
+
+// strBytes reads a JSON string: without escapes, the bytes of the body
+// itself; with them, unquoted by encoding/json.
+func (p *jsonScanner) strBytes() ([]byte, bool) {
 	p.skipSpace()
 	if p.i >= len(p.b) || p.b[p.i] != '"' {
-		return "", false
+		return nil, false
 	}
 	start := p.i
 	escaped := false
@@ -158,20 +174,20 @@ func (p *jsonScanner) str() (string, bool) {
 			escaped = true
 			j++
 		case c < 0x20:
-			return "", false
+			return nil, false
 		case c == '"':
 			p.i = j + 1
 			if !escaped && utf8.Valid(p.b[start+1:j]) {
-				return string(p.b[start+1 : j]), true
+				return p.b[start+1 : j], true
 			}
 			var s string
 			if json.Unmarshal(p.b[start:j+1], &s) != nil {
-				return "", false
+				return nil, false
 			}
-			return s, true
+			return []byte(s), true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 func (p *jsonScanner) end() *apiError {
@@ -206,6 +222,9 @@ func appendVerifyAnswer(b []byte, v *verdict) []byte {
 	return append(b, "}\n"...)
 }
 
+// verifyPath is the verify call's only path: the router matches it exactly.
+const verifyPath = "/v1/keys/verify"
+
 // serveVerify is POST /v1/keys/verify: 200 with valid true or false.
 func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
@@ -235,5 +254,5 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(200)
 	w.Write(out)
 	*bp = out
-	s.record(r.Method, r.URL.Path, logStatus(v), start, &v, reqID)
+	s.record(r.Method, verifyPath, logStatus(v), start, &v, reqID)
 }

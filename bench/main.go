@@ -421,7 +421,7 @@ func report(sc scenario, pairs []pair) {
 		fmt.Printf(" | %12s %6s %8s", "floor req/s", "floor", "kh/floor")
 	}
 	fmt.Println()
-	var ratios, floorRatios []float64
+	var ratios, floorRatios, overFloor, p99OverFloor []float64
 	for i, p := range pairs {
 		ratio := p.keyhole.rps / p.bare.rps
 		ratios = append(ratios, ratio)
@@ -429,6 +429,8 @@ func report(sc scenario, pairs []pair) {
 			p.keyhole.rps, p.keyhole.p50, p.keyhole.p99, ratio, float64(p.keyhole.p99)/float64(p.bare.p99))
 		if floors {
 			floorRatios = append(floorRatios, p.floor.rps/p.bare.rps)
+			overFloor = append(overFloor, p.keyhole.rps/p.floor.rps)
+			p99OverFloor = append(p99OverFloor, float64(p.keyhole.p99)/float64(p.floor.p99))
 			fmt.Printf(" | %12.0f %6.2f %8.2f", p.floor.rps, p.floor.rps/p.bare.rps, p.keyhole.rps/p.floor.rps)
 		}
 		fmt.Println()
@@ -442,7 +444,8 @@ func report(sc scenario, pairs []pair) {
 	}
 	fmt.Printf("  median ratio %.2f: %s", median(ratios), verdict)
 	if floors {
-		fmt.Printf("; the floor (keyhole's headers, nothing else) %.2f", median(floorRatios))
+		fmt.Printf("; the floor (keyhole's headers, nothing else) %.2f;\n  keyhole / floor %.2f (want >= 0.90), p99 %.2fx the floor's (want <= 1.5)",
+			median(floorRatios), median(overFloor), median(p99OverFloor))
 	}
 	fmt.Print("\n\n")
 }
