@@ -618,17 +618,9 @@ func TestExpectContinueRefusedAtOnce(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			conn.SetReadDeadline(time.Now().Add(20 * time.Second)) // a hang guard
-			io.WriteString(conn, tt.head+"Host: k\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatalf("no answer before the body was sent: %v", err)
-			}
+			// rawExchange's deadline is the hang guard: without an answer
+			// before the body, it fails.
+			_, _, resp := rawExchange(t, "http://"+addr, tt.head+"Host: k\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
 			resp.Body.Close()
 			if resp.StatusCode != tt.want {
 				t.Fatalf("status %d; want %d at once, without a 100 Continue", resp.StatusCode, tt.want)
