@@ -15,6 +15,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -158,7 +159,7 @@ func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 		db, err = bolt.Open(path, 0o600, opts)
 		return err
 	})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w; gave up after %v", path, errLocked, opts.Timeout)
 	}
 	var pathErr *fs.PathError

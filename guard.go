@@ -11,11 +11,10 @@ import (
 
 // verdict is the outcome of checking one presented key.
 type verdict struct {
-	err      *apiError // nil: allowed
-	key      *keyEntry // nil: the key was not identified
-	dec      decision
-	decided  bool // dec holds a rate-limit state for the headers
-	required string
+	err     *apiError // nil: allowed
+	key     *keyEntry // nil: the key was not identified
+	dec     decision
+	decided bool // dec holds a rate-limit state for the headers
 }
 
 // extractKey reads the key from Authorization: Bearer, else x-api-key.
