@@ -304,21 +304,41 @@ func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.
 	if aerr := decodeStrict(w, r, &struct{}{}, true); aerr != nil {
 		return aerr
 	}
-	s.mutate.Lock()
-	defer s.mutate.Unlock()
 	k, aerr := s.loadKey(p)
-	if aerr != nil {
+	if aerr != nil || k.RevokedAt != 0 {
+		if aerr == nil {
+			writeJSON(w, 200, s.viewKey(k))
+		}
 		return aerr
 	}
-	if k.RevokedAt == 0 {
-		k.RevokedAt = s.now().UnixNano()
-		if err := s.store.PutKey(&k); err != nil {
-			return s.internal(err, "revoking key")
+	now := s.now().UnixNano()
+	k, _, err := s.store.UpdateKey(k.OrgID, k.ID, func(k *keyRecord) ([]*keyRecord, error) {
+		if k.RevokedAt == 0 {
+			k.RevokedAt = now
 		}
-		s.index.update(&k)
+		return nil, nil
+	})
+	if aerr := s.storeError(err, "revoking key"); aerr != nil {
+		return aerr
 	}
+	s.index.update(&k)
 	writeJSON(w, 200, s.viewKey(k))
 	return nil
+}
+
+// storeError is the answer for an error from a store verb: an apiError
+// from the verb's own checks as it is, a missing record as 404.
+func (s *server) storeError(err error, what string) *apiError {
+	var aerr *apiError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &aerr):
+		return aerr
+	case errors.Is(err, errNotFound):
+		return notFound("Key")
+	}
+	return s.internal(err, what)
 }
 
 type rollRequest struct {
@@ -330,7 +350,7 @@ const maxGrace = 366 * 24 * time.Hour
 // rollKey issues a new key like the old one, expiry included, so that a
 // roll never extends a temporary key's life; the old one expires after the
 // grace period, or sooner if it was due to. Both records commit in one
-// transaction.
+// read-modify-write of the old one.
 func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
 	var req rollRequest
 	if aerr := decodeStrict(w, r, &req, true); aerr != nil {
@@ -344,43 +364,44 @@ func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Pa
 		}
 		grace = d
 	}
-	s.mutate.Lock()
-	defer s.mutate.Unlock()
-	old, aerr := s.loadKey(p)
-	if aerr != nil {
+	now := s.now()
+	var key string
+	old, added, err := s.store.UpdateKey(p.ByName("org"), p.ByName("key"), func(old *keyRecord) ([]*keyRecord, error) {
+		var fresh *keyRecord
+		var aerr *apiError
+		key, fresh, aerr = s.rolled(old, grace, now)
+		if aerr != nil {
+			return nil, aerr
+		}
+		return []*keyRecord{fresh}, nil
+	})
+	if aerr := s.storeError(err, "rolling key"); aerr != nil {
 		return aerr
 	}
-	if old.RevokedAt != 0 {
-		return invalidRequest("Key %s is revoked and cannot be rolled.", old.ID)
-	}
-	now := s.now()
-	expiresAt := old.ExpiresAt
-	if expiresAt != 0 && now.UnixNano() >= expiresAt {
-		return invalidRequest("Key %s has expired and cannot be rolled.", old.ID)
-	}
-	if end := now.Add(grace).UnixNano(); expiresAt == 0 || end < expiresAt {
-		old.ExpiresAt = end
-	}
-	key, fresh, err := s.issueRolled(old, expiresAt, now)
-	if err != nil {
-		return s.internal(err, "rolling key")
-	}
-	view := s.viewKey(fresh)
+	s.index.add(added[0])
+	s.index.update(&old)
+	view := s.viewKey(*added[0])
 	view.Key = key
 	writeJSON(w, 201, view)
 	return nil
 }
 
-func (s *server) issueRolled(old keyRecord, expiresAt int64, now time.Time) (string, keyRecord, error) {
+// rolled makes the new key of a roll of old, and sets old's new expiry.
+func (s *server) rolled(old *keyRecord, grace time.Duration, now time.Time) (string, *keyRecord, *apiError) {
+	if old.RevokedAt != 0 {
+		return "", nil, invalidRequest("Key %s is revoked and cannot be rolled.", old.ID)
+	}
+	expiresAt := old.ExpiresAt
+	if expiresAt != 0 && now.UnixNano() >= expiresAt {
+		return "", nil, invalidRequest("Key %s has expired and cannot be rolled.", old.ID)
+	}
+	if end := now.Add(grace).UnixNano(); expiresAt == 0 || end < expiresAt {
+		old.ExpiresAt = end
+	}
 	key, lookup := s.format.newKey(old.Env)
-	fresh := keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
+	fresh := &keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
 		Prefix: lookup, Hash: hashKey(key), Scopes: old.Scopes, RateLimits: old.RateLimits,
 		CreatedAt: now.UnixNano(), ExpiresAt: expiresAt}
-	if err := s.store.PutKeys(&fresh, &old); err != nil {
-		return "", fresh, err
-	}
-	s.index.add(&fresh)
-	s.index.update(&old)
 	return key, fresh, nil
 }
 

@@ -151,3 +151,42 @@ func waitQueued(t *testing.T, c *committer, n int) {
 	}
 	t.Fatalf("%d writes never queued", n)
 }
+
+// TestConcurrentRollsReadModifyWrite: rolls and revokes of one key read and
+// write it in one transaction each (store.UpdateKey), so of concurrent
+// rolls without a grace period exactly one wins: the others find the old
+// key expired by it, and no old key gives two new ones.
+func TestConcurrentRollsReadModifyWrite(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	id, _ := te.createKey(org, `{"name":"k","env":"live"}`)
+	const n = 16
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- rawDo(te, "POST", "/admin/v1/orgs/"+org+"/keys/"+id+"/roll", "", "Authorization", "Bearer "+testRootToken).status
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	won := 0
+	for st := range statuses {
+		switch st {
+		case 201:
+			won++
+		case 400:
+		default:
+			t.Errorf("a concurrent roll answered %d", st)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d concurrent rolls made a new key; want exactly 1", won, n)
+	}
+	r := te.root("GET", "/orgs/"+org+"/keys", "")
+	if keys := r.json(t)["keys"].([]any); len(keys) != 2 {
+		t.Errorf("%d keys after the rolls; want the old and one new", len(keys))
+	}
+}

@@ -418,8 +418,7 @@ func keyPath(orgID, keyID string) string { return orgID + "/" + keyID }
 // transaction. A new record (Row 0) gets its row number here.
 func (s *store) PutKey(k *keyRecord) error { return s.PutKeys(k) }
 
-// PutKeys writes several key records in one transaction (roll: the new key
-// and the old one's new expiry commit together).
+// PutKeys writes several key records in one transaction.
 func (s *store) PutKeys(keys ...*keyRecord) error {
 	rows := make([]uint64, len(keys))
 	for i, k := range keys {
@@ -435,6 +434,38 @@ func (s *store) PutKeys(keys ...*keyRecord) error {
 		return nil
 	})
 	return err
+}
+
+// UpdateKey reads a key record, lets change edit it, and writes it back,
+// with the new records change returns (a roll's new key), in one
+// group-committed transaction: a read-modify-write that no other write
+// comes between. change runs on the record as stored, maybe more than once
+// (see committer.do): it must build what it returns afresh each time. An
+// error from it is returned as it is, and nothing is written.
+func (s *store) UpdateKey(orgID, keyID string, change func(k *keyRecord) ([]*keyRecord, error)) (keyRecord, []*keyRecord, error) {
+	var k keyRecord
+	var added []*keyRecord
+	err := s.commit.do(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKeys).Get([]byte(keyPath(orgID, keyID)))
+		if v == nil {
+			return errNotFound
+		}
+		k = keyRecord{}
+		if err := json.Unmarshal(v, &k); err != nil {
+			return err
+		}
+		var err error
+		if added, err = change(&k); err != nil {
+			return err
+		}
+		for _, r := range append([]*keyRecord{&k}, added...) {
+			if err := putKeyTx(tx, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return k, added, err
 }
 
 // putKeyTx writes the record and its row; rows are appended in creation

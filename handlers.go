@@ -38,7 +38,6 @@ type server struct {
 	throttle      *failThrottle
 	demoKeys      []demoKey
 	demoOrg       string
-	mutate        sync.Mutex // serializes revoke and roll, which read, then write a record
 }
 
 // ServeHTTP sends the base paths to the guarded surface and the rest to the
