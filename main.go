@@ -216,10 +216,16 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, ready chan<- strin
 		return err
 	}
 	defer st.Close()
+	// The collector is the process's, so the command paces it, not the
+	// server: held off while the index loads (everything it allocates
+	// stays live), then paced from the live heap until ctx ends.
+	gcPercent := debug.SetGCPercent(-1)
 	s, err := newServer(cfg, st, time.Now, logger)
+	debug.SetGCPercent(gcPercent)
 	if err != nil {
 		return err
 	}
+	startGCPacer(ctx)
 	if err := s.firstStart(stderr); err != nil {
 		return err
 	}
@@ -255,7 +261,6 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          nil,
 	}
-	startGCPacer(ctx)
 	flushCtx, stopFlusher := context.WithCancel(context.Background())
 	flusherDone := make(chan struct{})
 	go func() {
@@ -338,10 +343,8 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 	return s, nil
 }
 
-// loadState builds the in-memory index from the db. Collection is held off
-// while it runs: everything it allocates stays live.
+// loadState builds the in-memory index from the db.
 func (s *server) loadState() error {
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	count, err := s.store.KeyCount()
 	if err != nil {
 		return fmt.Errorf("loading keys: %w", err)
