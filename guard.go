@@ -88,7 +88,7 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 		v.err = errExpired
 	case wantEnv != "" && k.env() != wantEnv:
 		v.err = s.envError
-	case scope != "" && !k.hasScope(scope):
+	case scope != "" && !s.index.hasScope(k, scope):
 		v.err = scopeError(scope)
 	}
 	v.dec = s.limiter.take(k.id, s.limitsFor(k), nowNano, v.err == nil)
@@ -111,7 +111,7 @@ func (v *verdict) decision() *decision {
 }
 
 func (s *server) limitsFor(k *keyEntry) *limitSet {
-	if set := k.limits(); set != nil {
+	if set := s.index.limits(k); set != nil {
 		return set
 	}
 	return s.defaultLimits
@@ -188,13 +188,13 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 // identityHeaders are what keyhole tells the upstream about the caller.
 var identityHeaders = []string{"X-Keyhole-Org", "X-Keyhole-Key-Id", "X-Keyhole-Env", "X-Keyhole-Scopes"}
 
-func setIdentityHeaders(h http.Header, k *keyEntry) {
+func setIdentityHeaders(h http.Header, ix *keyIndex, k *keyEntry) {
 	vals := make([]string, 3)
-	vals[0], vals[1], vals[2] = k.orgID(), k.keyID(), k.env()
+	vals[0], vals[1], vals[2] = ix.orgID(k), k.keyID(), k.env()
 	h["X-Keyhole-Org"] = vals[0:1:1]
 	h["X-Keyhole-Key-Id"] = vals[1:2:2]
 	h["X-Keyhole-Env"] = vals[2:3:3]
-	h["X-Keyhole-Scopes"] = k.scopes().header
+	h["X-Keyhole-Scopes"] = ix.scopes(k).header
 }
 
 var (
@@ -203,15 +203,15 @@ var (
 )
 
 // appendIdentity writes the members "key_id","org_id","env","scopes".
-func appendIdentity(b []byte, k *keyEntry) []byte {
+func appendIdentity(b []byte, ix *keyIndex, k *keyEntry) []byte {
 	b = append(b, `"key_id":"`...)
 	b = appendKeyID(b, k.id)
 	b = append(b, `","org_id":"`...)
-	b = append(b, k.orgID()...)
+	b = append(b, ix.orgID(k)...)
 	b = append(b, `","env":"`...)
 	b = append(b, k.env()...)
 	b = append(b, `","scopes":[`...)
-	for i, sc := range k.scopes().list {
+	for i, sc := range ix.scopes(k).list {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -222,10 +222,10 @@ func appendIdentity(b []byte, k *keyEntry) []byte {
 
 // writeWhoami writes {"key_id","org_id","env","scopes"} by hand from a
 // pooled buffer: it is the hot path's whole body.
-func writeWhoami(w http.ResponseWriter, k *keyEntry) {
+func writeWhoami(w http.ResponseWriter, ix *keyIndex, k *keyEntry) {
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], '{')
-	b = appendIdentity(b, k)
+	b = appendIdentity(b, ix, k)
 	b = append(b, "}\n"...)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)
@@ -252,14 +252,14 @@ func (s *server) answerGuarded(w *statusWriter, r *http.Request, v *verdict) {
 		return
 	}
 	if s.proxy != nil {
-		s.proxy.serve(w, r, v.key)
+		s.proxy.serve(w, r, s.index, v.key)
 		return
 	}
 	if r.Method != http.MethodGet || r.URL.Path != s.baseFor(v.key.env())+"whoami" {
 		writeError(w, errNotFoundPage, w.reqID)
 		return
 	}
-	writeWhoami(w, v.key)
+	writeWhoami(w, s.index, v.key)
 }
 
 func (s *server) baseFor(env string) string {
@@ -286,7 +286,7 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 		status = v.err.status
 		writeError(w, v.err, reqID)
 	} else {
-		setIdentityHeaders(w.Header(), v.key)
+		setIdentityHeaders(w.Header(), s.index, v.key)
 		// net/http adds "Content-Length: 0" to an empty answer itself,
 		// without another entry in the header map.
 		w.WriteHeader(200)

@@ -151,9 +151,9 @@ func hashKey(s string) [32]byte {
 type keyEntry struct {
 	hash      [32]byte
 	id        [8]byte // "key_" + hex of these
-	org       uint32  // in orgIDs
-	scopeSet  uint32  // in scopeSets
-	limitSet  uint32  // 1 + its place in limitSets; 0: the server default
+	org       uint32  // in the index's orgIDs
+	scopeSet  uint32  // in the index's scopeSets
+	limitSet  uint32  // 1 + its place in the index's limitSets; 0: the server default
 	live      bool
 	expiresAt atomic.Int64
 	revokedAt atomic.Int64
@@ -161,7 +161,7 @@ type keyEntry struct {
 	next      uint32 // 1 + the place of the next key with the same lookup value; 0: none
 }
 
-func (e *keyEntry) orgID() string { return orgIDs.get(e.org) }
+func (ix *keyIndex) orgID(e *keyEntry) string { return ix.orgIDs.get(e.org) }
 
 func (e *keyEntry) env() string { return envName(e.live) }
 
@@ -172,15 +172,15 @@ func envName(live bool) string {
 	return envTest
 }
 
-func (e *keyEntry) scopes() *scopeSet { return scopeSets.get(e.scopeSet) }
+func (ix *keyIndex) scopes(e *keyEntry) *scopeSet { return ix.scopeSets.get(e.scopeSet) }
 
 // limits is the key's own windows, or nil for the server default (also
 // when its stored windows could not be read).
-func (e *keyEntry) limits() *limitSet {
+func (ix *keyIndex) limits(e *keyEntry) *limitSet {
 	if e.limitSet == 0 {
 		return nil
 	}
-	return limitSets.get(e.limitSet - 1)
+	return ix.limitSets.get(e.limitSet - 1)
 }
 
 // keyID is the key's id as a string, built on the stack: one allocation.
@@ -206,8 +206,8 @@ func parseKeyID(s string) (id [8]byte, ok bool) {
 	return id, true
 }
 
-func (e *keyEntry) hasScope(scope string) bool {
-	for _, s := range e.scopes().list {
+func (ix *keyIndex) hasScope(e *keyEntry, scope string) bool {
+	for _, s := range ix.scopes(e).list {
 		if s == "*" || s == scope {
 			return true
 		}
@@ -259,6 +259,13 @@ type keyIndex struct {
 	byLookup map[uint64]uint32 // 1 + the place of the newest entry
 	chunks   [][]keyEntry
 	n        int
+
+	// What keys share is interned once, in tables that only grow (org ids,
+	// scope lists and window sets are few next to keys), and read by number
+	// without a lock.
+	orgIDs    internTable[string]
+	scopeSets internTable[*scopeSet]
+	limitSets internTable[*limitSet]
 }
 
 // newKeyIndex makes an index with room for about n keys.
@@ -294,11 +301,11 @@ func (ix *keyIndex) addRow(row *hotRow) *keyEntry {
 	if len(row.id) == 20 {
 		hex.Decode(e.id[:], row.id[4:])
 	}
-	e.org = orgIDs.intern(row.orgID, func() string { return string(row.orgID) })
+	e.org = ix.orgIDs.intern(row.orgID, func() string { return string(row.orgID) })
 	e.live = row.env == 1
-	e.scopeSet = scopeSets.intern(row.scopes, func() *scopeSet { return newScopeSet(row.scopes) })
+	e.scopeSet = ix.scopeSets.intern(row.scopes, func() *scopeSet { return newScopeSet(row.scopes) })
 	if len(row.limits) > 0 {
-		e.limitSet = internLimits(row.limits)
+		e.limitSet = ix.internLimits(row.limits)
 	}
 	e.expiresAt.Store(row.expiresAt)
 	e.revokedAt.Store(row.revokedAt)
@@ -327,8 +334,8 @@ func newScopeSet(joined []byte) *scopeSet {
 // internLimits shares one limitSet among keys with the same windows, and
 // returns 1 + its place. sig was written by limitsSignature of validated
 // windows; unreadable ones intern as nil, the server default.
-func internLimits(sig []byte) uint32 {
-	return 1 + limitSets.intern(sig, func() *limitSet {
+func (ix *keyIndex) internLimits(sig []byte) uint32 {
+	return 1 + ix.limitSets.intern(sig, func() *limitSet {
 		limits, err := parseRateLimits(strings.TrimSuffix(string(sig), ","))
 		if err != nil {
 			return nil
@@ -380,15 +387,6 @@ func (ix *keyIndex) len() int {
 	defer ix.mu.RUnlock()
 	return ix.n
 }
-
-// What keys share is interned once per process, in tables that only grow
-// (org ids, scope lists and window sets are few next to keys), and read by
-// number without a lock.
-var (
-	orgIDs    internTable[string]
-	scopeSets internTable[*scopeSet]
-	limitSets internTable[*limitSet]
-)
 
 const internChunk = 4096
 

@@ -172,7 +172,7 @@ func TestVerificationFailed(t *testing.T) {
 	_, key := te.createKey(org, `{"name":"k","env":"live"}`)
 	p, _ := te.s.format.parse(key)
 	// A set without windows makes verification panic.
-	te.s.index.find(p).limitSet = 1 + limitSets.intern([]byte("test: no windows"), func() *limitSet { return &limitSet{} })
+	te.s.index.find(p).limitSet = 1 + te.s.index.limitSets.intern([]byte("test: no windows"), func() *limitSet { return &limitSet{} })
 	r := te.whoami(envLive, key)
 	if r.status != 500 || r.errorCode(t) != "verification_failed" || strings.Contains(string(r.body), "nil") {
 		t.Fatalf("corrupt entry = %d %s; want 500 verification_failed", r.status, r.body)
@@ -497,9 +497,9 @@ func TestHotRowRoundTrip(t *testing.T) {
 	}
 	ix := newKeyIndex(0)
 	e := ix.addRow(&row)
-	if e.keyID() != rec.ID || e.orgID() != rec.OrgID || e.env() != envLive || e.hash != rec.Hash ||
-		e.expiresAt.Load() != 42 || e.revokedAt.Load() != 7 || len(e.scopes().list) != 2 ||
-		e.scopes().header[0] != "a:b,c" || e.limits().sig != "5/1m," {
+	if e.keyID() != rec.ID || ix.orgID(e) != rec.OrgID || e.env() != envLive || e.hash != rec.Hash ||
+		e.expiresAt.Load() != 42 || e.revokedAt.Load() != 7 || len(ix.scopes(e).list) != 2 ||
+		ix.scopes(e).header[0] != "a:b,c" || ix.limits(e).sig != "5/1m," {
 		t.Fatalf("entry from row = %+v", e)
 	}
 	if ix.get(rec.Prefix, rec.ID) != e {
@@ -582,7 +582,7 @@ func TestKeyIndexChains(t *testing.T) {
 	for _, i := range []int{0, 1, 2, chunkSize - 1, chunkSize, chunkSize + 1, chunkSize + 2} {
 		p := parsedKey{lookup: wholes[i][:len(wholes[i])-24], whole: wholes[i]}
 		e := ix.find(p)
-		if e == nil || e.keyID() != ids[i] || e.orgID() != fmt.Sprintf("org_%d", i%3) {
+		if e == nil || e.keyID() != ids[i] || ix.orgID(e) != fmt.Sprintf("org_%d", i%3) {
 			t.Fatalf("find key %d = %+v; want %s", i, e, ids[i])
 		}
 		if got := ix.get(p.lookup, ids[i]); got != e {

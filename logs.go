@@ -315,7 +315,7 @@ func (s *server) flush() (err error) {
 		if err := s.writeEntries(tx, pending); err != nil {
 			return err
 		}
-		if err := writeUsage(tx, usage); err != nil {
+		if err := writeUsage(tx, s.index, usage); err != nil {
 			return err
 		}
 		if prune {
@@ -380,7 +380,7 @@ func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
 	lw.segments = lw.segments[:0]
 	byLog := map[string][]*pendingEntry{}
 	for i := range pending {
-		name := pending[i].logName()
+		name := pending[i].logName(s.index)
 		byLog[name] = append(byLog[name], &pending[i])
 	}
 	logs := tx.Bucket(bucketLogs)
@@ -416,9 +416,9 @@ func (s *server) writeEntries(tx *bolt.Tx, pending []pendingEntry) error {
 	return nil
 }
 
-func (e *pendingEntry) logName() string {
+func (e *pendingEntry) logName(ix *keyIndex) string {
 	if e.key != nil {
-		return e.key.orgID()
+		return ix.orgID(e.key)
 	}
 	return serverLog
 }
@@ -482,14 +482,14 @@ func trimRing(b *bolt.Bucket, keep uint64) error {
 	return nil
 }
 
-func usageRowKey(k usageKey) []byte {
-	return append([]byte(orgIDs.get(k.org)+"/"+envName(k.live)+"/"), u64(uint64(k.hour))...)
+func usageRowKey(ix *keyIndex, k usageKey) []byte {
+	return append([]byte(ix.orgIDs.get(k.org)+"/"+envName(k.live)+"/"), u64(uint64(k.hour))...)
 }
 
-func writeUsage(tx *bolt.Tx, usage map[usageKey]*usageCounts) error {
+func writeUsage(tx *bolt.Tx, ix *keyIndex, usage map[usageKey]*usageCounts) error {
 	b := tx.Bucket(bucketUsage)
 	for k, c := range usage {
-		row := usageRowKey(k)
+		row := usageRowKey(ix, k)
 		var buf [32]byte
 		if old := b.Get(row); len(old) == 32 {
 			copy(buf[:], old)

@@ -103,10 +103,10 @@ var forwardedNames = append([]string{"X-Request-Id"}, identityHeaders...)
 // keyhole's request id as X-Request-Id, so that its logs and keyhole's
 // join. w puts keyhole's own headers on the upstream's response, or on the
 // error if there is none.
-func (p *proxy) serve(w *statusWriter, r *http.Request, k *keyEntry) {
+func (p *proxy) serve(w *statusWriter, r *http.Request, ix *keyIndex, k *keyEntry) {
 	delete(r.Header, "Authorization")
 	delete(r.Header, "X-Api-Key")
-	setIdentityHeaders(r.Header, k)
+	setIdentityHeaders(r.Header, ix, k)
 	r.Header["X-Request-Id"] = []string{w.reqID}
 	if r.ContentLength != 0 {
 		// The key verified: its upload may take as long as it takes

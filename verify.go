@@ -199,7 +199,7 @@ func (p *jsonScanner) end() *apiError {
 }
 
 // appendVerifyAnswer writes the answer of SPEC 6 by hand.
-func appendVerifyAnswer(b []byte, v *verdict) []byte {
+func appendVerifyAnswer(b []byte, ix *keyIndex, v *verdict) []byte {
 	if v.err != nil {
 		b = append(b, `{"valid":false,"code":"`...)
 		b = append(b, v.err.code...)
@@ -207,7 +207,7 @@ func appendVerifyAnswer(b []byte, v *verdict) []byte {
 		b = appendJSONString(b, v.err.message)
 	} else {
 		b = append(b, `{"valid":true,`...)
-		b = appendIdentity(b, v.key)
+		b = appendIdentity(b, ix, v.key)
 	}
 	if v.decided {
 		d := &v.dec
@@ -249,7 +249,7 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 		v = s.verify(strings.TrimSpace(req.Key), req.Env, req.Scope, start)
 	}
 	setOwnHeaders(w.Header(), reqID, v.decision())
-	out := appendVerifyAnswer(body[:0], &v)
+	out := appendVerifyAnswer(body[:0], s.index, &v)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)
 	w.Write(out)
