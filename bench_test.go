@@ -111,12 +111,12 @@ func serveEach(b *testing.B, te *testEnv, req *http.Request, want int, reset fun
 // flushIfLarge writes the pending log outside the timer, as the flusher
 // would in its own goroutine.
 func flushIfLarge(b *testing.B, te *testEnv) {
-	te.s.logs.mu.Lock()
-	n := len(te.s.logs.pending)
-	te.s.logs.mu.Unlock()
+	te.s.behind.mu.Lock()
+	n := len(te.s.behind.pending)
+	te.s.behind.mu.Unlock()
 	if n > 50000 {
 		b.StopTimer()
-		te.s.flush()
+		te.s.behind.Flush()
 		b.StartTimer()
 	}
 }

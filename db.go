@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -436,6 +435,29 @@ func (s *store) PutKeys(keys ...*keyRecord) error {
 	return err
 }
 
+// PutBulk writes many records in one transaction of its own, outside the
+// group commit: for seeding a benchmark db, where one commit per batch of
+// thousands is the point.
+func (s *store) PutBulk(orgs []orgRecord, keys []*keyRecord) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, o := range orgs {
+			buf, err := json.Marshal(o)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketOrgs).Put([]byte(o.ID), buf); err != nil {
+				return err
+			}
+		}
+		for _, k := range keys {
+			if err := putKeyTx(tx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // UpdateKey reads a key record, lets change edit it, and writes it back,
 // with the new records change returns (a roll's new key), in one
 // group-committed transaction: a read-modify-write that no other write
@@ -565,62 +587,6 @@ func (s *store) KeyCount() (n uint64, err error) {
 		return nil
 	})
 	return n, err
-}
-
-// hotRow is what the in-memory index needs of a key.
-type hotRow struct {
-	env       byte // 1: live
-	hash      [32]byte
-	expiresAt int64
-	revokedAt int64
-	id        []byte
-	orgID     []byte
-	prefix    []byte
-	scopes    []byte // joined with ","
-	limits    []byte // limitsSignature, "" for the server default
-}
-
-const hotRowVersion = 1
-
-func appendHotRow(b []byte, k *keyRecord) []byte {
-	env := byte(0)
-	if k.Env == envLive {
-		env = 1
-	}
-	b = append(b, hotRowVersion, env)
-	b = append(b, k.Hash[:]...)
-	b = binary.BigEndian.AppendUint64(b, uint64(k.ExpiresAt))
-	b = binary.BigEndian.AppendUint64(b, uint64(k.RevokedAt))
-	limits := ""
-	if k.RateLimits != nil {
-		limits = limitsSignature(k.RateLimits)
-	}
-	for _, str := range []string{k.ID, k.OrgID, k.Prefix, strings.Join(k.Scopes, ","), limits} {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(str)))
-		b = append(b, str...)
-	}
-	return b
-}
-
-var errBadRow = errors.New("malformed key row")
-
-func (r *hotRow) decode(b []byte) error {
-	if len(b) < 50 || b[0] != hotRowVersion {
-		return errBadRow
-	}
-	r.env = b[1]
-	copy(r.hash[:], b[2:34])
-	r.expiresAt = int64(binary.BigEndian.Uint64(b[34:]))
-	r.revokedAt = int64(binary.BigEndian.Uint64(b[42:]))
-	b = b[50:]
-	for _, dst := range []*[]byte{&r.id, &r.orgID, &r.prefix, &r.scopes, &r.limits} {
-		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
-			return errBadRow
-		}
-		n := int(binary.BigEndian.Uint16(b))
-		*dst, b = b[2:2+n], b[2+n:]
-	}
-	return nil
 }
 
 // WriteTo streams a consistent copy of the whole db file.

@@ -42,7 +42,7 @@ func makeKeyholeDB(t *testing.T) string {
 			te.root("POST", "/orgs/"+org+"/keys/"+id+"/revoke", "")
 		}
 	}
-	if err := te.s.flush(); err != nil {
+	if err := te.s.behind.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if err := te.s.store.Close(); err != nil {

@@ -26,7 +26,7 @@ type server struct {
 	limiter *limiter
 	// defaultLimits are --rate-limits, for keys without their own.
 	defaultLimits *limitSet
-	logs          *logWriter
+	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
 	rules         []scopeRule
 	format        keyFormat
 	envError      *apiError

@@ -94,7 +94,7 @@ func (te *testEnv) open() {
 // restart flushes, closes the db file and opens it again, as a restart does.
 func (te *testEnv) restart() {
 	te.t.Helper()
-	if err := te.s.flushAll(); err != nil {
+	if err := te.s.behind.FlushAll(); err != nil {
 		te.t.Fatal(err)
 	}
 	if err := te.s.store.Close(); err != nil {

@@ -283,7 +283,7 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 // flush that GET …/logs does first.
 func loggedRequestIDs(t *testing.T, te *testEnv, org string) map[string]bool {
 	t.Helper()
-	page, err := te.s.readLogs(org, logQuery{limit: maxLogLimit})
+	page, err := te.s.store.ReadLogs(org, te.cfg.logRetention, logQuery{limit: maxLogLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -665,7 +665,7 @@ func TestStrangersCannotPinMemory(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-	if n := len(te.s.logs.pending); n != each*len(requests) {
+	if n := len(te.s.behind.pending); n != each*len(requests) {
 		t.Fatalf("%d entries queued; want %d", n, each*len(requests))
 	}
 	runtime.GC()

@@ -35,7 +35,7 @@ func TestLogRingRetention(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		te.do("GET", fmt.Sprintf("/api/v1/prod/whoami?n=%d&secret=x", i), "", bearer(key)...)
 		if i == 6 {
-			te.s.flush() // the ring trims across flushes too
+			te.s.behind.Flush() // the ring trims across flushes too
 		}
 	}
 	a := te.logs("/orgs/" + org + "/logs?limit=100")
@@ -184,18 +184,18 @@ func TestPendingIsBounded(t *testing.T) {
 	k := te.s.index.find(p)
 	start := te.clock.Now()
 	for i := 0; i < maxPending+10; i++ {
-		te.s.logs.add(pendingEntry{at: start.UnixNano(), method: "GET", path: "/api/v1/prod/x", status: 200, key: k, env: envLive}, start, false)
+		te.s.behind.Add(pendingEntry{at: start.UnixNano(), method: "GET", path: "/api/v1/prod/x", status: 200, key: k, env: envLive}, start, false)
 	}
-	if n := len(te.s.logs.pending); n != maxPending {
+	if n := len(te.s.behind.pending); n != maxPending {
 		t.Fatalf("pending = %d; want the bound %d", n, maxPending)
 	}
-	if d := te.s.logs.dropped.Load(); d != 10 {
+	if d := te.s.behind.dropped.Load(); d != 10 {
 		t.Fatalf("dropped = %d; want 10", d)
 	}
-	if err := te.s.flush(); err != nil {
+	if err := te.s.behind.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	buckets, _ := te.s.readUsage(org, envLive, 0)
+	buckets, _ := te.s.store.ReadUsage(org, envLive, 0)
 	if len(buckets) != 1 || buckets[0].OK != maxPending+10 {
 		t.Fatalf("usage = %+v; want every request counted", buckets)
 	}
@@ -374,7 +374,7 @@ func TestMetrics(t *testing.T) {
 	te.whoami(envLive, key)
 	te.whoami(envLive, key)
 	te.do("GET", "/api/v1/prod/whoami", "")
-	te.s.flush()
+	te.s.behind.Flush()
 	r := te.do("GET", "/metrics", "")
 	mustStatus(t, "metrics", r, 200)
 	for _, want := range []string{

@@ -262,11 +262,8 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          nil,
 	}
 	flushCtx, stopFlusher := context.WithCancel(context.Background())
-	flusherDone := make(chan struct{})
-	go func() {
-		defer close(flusherDone)
-		s.runFlusher(flushCtx, s.cfg.flushInterval)
-	}()
+	flushed := make(chan error, 1)
+	go func() { flushed <- s.behind.Run(flushCtx, s.cfg.flushInterval, s.log) }()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -281,9 +278,8 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 		s.log.Warn().Err(shutErr).Msg("drain timed out; closing connections")
 		srv.Close()
 	}
-	stopFlusher()
-	<-flusherDone
-	if ferr := s.flushAll(); ferr != nil {
+	stopFlusher() // Run's last flush comes after the drain: the last requests' entries are in it
+	if ferr := <-flushed; ferr != nil {
 		return fmt.Errorf("final flush: %w", ferr)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
@@ -323,7 +319,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 		return nil, err
 	}
 	s := &server{
-		cfg: cfg, store: st, limiter: newLimiter(), logs: newLogWriter(),
+		cfg: cfg, store: st, limiter: newLimiter(),
 		rules: rules, format: keyFormat{brand: cfg.brand, style: cfg.keyStyle}, now: now,
 		log: logger, throttle: newFailThrottle(), defaultLimits: newLimitSet(cfg.rateLimits),
 		envError: &apiError{401, "environment_mismatch", "A test key must be used with " + cfg.testBase +
@@ -339,6 +335,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 	if err := guardDB(s.loadState); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
 	}
+	s.behind = newWriteBehind(st, s.index, s.limiter, cfg.logRetention, now)
 	s.routes()
 	return s, nil
 }
@@ -350,7 +347,7 @@ func (s *server) loadState() error {
 		return fmt.Errorf("loading keys: %w", err)
 	}
 	s.index = newKeyIndex(int(count))
-	var lastUsed map[[8]byte]*atomic.Int64
+	var lastUsed map[[8]byte]*atomic.Int64 // nil when none were written
 	if has, err := s.store.HasLastUsed(); err != nil || has {
 		lastUsed = make(map[[8]byte]*atomic.Int64, count)
 	}
@@ -364,7 +361,12 @@ func (s *server) loadState() error {
 	if err != nil {
 		return fmt.Errorf("loading keys: %w", err)
 	}
-	if err := s.loadWrittenBehind(lastUsed); err != nil {
+	err = s.store.LoadWrittenBehind(func(id [8]byte, at int64) {
+		if lu := lastUsed[id]; lu != nil {
+			lu.Store(at)
+		}
+	}, s.limiter.restore)
+	if err != nil {
 		return fmt.Errorf("loading usage state: %w", err)
 	}
 	tokens, err := s.store.Tokens()

@@ -9,7 +9,7 @@ import (
 // serveMetrics writes a few gauges and counters in the Prometheus text
 // format, by hand: they are all keyhole has, and none is a secret.
 func (s *server) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	lw := s.logs
+	lw := s.behind
 	lw.mu.Lock()
 	classes := lw.classes
 	pending := len(lw.pending)

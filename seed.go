@@ -1,14 +1,11 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // seedCmd fills a db with many organizations and keys for benchmarks:
@@ -44,33 +41,21 @@ func seedCmd(args []string, stdout io.Writer) error {
 const seedBatch = 20000
 
 func seedRecords(st *store, f keyFormat, orgs, keys int, now time.Time) error {
-	orgIDs := make([]string, orgs)
-	err := st.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOrgs)
-		for i := range orgIDs {
-			o := orgRecord{ID: newID("org"), Name: "org " + strconv.Itoa(i), CreatedAt: now.UnixNano()}
-			orgIDs[i] = o.ID
-			buf, _ := json.Marshal(o)
-			if err := b.Put([]byte(o.ID), buf); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	orgRecs := make([]orgRecord, orgs)
+	for i := range orgRecs {
+		orgRecs[i] = orgRecord{ID: newID("org"), Name: "org " + strconv.Itoa(i), CreatedAt: now.UnixNano()}
+	}
+	err := st.PutBulk(orgRecs, nil)
 	for done := 0; err == nil && done < keys; done += seedBatch {
-		n := min(seedBatch, keys-done)
-		err = st.db.Update(func(tx *bolt.Tx) error {
-			for i := done; i < done+n; i++ {
-				env := []string{envTest, envLive}[i%2]
-				key, lookup := f.newKey(env)
-				rec := keyRecord{ID: newID("key"), OrgID: orgIDs[i%orgs], Name: "seeded", Env: env,
-					Prefix: lookup, Hash: hashKey(key), Scopes: []string{}, CreatedAt: now.UnixNano()}
-				if err := putKeyTx(tx, &rec); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		batch := make([]*keyRecord, min(seedBatch, keys-done))
+		for j := range batch {
+			i := done + j
+			env := []string{envTest, envLive}[i%2]
+			key, lookup := f.newKey(env)
+			batch[j] = &keyRecord{ID: newID("key"), OrgID: orgRecs[i%orgs].ID, Name: "seeded", Env: env,
+				Prefix: lookup, Hash: hashKey(key), Scopes: []string{}, CreatedAt: now.UnixNano()}
+		}
+		err = st.PutBulk(nil, batch)
 	}
 	if err != nil {
 		return fmt.Errorf("seed: %w", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // A request-log entry is stored in binary, several to a segment value:
@@ -132,4 +133,60 @@ func orgOf(logName string) string {
 		return ""
 	}
 	return logName
+}
+
+// hotRow is what the in-memory index needs of a key.
+type hotRow struct {
+	env       byte // 1: live
+	hash      [32]byte
+	expiresAt int64
+	revokedAt int64
+	id        []byte
+	orgID     []byte
+	prefix    []byte
+	scopes    []byte // joined with ","
+	limits    []byte // limitsSignature, "" for the server default
+}
+
+const hotRowVersion = 1
+
+func appendHotRow(b []byte, k *keyRecord) []byte {
+	env := byte(0)
+	if k.Env == envLive {
+		env = 1
+	}
+	b = append(b, hotRowVersion, env)
+	b = append(b, k.Hash[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(k.ExpiresAt))
+	b = binary.BigEndian.AppendUint64(b, uint64(k.RevokedAt))
+	limits := ""
+	if k.RateLimits != nil {
+		limits = limitsSignature(k.RateLimits)
+	}
+	for _, str := range []string{k.ID, k.OrgID, k.Prefix, strings.Join(k.Scopes, ","), limits} {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(str)))
+		b = append(b, str...)
+	}
+	return b
+}
+
+var errBadRow = errors.New("malformed key row")
+
+func (r *hotRow) decode(b []byte) error {
+	if len(b) < 50 || b[0] != hotRowVersion {
+		return errBadRow
+	}
+	r.env = b[1]
+	copy(r.hash[:], b[2:34])
+	r.expiresAt = int64(binary.BigEndian.Uint64(b[34:]))
+	r.revokedAt = int64(binary.BigEndian.Uint64(b[42:]))
+	b = b[50:]
+	for _, dst := range []*[]byte{&r.id, &r.orgID, &r.prefix, &r.scopes, &r.limits} {
+		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
+			return errBadRow
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		*dst, b = b[2:2+n], b[2+n:]
+	}
+	return nil
 }

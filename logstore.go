@@ -1,0 +1,278 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxSegment is the most entries one bbolt value holds.
+const maxSegment = 4096
+
+// writeBatch is one flush of the write-behind: log entries by log name,
+// usage rows by row key, last-used times and rate-limit state by key id.
+type writeBatch struct {
+	logs      map[string][]*pendingEntry
+	retention int    // entries kept per log
+	segments  []byte // encoded entries; bbolt holds values until the commit
+	usage     map[string]*usageCounts
+	lastUsed  map[[8]byte]int64
+	buckets   map[[8]byte]bucketState
+	// pruneUsageBefore, if not 0, drops usage rows of hours before it
+	// (Unix seconds).
+	pruneUsageBefore int64
+}
+
+// WriteBehind writes a flush in one transaction.
+func (st *store) WriteBehind(b *writeBatch) error {
+	return st.db.Update(func(tx *bolt.Tx) error {
+		if err := writeEntries(tx, b); err != nil {
+			return err
+		}
+		if err := writeUsage(tx, b.usage); err != nil {
+			return err
+		}
+		if b.pruneUsageBefore != 0 {
+			if err := pruneUsage(tx, b.pruneUsageBefore); err != nil {
+				return err
+			}
+		}
+		return writeTouched(tx, b.lastUsed, b.buckets)
+	})
+}
+
+// writeEntries appends each log's new entries to its ring as segments: one
+// bbolt value of up to maxSegment entries, keyed by its first sequence
+// number. One Put per segment instead of one per entry keeps the flush cheap
+// at tens of thousands of requests a second. Entries older than the newest
+// retention are skipped here, hidden on read, and their segments deleted
+// once wholly old; freed pages are reused, so the file stops growing.
+func writeEntries(tx *bolt.Tx, batch *writeBatch) error {
+	logs := tx.Bucket(bucketLogs)
+	keep := batch.retention
+	for name, entries := range batch.logs {
+		b, err := logs.CreateBucketIfNotExists([]byte(name))
+		if err != nil {
+			return err
+		}
+		first := b.Sequence() + 1
+		if err := b.SetSequence(b.Sequence() + uint64(len(entries))); err != nil {
+			return err
+		}
+		if skip := len(entries) - keep; skip > 0 {
+			entries, first = entries[skip:], first+uint64(skip)
+		}
+		for len(entries) > 0 {
+			n := min(len(entries), maxSegment)
+			start := len(batch.segments)
+			for _, e := range entries[:n] {
+				batch.segments = e.appendBinary(batch.segments)
+			}
+			if err := b.Put(u64(first), batch.segments[start:]); err != nil {
+				return err
+			}
+			entries, first = entries[n:], first+uint64(n)
+		}
+		if err := trimRing(b, uint64(keep)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimRing deletes the segments whose entries are all older than the newest
+// keep.
+func trimRing(b *bolt.Bucket, keep uint64) error {
+	last := b.Sequence()
+	if last <= keep {
+		return nil
+	}
+	cutoff := last - keep // entries with seq <= cutoff are gone
+	var old [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; {
+		next, _ := c.Next()
+		if next == nil || binary.BigEndian.Uint64(next)-1 > cutoff {
+			break
+		}
+		old = append(old, append([]byte(nil), k...))
+		k = next
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func usageRowKey(ix *keyIndex, k usageKey) []byte {
+	return append([]byte(ix.orgIDs.get(k.org)+"/"+envName(k.live)+"/"), u64(uint64(k.hour))...)
+}
+
+func writeUsage(tx *bolt.Tx, usage map[string]*usageCounts) error {
+	b := tx.Bucket(bucketUsage)
+	for key, c := range usage {
+		row := []byte(key)
+		var buf [32]byte
+		if old := b.Get(row); len(old) == 32 {
+			copy(buf[:], old)
+		}
+		for i := range c {
+			binary.BigEndian.PutUint64(buf[i*8:], binary.BigEndian.Uint64(buf[i*8:])+c[i])
+		}
+		if err := b.Put(row, buf[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pruneUsage(tx *bolt.Tx, before int64) error {
+	b := tx.Bucket(bucketUsage)
+	var old [][]byte
+	err := b.ForEach(func(k, _ []byte) error {
+		if len(k) > 8 && int64(binary.BigEndian.Uint64(k[len(k)-8:])) < before {
+			old = append(old, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func writeTouched(tx *bolt.Tx, lastUsed map[[8]byte]int64, buckets map[[8]byte]bucketState) error {
+	lu := tx.Bucket(bucketLastUsed)
+	for id, at := range lastUsed {
+		if err := lu.Put(appendKeyID(nil, id), u64(uint64(at))); err != nil {
+			return err
+		}
+	}
+	lb := tx.Bucket(bucketLimits)
+	for id, st := range buckets {
+		buf, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if err := lb.Put(appendKeyID(nil, id), buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LoadWrittenBehind reads back last-used times and rate-limit state at
+// start, each by key id.
+func (st *store) LoadWrittenBehind(lastUsed func(id [8]byte, at int64), bucket func(id [8]byte, b bucketState)) error {
+	return st.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketLastUsed).ForEach(func(k, v []byte) error {
+			if id, ok := parseKeyID(string(k)); ok && len(v) == 8 {
+				lastUsed(id, int64(binary.BigEndian.Uint64(v)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketLimits).ForEach(func(k, v []byte) error {
+			var st bucketState
+			id, ok := parseKeyID(string(k))
+			if ok && json.Unmarshal(v, &st) == nil {
+				bucket(id, st)
+			}
+			return nil
+		})
+	})
+}
+
+// ReadLogs walks one ring (an org id, or serverLog) newest first from the
+// cursor, hiding entries past the retention.
+func (st *store) ReadLogs(org string, retention int, q logQuery) (logPage, error) {
+	page := logPage{Entries: []logEntry{}}
+	err := st.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLogs).Bucket([]byte(org))
+		if b == nil {
+			return nil
+		}
+		oldest := uint64(0) // entries at or below this are past the retention
+		if last := b.Sequence(); last > uint64(retention) {
+			oldest = last - uint64(retention)
+		}
+		c := b.Cursor()
+		var k, v []byte
+		if q.before == 0 {
+			k, v = c.Last()
+		} else {
+			c.Seek(u64(q.before))
+			k, v = c.Prev()
+		}
+		for ; k != nil; k, v = c.Prev() {
+			done, err := page.collect(v, binary.BigEndian.Uint64(k), oldest, orgOf(org), &q)
+			if done || err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return page, err
+}
+
+// collect adds a segment's matching entries, newest first; done says the
+// page is full.
+func (page *logPage) collect(segment []byte, first, oldest uint64, org string, q *logQuery) (done bool, err error) {
+	offsets, err := entryOffsets(segment)
+	if err != nil {
+		return true, err
+	}
+	for i := len(offsets) - 1; i >= 0; i-- {
+		seq := first + uint64(i)
+		if seq <= oldest {
+			return true, nil
+		}
+		if q.before != 0 && seq >= q.before {
+			continue
+		}
+		e := decodeEntry(segment[offsets[i]:], seq, org)
+		if !q.matches(&e) {
+			continue
+		}
+		if len(page.Entries) == q.limit {
+			next := page.Entries[len(page.Entries)-1].ID
+			page.Next = &next
+			return true, nil
+		}
+		page.Entries = append(page.Entries, e)
+	}
+	return false, nil
+}
+
+func (st *store) ReadUsage(orgID, env string, from int64) ([]usageBucket, error) {
+	out := []usageBucket{}
+	err := st.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketUsage).Cursor()
+		for _, e := range []string{envTest, envLive} {
+			if env != "" && env != e {
+				continue
+			}
+			prefix := []byte(orgID + "/" + e + "/")
+			for k, v := c.Seek(append(prefix, u64(uint64(from))...)); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+				hour := int64(binary.BigEndian.Uint64(k[len(prefix):]))
+				out = append(out, usageBucket{Hour: time.Unix(hour, 0).UTC().Format(time.RFC3339), Env: e,
+					OK: binary.BigEndian.Uint64(v), Client: binary.BigEndian.Uint64(v[8:]),
+					Limited: binary.BigEndian.Uint64(v[16:]), Server: binary.BigEndian.Uint64(v[24:])})
+			}
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Hour < out[j].Hour || out[i].Hour == out[j].Hour && out[i].Env < out[j].Env
+	})
+	return out, err
+}
