@@ -1,304 +1,430 @@
 package main
 
 import (
-	"crypto/hmac"
-	crand "crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
-	"math/rand/v2"
+	"io"
 	"net/http"
-	"net/netip"
-	"sync"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
-	"github.com/rs/zerolog"
 )
 
-// server holds all of keyhole's state; nothing lives in package variables.
-type server struct {
-	cfg     config
-	store   *store
-	index   *keyIndex
-	limiter *limiter
-	// defaultLimits are --rate-limits, for keys without their own.
-	defaultLimits *limitSet
-	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
-	rules         []scopeRule
-	format        keyFormat
-	envError      *apiError
-	proxy         *proxy
-	now           func() time.Time
-	log           zerolog.Logger
-	router        *httprouter.Router
-	admins        adminTokens
-	throttle      *failThrottle
-	demoKeys      []demoKey
-	demoOrg       string
-}
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// ServeHTTP sends the base paths to the guarded surface and the rest to the
-// router, so a configurable base can never collide with a route.
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.envForPath(r.URL.Path) != "" {
-		s.serveGuarded(w, r)
-		return
-	}
-	// Forward auth is asked once per request of the API in front: it skips
-	// the router's lookup. (The router also routes it, for every method.)
-	if r.URL.Path == "/v1/auth" {
-		s.serveAuth(w, r)
-		return
-	}
-	s.router.ServeHTTP(w, r)
-}
+func formatTime(nanos int64) string { return time.Unix(0, nanos).UTC().Format(timeLayout) }
 
-func (s *server) routes() {
-	rt := httprouter.New()
-	rt.RedirectTrailingSlash = false
-	rt.RedirectFixedPath = false
-	rt.HandleOPTIONS = false
-	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setAPISecurityHeaders(w.Header())
-		writeError(w, errNotFoundPage, newRequestID())
-	})
-	rt.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setAPISecurityHeaders(w.Header())
-		writeError(w, errBadMethod, newRequestID())
-	})
-	rt.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
-		s.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panicked")
-		setAPISecurityHeaders(w.Header())
-		writeError(w, errInternal, newRequestID())
-	}
-
-	rt.HandlerFunc("GET", "/healthz", s.serveHealth)
-	rt.HandlerFunc("GET", "/readyz", s.serveReady)
-	rt.HandlerFunc("GET", "/metrics", s.serveMetrics)
-	rt.HandlerFunc("POST", verifyPath, s.serveVerify)
-	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
-		rt.HandlerFunc(m, "/v1/auth", s.serveAuth)
-	}
-
-	const a = "/admin/v1"
-	rt.POST(a+"/orgs", s.admin(rootOnly, s.createOrg))
-	rt.GET(a+"/orgs", s.admin(anyAdmin, s.listOrgs))
-	rt.GET(a+"/orgs/:org", s.admin(orgAdmin, s.getOrg))
-	rt.POST(a+"/orgs/:org/admin-tokens", s.admin(rootOnly, s.createAdminToken))
-	rt.POST(a+"/orgs/:org/keys", s.admin(orgAdmin, s.createKey))
-	rt.GET(a+"/orgs/:org/keys", s.admin(orgAdmin, s.listKeys))
-	rt.GET(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.getKey))
-	rt.POST(a+"/orgs/:org/keys/:key/revoke", s.admin(orgAdmin, s.revokeKey))
-	rt.POST(a+"/orgs/:org/keys/:key/roll", s.admin(orgAdmin, s.rollKey))
-	rt.GET(a+"/orgs/:org/logs", s.admin(orgAdmin, s.orgLogs))
-	rt.GET(a+"/orgs/:org/usage", s.admin(orgAdmin, s.orgUsage))
-	rt.GET(a+"/logs", s.admin(rootOnly, s.serverLogs))
-	rt.GET(a+"/backup", s.admin(rootOnly, s.backup))
-	s.routeConsole(rt)
-	s.router = rt
-}
-
-func (s *server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]string{"status": "ok"})
-}
-
-func (s *server) serveReady(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.store.IsEmpty(); err != nil {
-		writeJSON(w, 503, map[string]string{"status": "db unavailable"})
-		return
-	}
-	writeJSON(w, 200, map[string]string{"status": "ready"})
-}
-
-// newRequestID is unique enough to find a request in logs; it is not a secret.
-func newRequestID() string {
-	var raw [8]byte
-	binary.LittleEndian.PutUint64(raw[:], rand.Uint64())
-	var b [20]byte
-	copy(b[:], "req_")
-	hex.Encode(b[4:], raw[:])
-	return string(b[:])
-}
-
-// caller is who presented an admin token.
-type caller struct {
-	root  bool
-	orgID string // for an org admin token
-}
-
-type access int
-
-const (
-	rootOnly access = iota // the root token only
-	anyAdmin               // root or any org admin
-	orgAdmin               // root, or the admin of :org (others get 404)
-)
-
-type adminHandler func(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError
-
-// The admin API's security headers. Its answers are JSON for the console
-// and scripts, never a page: nothing may run, load or frame them, a browser
-// must not guess another type, and no cache (browser or proxy) may keep one:
-// some carry a secret shown once (a new key, a new admin token, the backup).
-var (
-	hdrAPICSP     = []string{"default-src 'none'; frame-ancestors 'none'"}
-	hdrNoSniff    = []string{"nosniff"}
-	hdrNoReferrer = []string{"no-referrer"}
-	hdrNoStore    = []string{"no-store"}
-)
-
-func setAPISecurityHeaders(h http.Header) {
-	h["Content-Security-Policy"] = hdrAPICSP
-	h["X-Content-Type-Options"] = hdrNoSniff
-	h["Referrer-Policy"] = hdrNoReferrer
-	h["Cache-Control"] = hdrNoStore
-}
-
-// admin wraps an admin endpoint: who is calling, may they, does :org exist.
-func (s *server) admin(need access, h adminHandler) httprouter.Handle {
-	return func(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
-		reqID := newRequestID()
-		hdr := w.Header()
-		hdr["X-Request-Id"] = []string{reqID}
-		setAPISecurityHeaders(hdr)
-		c, aerr := s.authenticate(r)
-		if aerr == nil {
-			aerr = s.authorize(c, need, p.ByName("org"))
-		}
-		if aerr == nil {
-			aerr = h(w, r, p, c)
-		}
-		if aerr != nil {
-			writeError(w, aerr, reqID)
-		}
-	}
-}
-
-func (s *server) authorize(c caller, need access, orgID string) *apiError {
-	if need == rootOnly && !c.root {
-		return errRootOnly
-	}
-	if orgID == "" {
+func optionalTime(nanos int64) *string {
+	if nanos == 0 {
 		return nil
 	}
-	if !c.root && c.orgID != orgID {
-		return notFound("Organization")
+	t := formatTime(nanos)
+	return &t
+}
+
+func validName(field, name string) *apiError {
+	if strings.TrimSpace(name) == "" {
+		return invalidRequest("Field %q is required.", field)
 	}
-	if _, err := s.store.Org(orgID); err != nil {
-		if errors.Is(err, errNotFound) {
-			return notFound("Organization")
-		}
-		s.log.Error().Err(err).Msg("loading org")
-		return errInternal
+	if len(name) > 200 || !utf8.ValidString(name) || strings.ContainsFunc(name, isControl) {
+		return invalidRequest("Field %q must be at most 200 printable characters.", field)
 	}
 	return nil
 }
 
-// adminTokens is the in-memory copy of the root token hash and org admin
-// token hashes; bbolt holds the durable copy.
-type adminTokens struct {
-	mu     sync.RWMutex
-	root   [32]byte
-	orgs   map[[32]byte]orgToken // by tag(hash); see lookup
-	tagKey [32]byte              // made with the map, never stored
+func isControl(r rune) bool { return r < ' ' || r == 0x7f }
+
+type orgView struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	CreatedAt string `json:"created_at"`
 }
 
-type orgToken struct {
-	hash  [32]byte
-	orgID string
+func viewOrg(o orgRecord) orgView {
+	return orgView{ID: o.ID, Name: o.Name, CreatedAt: formatTime(o.CreatedAt)}
 }
 
-func (a *adminTokens) setRoot(hash [32]byte) {
-	a.mu.Lock()
-	a.root = hash
-	a.mu.Unlock()
+type nameRequest struct {
+	Name string `json:"name"`
 }
 
-func (a *adminTokens) addOrgToken(hash [32]byte, orgID string) {
-	a.mu.Lock()
-	if a.orgs == nil {
-		a.orgs = make(map[[32]byte]orgToken)
-		crand.Read(a.tagKey[:])
+func (s *server) createOrg(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ caller) *apiError {
+	var req nameRequest
+	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
+		return aerr
 	}
-	a.orgs[a.tag(hash)] = orgToken{hash: hash, orgID: orgID}
-	a.mu.Unlock()
-}
-
-// tag is the map key for a token hash: an HMAC under a key made at start.
-func (a *adminTokens) tag(hash [32]byte) (t [32]byte) {
-	m := hmac.New(sha256.New, a.tagKey[:])
-	m.Write(hash[:])
-	m.Sum(t[:0])
-	return t
-}
-
-// lookup says whom a presented token stands for, in a time that does not
-// depend on the stored secrets. The root hash is compared in constant time.
-// Org tokens are in a map, whose key comparisons stop at the first byte that
-// differs: keyed by the token hash itself, a guess's timing would tell how
-// far the SHA-256 of a chosen string agrees with a stored hash. Keyed by an
-// HMAC of the hash under a random key, it tells only how far two values
-// agree that the guesser cannot compute; the hash found is then compared in
-// constant time as well. Every lookup does the same work, root or not.
-func (a *adminTokens) lookup(token string) (caller, bool) {
-	hash := sha256.Sum256([]byte(token))
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	isRoot := subtle.ConstantTimeCompare(hash[:], a.root[:]) == 1
-	org, found := a.orgs[a.tag(hash)]
-	isOrg := subtle.ConstantTimeCompare(hash[:], org.hash[:])&boolInt(found) == 1
-	switch {
-	case isRoot:
-		return caller{root: true}, true
-	case isOrg:
-		return caller{orgID: org.orgID}, true
+	if aerr := validName("name", req.Name); aerr != nil {
+		return aerr
 	}
-	return caller{}, false
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func (s *server) authenticate(r *http.Request) (caller, *apiError) {
-	client := clientAddr(r)
-	if s.throttle.blocked(client, s.now()) {
-		return caller{}, &apiError{429, "rate_limited", "Too many failed admin token attempts. Wait a minute before retrying."}
-	}
-	auth := r.Header.Values("Authorization")
-	if len(auth) == 0 {
-		return caller{}, errMissingAuth
-	}
-	token, aerr := bearerToken(auth)
-	if aerr != nil {
-		return caller{}, aerr
-	}
-	c, ok := s.admins.lookup(token)
-	if !ok {
-		s.throttle.fail(client, s.now())
-		return caller{}, errAdminToken
-	}
-	return c, nil
-}
-
-// clientAddr is who the admin-token throttle counts: the IPv4 address, or
-// the /64 of an IPv6 one, since one IPv6 client is given a whole /64. The
-// port is dropped; an address that does not parse is counted as it is.
-func clientAddr(r *http.Request) string {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	o, err := s.newOrg(req.Name)
 	if err != nil {
-		return r.RemoteAddr
+		return s.internal(err, "creating org")
 	}
-	a := ap.Addr().Unmap()
-	if a.Is4() {
-		return a.String()
+	writeJSON(w, 201, viewOrg(o))
+	return nil
+}
+
+func (s *server) newOrg(name string) (orgRecord, error) {
+	o := orgRecord{ID: newID("org"), Name: name, CreatedAt: s.now().UnixNano()}
+	return o, s.store.PutOrg(o)
+}
+
+func (s *server) listOrgs(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, c caller) *apiError {
+	orgs, err := s.store.Orgs()
+	if err != nil {
+		return s.internal(err, "listing orgs")
 	}
-	p, _ := a.WithZone("").Prefix(64)
-	return p.String()
+	views := []orgView{}
+	for _, o := range orgs {
+		if c.root || o.ID == c.orgID {
+			views = append(views, viewOrg(o))
+		}
+	}
+	writeJSON(w, 200, map[string][]orgView{"orgs": views})
+	return nil
+}
+
+func (s *server) getOrg(w http.ResponseWriter, _ *http.Request, p httprouter.Params, _ caller) *apiError {
+	o, err := s.store.Org(p.ByName("org"))
+	if err != nil {
+		return s.internal(err, "loading org")
+	}
+	writeJSON(w, 200, viewOrg(o))
+	return nil
+}
+
+type tokenView struct {
+	ID        string `json:"id"`
+	OrgID     string `json:"org_id"`
+	Name      string `json:"name"`
+	CreatedAt string `json:"created_at"`
+	Token     string `json:"token"`
+}
+
+func (s *server) createAdminToken(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	var req nameRequest
+	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
+		return aerr
+	}
+	if aerr := validName("name", req.Name); aerr != nil {
+		return aerr
+	}
+	token := s.cfg.brand + "_orgadmin_" + randomHex(16)
+	rec := tokenRecord{ID: newID("tok"), OrgID: p.ByName("org"), Name: req.Name,
+		Hash: hashKey(token), CreatedAt: s.now().UnixNano()}
+	if err := s.store.PutToken(rec); err != nil {
+		return s.internal(err, "creating admin token")
+	}
+	s.admins.addOrgToken(rec.Hash, rec.OrgID)
+	writeJSON(w, 201, tokenView{ID: rec.ID, OrgID: rec.OrgID, Name: rec.Name,
+		CreatedAt: formatTime(rec.CreatedAt), Token: token})
+	return nil
+}
+
+// keyView is a key record as the API shows it: never a hash, and the key
+// itself only in the create and roll answers.
+type keyView struct {
+	ID         string      `json:"id"`
+	OrgID      string      `json:"org_id"`
+	Name       string      `json:"name"`
+	Env        string      `json:"env"`
+	Prefix     string      `json:"prefix"`
+	Scopes     []string    `json:"scopes"`
+	RateLimits []rateLimit `json:"rate_limits"`
+	CreatedAt  string      `json:"created_at"`
+	LastUsedAt *string     `json:"last_used_at"`
+	ExpiresAt  *string     `json:"expires_at"`
+	RevokedAt  *string     `json:"revoked_at"`
+	Key        string      `json:"key,omitempty"`
+}
+
+func (s *server) viewKey(k keyRecord) keyView {
+	limits := k.RateLimits
+	if limits == nil {
+		limits = s.cfg.rateLimits
+	}
+	var lastUsed int64
+	if e := s.index.get(k.Prefix, k.ID); e != nil {
+		lastUsed = e.lastUsed.Load()
+	}
+	return keyView{ID: k.ID, OrgID: k.OrgID, Name: k.Name, Env: k.Env, Prefix: k.Prefix,
+		Scopes: nonNil(k.Scopes), RateLimits: limits, CreatedAt: formatTime(k.CreatedAt),
+		LastUsedAt: optionalTime(lastUsed), ExpiresAt: optionalTime(k.ExpiresAt),
+		RevokedAt: optionalTime(k.RevokedAt)}
+}
+
+type createKeyRequest struct {
+	Name       string      `json:"name"`
+	Env        string      `json:"env"`
+	Scopes     []string    `json:"scopes"`
+	RateLimits []rateLimit `json:"rate_limits"`
+	ExpiresAt  *string     `json:"expires_at"`
+}
+
+func (s *server) createKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	var req createKeyRequest
+	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
+		return aerr
+	}
+	rec, aerr := s.validateNewKey(req, p.ByName("org"))
+	if aerr != nil {
+		return aerr
+	}
+	key, err := s.issueKey(&rec)
+	if err != nil {
+		return s.internal(err, "creating key")
+	}
+	view := s.viewKey(rec)
+	view.Key = key
+	writeJSON(w, 201, view)
+	return nil
+}
+
+func (s *server) validateNewKey(req createKeyRequest, orgID string) (keyRecord, *apiError) {
+	rec := keyRecord{OrgID: orgID, Name: req.Name, Env: req.Env, Scopes: []string{}}
+	if aerr := validName("name", req.Name); aerr != nil {
+		return rec, aerr
+	}
+	if req.Env != envTest && req.Env != envLive {
+		return rec, invalidRequest(`Field "env" must be "test" or "live".`)
+	}
+	if len(req.Scopes) > 50 {
+		return rec, invalidRequest(`Field "scopes" may hold at most 50 scopes.`)
+	}
+	for _, sc := range req.Scopes {
+		if !validScope(sc) {
+			return rec, invalidRequest(`Field "scopes" holds %q, which is not a scope like sms:send.`, sc)
+		}
+	}
+	if req.Scopes != nil {
+		rec.Scopes = req.Scopes
+	}
+	if req.RateLimits != nil {
+		limits, err := normalizeLimits(req.RateLimits)
+		if err != nil || len(limits) == 0 {
+			return rec, invalidRequest(`Field "rate_limits": %s.`, problem(err, "give at least one window"))
+		}
+		rec.RateLimits = limits
+	}
+	if req.ExpiresAt != nil {
+		t, err := time.Parse(time.RFC3339Nano, *req.ExpiresAt)
+		if err != nil {
+			return rec, invalidRequest(`Field "expires_at" must be an RFC 3339 time like 2030-01-02T15:04:05Z.`)
+		}
+		if !time.Unix(0, t.UnixNano()).Equal(t) { // past 2262 the nanoseconds wrap around
+			return rec, invalidRequest(`Field "expires_at" must be before 2262-04-11.`)
+		}
+		if !t.After(s.now()) {
+			return rec, invalidRequest(`Field "expires_at" must be in the future.`)
+		}
+		rec.ExpiresAt = t.UnixNano()
+	}
+	return rec, nil
+}
+
+func problem(err error, fallback string) string {
+	if err == nil {
+		return fallback
+	}
+	return err.Error()
+}
+
+// issueKey gives rec an id, a fresh key and its hash, commits it, and only
+// then makes it usable. It returns the plaintext key, which is kept nowhere.
+func (s *server) issueKey(rec *keyRecord) (string, error) {
+	key, lookup := s.format.newKey(rec.Env)
+	rec.ID = newID("key")
+	rec.Prefix = lookup
+	rec.Hash = hashKey(key)
+	rec.CreatedAt = s.now().UnixNano()
+	if err := s.store.PutKey(rec); err != nil {
+		return "", err
+	}
+	s.index.add(rec)
+	return key, nil
+}
+
+func (s *server) listKeys(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	q := r.URL.Query()
+	env := q.Get("env")
+	if env != "" && env != envTest && env != envLive {
+		return invalidRequest(`Parameter "env" must be "test" or "live".`)
+	}
+	includeRevoked, err := parseBool(q.Get("include_revoked"))
+	if err != nil {
+		return invalidRequest(`Parameter "include_revoked" must be true or false.`)
+	}
+	keys, err := s.store.OrgKeys(p.ByName("org"))
+	if err != nil {
+		return s.internal(err, "listing keys")
+	}
+	views := []keyView{}
+	for _, k := range keys {
+		if (env == "" || k.Env == env) && (includeRevoked || k.RevokedAt == 0) {
+			views = append(views, s.viewKey(k))
+		}
+	}
+	writeJSON(w, 200, map[string][]keyView{"keys": views})
+	return nil
+}
+
+func parseBool(s string) (bool, error) {
+	if s == "" {
+		return false, nil
+	}
+	return strconv.ParseBool(s)
+}
+
+func (s *server) loadKey(p httprouter.Params) (keyRecord, *apiError) {
+	k, err := s.store.Key(p.ByName("org"), p.ByName("key"))
+	if errors.Is(err, errNotFound) {
+		return k, notFound("Key")
+	}
+	if err != nil {
+		return k, s.internal(err, "loading key")
+	}
+	return k, nil
+}
+
+func (s *server) getKey(w http.ResponseWriter, _ *http.Request, p httprouter.Params, _ caller) *apiError {
+	k, aerr := s.loadKey(p)
+	if aerr != nil {
+		return aerr
+	}
+	writeJSON(w, 200, s.viewKey(k))
+	return nil
+}
+
+// revokeKey is idempotent: revoking a revoked key answers its record.
+func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	if aerr := decodeStrict(w, r, &struct{}{}, true); aerr != nil {
+		return aerr
+	}
+	k, aerr := s.loadKey(p)
+	if aerr != nil || k.RevokedAt != 0 {
+		if aerr == nil {
+			writeJSON(w, 200, s.viewKey(k))
+		}
+		return aerr
+	}
+	now := s.now().UnixNano()
+	k, _, err := s.store.UpdateKey(k.OrgID, k.ID, func(k *keyRecord) ([]*keyRecord, error) {
+		if k.RevokedAt == 0 {
+			k.RevokedAt = now
+		}
+		return nil, nil
+	})
+	if aerr := s.storeError(err, "revoking key"); aerr != nil {
+		return aerr
+	}
+	s.index.update(&k)
+	writeJSON(w, 200, s.viewKey(k))
+	return nil
+}
+
+// storeError is the answer for an error from a store verb: an apiError
+// from the verb's own checks as it is, a missing record as 404.
+func (s *server) storeError(err error, what string) *apiError {
+	var aerr *apiError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &aerr):
+		return aerr
+	case errors.Is(err, errNotFound):
+		return notFound("Key")
+	}
+	return s.internal(err, what)
+}
+
+type rollRequest struct {
+	ExpiresIn string `json:"expires_in"`
+}
+
+const maxGrace = 366 * 24 * time.Hour
+
+// rollKey issues a new key like the old one, expiry included, so that a
+// roll never extends a temporary key's life; the old one expires after the
+// grace period, or sooner if it was due to. Both records commit in one
+// read-modify-write of the old one.
+func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+	var req rollRequest
+	if aerr := decodeStrict(w, r, &req, true); aerr != nil {
+		return aerr
+	}
+	var grace time.Duration
+	if req.ExpiresIn != "" {
+		d, err := time.ParseDuration(req.ExpiresIn)
+		if err != nil || d < 0 || d > maxGrace {
+			return invalidRequest(`Field "expires_in" must be a duration like 24h, between 0s and 8784h.`)
+		}
+		grace = d
+	}
+	now := s.now()
+	var key string
+	old, added, err := s.store.UpdateKey(p.ByName("org"), p.ByName("key"), func(old *keyRecord) ([]*keyRecord, error) {
+		var fresh *keyRecord
+		var aerr *apiError
+		key, fresh, aerr = s.rolled(old, grace, now)
+		if aerr != nil {
+			return nil, aerr
+		}
+		return []*keyRecord{fresh}, nil
+	})
+	if aerr := s.storeError(err, "rolling key"); aerr != nil {
+		return aerr
+	}
+	s.index.add(added[0])
+	s.index.update(&old)
+	view := s.viewKey(*added[0])
+	view.Key = key
+	writeJSON(w, 201, view)
+	return nil
+}
+
+// rolled makes the new key of a roll of old, and sets old's new expiry.
+func (s *server) rolled(old *keyRecord, grace time.Duration, now time.Time) (string, *keyRecord, *apiError) {
+	if old.RevokedAt != 0 {
+		return "", nil, invalidRequest("Key %s is revoked and cannot be rolled.", old.ID)
+	}
+	expiresAt := old.ExpiresAt
+	if expiresAt != 0 && now.UnixNano() >= expiresAt {
+		return "", nil, invalidRequest("Key %s has expired and cannot be rolled.", old.ID)
+	}
+	if end := now.Add(grace).UnixNano(); expiresAt == 0 || end < expiresAt {
+		old.ExpiresAt = end
+	}
+	key, lookup := s.format.newKey(old.Env)
+	fresh := &keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
+		Prefix: lookup, Hash: hashKey(key), Scopes: old.Scopes, RateLimits: old.RateLimits,
+		CreatedAt: now.UnixNano(), ExpiresAt: expiresAt}
+	return key, fresh, nil
+}
+
+// backup answers a consistent copy of the db. The copy is first written to
+// an unlinked temporary file, and only then sent: the bbolt read transaction
+// that makes it consistent lasts as long as a local disk copy, not as long
+// as the client takes to download, and while it is open, a commit that must
+// grow the file's memory map waits for it.
+func (s *server) backup(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, _ caller) *apiError {
+	f, n, err := s.store.snapshot()
+	if err != nil {
+		return s.internal(err, "writing backup")
+	}
+	defer f.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Disposition", `attachment; filename="keyhole-backup.db"`)
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	if _, err := io.Copy(w, f); err != nil {
+		s.log.Warn().Err(err).Msg("sending backup")
+	}
+	return nil
+}
+
+func (s *server) internal(err error, what string) *apiError {
+	s.log.Error().Err(err).Msg(what)
+	return errInternal
 }

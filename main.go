@@ -9,12 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -241,145 +239,6 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, ready chan<- strin
 		ready <- ln.Addr().String()
 	}
 	return s.run(ctx, ln)
-}
-
-// run serves on ln until ctx ends; then in-flight requests get up to the
-// drain timeout to finish, and only then is everything held in memory
-// written, so the last requests' log entries are in the final flush.
-//
-// There is no ReadTimeout or WriteTimeout for the whole request: the reverse
-// proxy streams uploads and downloads of any size and duration, and
-// GET /admin/v1/backup streams the whole db. Headers are bounded by
-// ReadHeaderTimeout and MaxHeaderBytes, bodies keyhole reads itself by
-// limitBodyReads (and the 64 KiB body limits), idle connections by
-// IdleTimeout.
-func (s *server) run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.limitBodyReads(s, orDefault(s.cfg.bodyReadTimeout, defaultBodyReadTimeout)),
-		ReadHeaderTimeout: orDefault(s.cfg.readHeaderTimeout, defaultReadHeaderTimeout),
-		IdleTimeout:       orDefault(s.cfg.idleTimeout, defaultIdleTimeout),
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          nil,
-	}
-	flushCtx, stopFlusher := context.WithCancel(context.Background())
-	flushed := make(chan error, 1)
-	go func() { flushed <- s.behind.Run(flushCtx, s.cfg.flushInterval, s.log) }()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-serveErr:
-	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), orDefault(s.cfg.drainTimeout, defaultDrainTimeout))
-	defer cancel()
-	if shutErr := srv.Shutdown(drainCtx); shutErr != nil {
-		s.log.Warn().Err(shutErr).Msg("drain timed out; closing connections")
-		srv.Close()
-	}
-	stopFlusher() // Run's last flush comes after the drain: the last requests' entries are in it
-	if ferr := <-flushed; ferr != nil {
-		return fmt.Errorf("final flush: %w", ferr)
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
-}
-
-// limitBodyReads gives a request body timeout to arrive, so a client that
-// trickles one cannot hold a connection for ever. Only requests that have a
-// body get a deadline: on a request without one the server is already
-// watching the idle connection, and a deadline there would cancel a long
-// response (a backup, a proxied download). The next request on the
-// connection sets its own deadlines.
-//
-// The body is left as net/http made it: net/http discards an unread body
-// after the answer, unless it is still waiting for "Expect: 100-continue",
-// which it recognises by the body's type. Wrapped, a refusal would wait for
-// a body the client holds back until the deadline. A guarded request's body
-// is read only by the reverse proxy, which lifts the deadline once the key
-// has verified (proxy.serve): an upload by a key holder streams for as long
-// as it takes, while a refused request's body stays bounded. Bodies keyhole
-// reads itself are small and read at once.
-func (s *server) limitBodyReads(next http.Handler, timeout time.Duration) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-			http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// newServer builds the in-memory state from the db.
-func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logger) (*server, error) {
-	rules, err := loadRules(cfg.rulesPath)
-	if err != nil {
-		return nil, err
-	}
-	s := &server{
-		cfg: cfg, store: st, limiter: newLimiter(),
-		rules: rules, format: keyFormat{brand: cfg.brand, style: cfg.keyStyle}, now: now,
-		log: logger, throttle: newFailThrottle(), defaultLimits: newLimitSet(cfg.rateLimits),
-		envError: &apiError{401, "environment_mismatch", "A test key must be used with " + cfg.testBase +
-			" and a live key with " + cfg.liveBase + "."},
-	}
-	if cfg.upstream != "" {
-		if s.proxy, err = newProxy(cfg.upstream, s); err != nil {
-			return nil, err
-		}
-	}
-	// A damage to the file that checkDBFile cannot see surfaces here, as
-	// bbolt reads every key row: an error, not a crash.
-	if err := guardDB(s.loadState); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
-	}
-	s.behind = newWriteBehind(st, s.index, s.limiter, cfg.logRetention, now)
-	s.routes()
-	return s, nil
-}
-
-// loadState builds the in-memory index from the db.
-func (s *server) loadState() error {
-	count, err := s.store.KeyCount()
-	if err != nil {
-		return fmt.Errorf("loading keys: %w", err)
-	}
-	s.index = newKeyIndex(int(count))
-	var lastUsed map[[8]byte]*atomic.Int64 // nil when none were written
-	if has, err := s.store.HasLastUsed(); err != nil || has {
-		lastUsed = make(map[[8]byte]*atomic.Int64, count)
-	}
-	err = s.store.EachKeyRow(func(row *hotRow) error {
-		e := s.index.addRow(row)
-		if lastUsed != nil {
-			lastUsed[e.id] = &e.lastUsed
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("loading keys: %w", err)
-	}
-	err = s.store.LoadWrittenBehind(func(id [8]byte, at int64) {
-		if lu := lastUsed[id]; lu != nil {
-			lu.Store(at)
-		}
-	}, s.limiter.restore)
-	if err != nil {
-		return fmt.Errorf("loading usage state: %w", err)
-	}
-	tokens, err := s.store.Tokens()
-	if err != nil {
-		return fmt.Errorf("loading admin tokens: %w", err)
-	}
-	for _, t := range tokens {
-		s.admins.addOrgToken(t.Hash, t.OrgID)
-	}
-	if err := s.store.DropMappedPages(); err != nil {
-		s.log.Warn().Err(err).Msg("dropping mapped db pages after load")
-	}
-	return nil
 }
 
 // firstStart sets the root token from --admin-token, or on an empty db makes

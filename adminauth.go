@@ -1,0 +1,274 @@
+package main
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// caller is who presented an admin token.
+type caller struct {
+	root  bool
+	orgID string // for an org admin token
+}
+
+type access int
+
+const (
+	rootOnly access = iota // the root token only
+	anyAdmin               // root or any org admin
+	orgAdmin               // root, or the admin of :org (others get 404)
+)
+
+type adminHandler func(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError
+
+// The admin API's security headers. Its answers are JSON for the console
+// and scripts, never a page: nothing may run, load or frame them, a browser
+// must not guess another type, and no cache (browser or proxy) may keep one:
+// some carry a secret shown once (a new key, a new admin token, the backup).
+var (
+	hdrAPICSP     = []string{"default-src 'none'; frame-ancestors 'none'"}
+	hdrNoSniff    = []string{"nosniff"}
+	hdrNoReferrer = []string{"no-referrer"}
+	hdrNoStore    = []string{"no-store"}
+)
+
+func setAPISecurityHeaders(h http.Header) {
+	h["Content-Security-Policy"] = hdrAPICSP
+	h["X-Content-Type-Options"] = hdrNoSniff
+	h["Referrer-Policy"] = hdrNoReferrer
+	h["Cache-Control"] = hdrNoStore
+}
+
+// admin wraps an admin endpoint: who is calling, may they, does :org exist.
+func (s *server) admin(need access, h adminHandler) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+		reqID := newRequestID()
+		hdr := w.Header()
+		hdr["X-Request-Id"] = []string{reqID}
+		setAPISecurityHeaders(hdr)
+		c, aerr := s.authenticate(r)
+		if aerr == nil {
+			aerr = s.authorize(c, need, p.ByName("org"))
+		}
+		if aerr == nil {
+			aerr = h(w, r, p, c)
+		}
+		if aerr != nil {
+			writeError(w, aerr, reqID)
+		}
+	}
+}
+
+func (s *server) authorize(c caller, need access, orgID string) *apiError {
+	if need == rootOnly && !c.root {
+		return errRootOnly
+	}
+	if orgID == "" {
+		return nil
+	}
+	if !c.root && c.orgID != orgID {
+		return notFound("Organization")
+	}
+	if _, err := s.store.Org(orgID); err != nil {
+		if errors.Is(err, errNotFound) {
+			return notFound("Organization")
+		}
+		s.log.Error().Err(err).Msg("loading org")
+		return errInternal
+	}
+	return nil
+}
+
+// adminTokens is the in-memory copy of the root token hash and org admin
+// token hashes; bbolt holds the durable copy.
+type adminTokens struct {
+	mu     sync.RWMutex
+	root   [32]byte
+	orgs   map[[32]byte]orgToken // by tag(hash); see lookup
+	tagKey [32]byte              // made with the map, never stored
+}
+
+type orgToken struct {
+	hash  [32]byte
+	orgID string
+}
+
+func (a *adminTokens) setRoot(hash [32]byte) {
+	a.mu.Lock()
+	a.root = hash
+	a.mu.Unlock()
+}
+
+func (a *adminTokens) addOrgToken(hash [32]byte, orgID string) {
+	a.mu.Lock()
+	if a.orgs == nil {
+		a.orgs = make(map[[32]byte]orgToken)
+		rand.Read(a.tagKey[:])
+	}
+	a.orgs[a.tag(hash)] = orgToken{hash: hash, orgID: orgID}
+	a.mu.Unlock()
+}
+
+// tag is the map key for a token hash: an HMAC under a key made at start.
+func (a *adminTokens) tag(hash [32]byte) (t [32]byte) {
+	m := hmac.New(sha256.New, a.tagKey[:])
+	m.Write(hash[:])
+	m.Sum(t[:0])
+	return t
+}
+
+// lookup says whom a presented token stands for, in a time that does not
+// depend on the stored secrets. The root hash is compared in constant time.
+// Org tokens are in a map, whose key comparisons stop at the first byte that
+// differs: keyed by the token hash itself, a guess's timing would tell how
+// far the SHA-256 of a chosen string agrees with a stored hash. Keyed by an
+// HMAC of the hash under a random key, it tells only how far two values
+// agree that the guesser cannot compute; the hash found is then compared in
+// constant time as well. Every lookup does the same work, root or not.
+func (a *adminTokens) lookup(token string) (caller, bool) {
+	hash := sha256.Sum256([]byte(token))
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	isRoot := subtle.ConstantTimeCompare(hash[:], a.root[:]) == 1
+	org, found := a.orgs[a.tag(hash)]
+	isOrg := subtle.ConstantTimeCompare(hash[:], org.hash[:])&boolInt(found) == 1
+	switch {
+	case isRoot:
+		return caller{root: true}, true
+	case isOrg:
+		return caller{orgID: org.orgID}, true
+	}
+	return caller{}, false
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *server) authenticate(r *http.Request) (caller, *apiError) {
+	client := clientAddr(r)
+	if s.throttle.blocked(client, s.now()) {
+		return caller{}, &apiError{429, "rate_limited", "Too many failed admin token attempts. Wait a minute before retrying."}
+	}
+	auth := r.Header.Values("Authorization")
+	if len(auth) == 0 {
+		return caller{}, errMissingAuth
+	}
+	token, aerr := bearerToken(auth)
+	if aerr != nil {
+		return caller{}, aerr
+	}
+	c, ok := s.admins.lookup(token)
+	if !ok {
+		s.throttle.fail(client, s.now())
+		return caller{}, errAdminToken
+	}
+	return c, nil
+}
+
+// clientAddr is who the admin-token throttle counts: the IPv4 address, or
+// the /64 of an IPv6 one, since one IPv6 client is given a whole /64. The
+// port is dropped; an address that does not parse is counted as it is.
+func clientAddr(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
+}
+
+// failThrottle slows down guessing of admin tokens: after maxFails failures
+// in a minute from one client (an IPv4 address or an IPv6 /64), that client
+// is refused for the rest of the minute, whatever it sends.
+type failThrottle struct {
+	mu    sync.Mutex
+	fails map[string]*failCount
+}
+
+type failCount struct {
+	n     int
+	since time.Time
+}
+
+const (
+	maxFails      = 10
+	failWindow    = time.Minute
+	maxFailClient = 10000
+	// failKeep is how many live blocks a full table keeps, at most.
+	failKeep = maxFailClient - maxFailClient/8
+)
+
+func newFailThrottle() *failThrottle {
+	return &failThrottle{fails: make(map[string]*failCount)}
+}
+
+func (f *failCount) live(now time.Time) bool { return now.Sub(f.since) < failWindow }
+
+func (t *failThrottle) blocked(client string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.fails[client]
+	return f != nil && f.live(now) && f.n >= maxFails
+}
+
+func (t *failThrottle) fail(client string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.fails[client]
+	if f == nil || !f.live(now) {
+		if f == nil && len(t.fails) >= maxFailClient {
+			t.evict(now)
+		}
+		f = &failCount{since: now}
+		t.fails[client] = f
+	}
+	f.n++
+}
+
+// evict makes room in a full table without forgetting the worst offenders,
+// so that failures from many addresses cannot lift the blocks of others: it
+// drops entries whose window has passed and entries that are not blocked,
+// and then, only if blocks still fill more than failKeep, the blocks that
+// end soonest. Freeing an eighth of the table at a time, not one entry,
+// spares a spray of new addresses a scan of the whole table each.
+func (t *failThrottle) evict(now time.Time) {
+	for c, f := range t.fails {
+		if !f.live(now) || f.n < maxFails {
+			delete(t.fails, c)
+		}
+	}
+	excess := len(t.fails) - failKeep
+	if excess <= 0 {
+		return
+	}
+	starts := make([]int64, 0, len(t.fails))
+	for _, f := range t.fails {
+		starts = append(starts, f.since.UnixNano())
+	}
+	slices.Sort(starts) // a window's start orders blocks by their end
+	cutoff := starts[excess-1]
+	for c, f := range t.fails {
+		if excess > 0 && f.since.UnixNano() <= cutoff {
+			delete(t.fails, c)
+			excess--
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+	"github.com/rs/zerolog"
+)
+
+// server holds all of keyhole's state; nothing lives in package variables.
+type server struct {
+	cfg     config
+	store   *store
+	index   *keyIndex
+	limiter *limiter
+	// defaultLimits are --rate-limits, for keys without their own.
+	defaultLimits *limitSet
+	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
+	rules         []scopeRule
+	format        keyFormat
+	envError      *apiError
+	proxy         *proxy
+	now           func() time.Time
+	log           zerolog.Logger
+	router        *httprouter.Router
+	admins        adminTokens
+	throttle      *failThrottle
+	demoKeys      []demoKey
+	demoOrg       string
+}
+
+// ServeHTTP sends the base paths to the guarded surface and the rest to the
+// router, so a configurable base can never collide with a route.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.envForPath(r.URL.Path) != "" {
+		s.serveGuarded(w, r)
+		return
+	}
+	// Forward auth is asked once per request of the API in front: it skips
+	// the router's lookup. (The router also routes it, for every method.)
+	if r.URL.Path == "/v1/auth" {
+		s.serveAuth(w, r)
+		return
+	}
+	s.router.ServeHTTP(w, r)
+}
+
+func (s *server) routes() {
+	rt := httprouter.New()
+	rt.RedirectTrailingSlash = false
+	rt.RedirectFixedPath = false
+	rt.HandleOPTIONS = false
+	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setAPISecurityHeaders(w.Header())
+		writeError(w, errNotFoundPage, newRequestID())
+	})
+	rt.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setAPISecurityHeaders(w.Header())
+		writeError(w, errBadMethod, newRequestID())
+	})
+	rt.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		s.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panicked")
+		setAPISecurityHeaders(w.Header())
+		writeError(w, errInternal, newRequestID())
+	}
+
+	rt.HandlerFunc("GET", "/healthz", s.serveHealth)
+	rt.HandlerFunc("GET", "/readyz", s.serveReady)
+	rt.HandlerFunc("GET", "/metrics", s.serveMetrics)
+	rt.HandlerFunc("POST", verifyPath, s.serveVerify)
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		rt.HandlerFunc(m, "/v1/auth", s.serveAuth)
+	}
+
+	const a = "/admin/v1"
+	rt.POST(a+"/orgs", s.admin(rootOnly, s.createOrg))
+	rt.GET(a+"/orgs", s.admin(anyAdmin, s.listOrgs))
+	rt.GET(a+"/orgs/:org", s.admin(orgAdmin, s.getOrg))
+	rt.POST(a+"/orgs/:org/admin-tokens", s.admin(rootOnly, s.createAdminToken))
+	rt.POST(a+"/orgs/:org/keys", s.admin(orgAdmin, s.createKey))
+	rt.GET(a+"/orgs/:org/keys", s.admin(orgAdmin, s.listKeys))
+	rt.GET(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.getKey))
+	rt.POST(a+"/orgs/:org/keys/:key/revoke", s.admin(orgAdmin, s.revokeKey))
+	rt.POST(a+"/orgs/:org/keys/:key/roll", s.admin(orgAdmin, s.rollKey))
+	rt.GET(a+"/orgs/:org/logs", s.admin(orgAdmin, s.orgLogs))
+	rt.GET(a+"/orgs/:org/usage", s.admin(orgAdmin, s.orgUsage))
+	rt.GET(a+"/logs", s.admin(rootOnly, s.serverLogs))
+	rt.GET(a+"/backup", s.admin(rootOnly, s.backup))
+	s.routeConsole(rt)
+	s.router = rt
+}
+
+func (s *server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]string{"status": "ok"})
+}
+
+func (s *server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.store.IsEmpty(); err != nil {
+		writeJSON(w, 503, map[string]string{"status": "db unavailable"})
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+// newRequestID is unique enough to find a request in logs; it is not a secret.
+func newRequestID() string {
+	var raw [8]byte
+	binary.LittleEndian.PutUint64(raw[:], rand.Uint64())
+	var b [20]byte
+	copy(b[:], "req_")
+	hex.Encode(b[4:], raw[:])
+	return string(b[:])
+}
+
+// run serves on ln until ctx ends; then in-flight requests get up to the
+// drain timeout to finish, and only then is everything held in memory
+// written, so the last requests' log entries are in the final flush.
+//
+// There is no ReadTimeout or WriteTimeout for the whole request: the reverse
+// proxy streams uploads and downloads of any size and duration, and
+// GET /admin/v1/backup streams the whole db. Headers are bounded by
+// ReadHeaderTimeout and MaxHeaderBytes, bodies keyhole reads itself by
+// limitBodyReads (and the 64 KiB body limits), idle connections by
+// IdleTimeout.
+func (s *server) run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.limitBodyReads(s, orDefault(s.cfg.bodyReadTimeout, defaultBodyReadTimeout)),
+		ReadHeaderTimeout: orDefault(s.cfg.readHeaderTimeout, defaultReadHeaderTimeout),
+		IdleTimeout:       orDefault(s.cfg.idleTimeout, defaultIdleTimeout),
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          nil,
+	}
+	flushCtx, stopFlusher := context.WithCancel(context.Background())
+	flushed := make(chan error, 1)
+	go func() { flushed <- s.behind.Run(flushCtx, s.cfg.flushInterval, s.log) }()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), orDefault(s.cfg.drainTimeout, defaultDrainTimeout))
+	defer cancel()
+	if shutErr := srv.Shutdown(drainCtx); shutErr != nil {
+		s.log.Warn().Err(shutErr).Msg("drain timed out; closing connections")
+		srv.Close()
+	}
+	stopFlusher() // Run's last flush comes after the drain: the last requests' entries are in it
+	if ferr := <-flushed; ferr != nil {
+		return fmt.Errorf("final flush: %w", ferr)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// limitBodyReads gives a request body timeout to arrive, so a client that
+// trickles one cannot hold a connection for ever. Only requests that have a
+// body get a deadline: on a request without one the server is already
+// watching the idle connection, and a deadline there would cancel a long
+// response (a backup, a proxied download). The next request on the
+// connection sets its own deadlines.
+//
+// The body is left as net/http made it: net/http discards an unread body
+// after the answer, unless it is still waiting for "Expect: 100-continue",
+// which it recognises by the body's type. Wrapped, a refusal would wait for
+// a body the client holds back until the deadline. A guarded request's body
+// is read only by the reverse proxy, which lifts the deadline once the key
+// has verified (proxy.serve): an upload by a key holder streams for as long
+// as it takes, while a refused request's body stays bounded. Bodies keyhole
+// reads itself are small and read at once.
+func (s *server) limitBodyReads(next http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// newServer builds the in-memory state from the db.
+func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logger) (*server, error) {
+	rules, err := loadRules(cfg.rulesPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{
+		cfg: cfg, store: st, limiter: newLimiter(),
+		rules: rules, format: keyFormat{brand: cfg.brand, style: cfg.keyStyle}, now: now,
+		log: logger, throttle: newFailThrottle(), defaultLimits: newLimitSet(cfg.rateLimits),
+		envError: &apiError{401, "environment_mismatch", "A test key must be used with " + cfg.testBase +
+			" and a live key with " + cfg.liveBase + "."},
+	}
+	if cfg.upstream != "" {
+		if s.proxy, err = newProxy(cfg.upstream, s); err != nil {
+			return nil, err
+		}
+	}
+	// A damage to the file that checkDBFile cannot see surfaces here, as
+	// bbolt reads every key row: an error, not a crash.
+	if err := guardDB(s.loadState); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
+	}
+	s.behind = newWriteBehind(st, s.index, s.limiter, cfg.logRetention, now)
+	s.routes()
+	return s, nil
+}
+
+// loadState builds the in-memory index from the db.
+func (s *server) loadState() error {
+	count, err := s.store.KeyCount()
+	if err != nil {
+		return fmt.Errorf("loading keys: %w", err)
+	}
+	s.index = newKeyIndex(int(count))
+	var lastUsed map[[8]byte]*atomic.Int64 // nil when none were written
+	if has, err := s.store.HasLastUsed(); err != nil || has {
+		lastUsed = make(map[[8]byte]*atomic.Int64, count)
+	}
+	err = s.store.EachKeyRow(func(row *hotRow) error {
+		e := s.index.addRow(row)
+		if lastUsed != nil {
+			lastUsed[e.id] = &e.lastUsed
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("loading keys: %w", err)
+	}
+	err = s.store.LoadWrittenBehind(func(id [8]byte, at int64) {
+		if lu := lastUsed[id]; lu != nil {
+			lu.Store(at)
+		}
+	}, s.limiter.restore)
+	if err != nil {
+		return fmt.Errorf("loading usage state: %w", err)
+	}
+	tokens, err := s.store.Tokens()
+	if err != nil {
+		return fmt.Errorf("loading admin tokens: %w", err)
+	}
+	for _, t := range tokens {
+		s.admins.addOrgToken(t.Hash, t.OrgID)
+	}
+	if err := s.store.DropMappedPages(); err != nil {
+		s.log.Warn().Err(err).Msg("dropping mapped db pages after load")
+	}
+	return nil
+}
