@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // apiError is an answer in the contract's error shape. Handlers return one;
@@ -61,7 +62,14 @@ type errorBody struct {
 	RequestID string `json:"request_id"`
 }
 
+// writeError is how every surface answers an error: the contract's body,
+// with the request id in it and as X-Request-Id. Surfaces that owe more
+// headers (the guarded surface's rate-limit headers, the admin API's
+// security headers) set them first; a request id set with them is kept.
 func writeError(w http.ResponseWriter, e *apiError, requestID string) {
+	if h := w.Header(); h["X-Request-Id"] == nil {
+		h["X-Request-Id"] = []string{requestID}
+	}
 	var body errorBody
 	body.Error.Code = e.code
 	body.Error.Message = e.message
@@ -241,4 +249,53 @@ func jsonKind(kind string) string {
 		return "true or false"
 	}
 	return "a number"
+}
+
+// appendJSONString quotes s exactly as encoding/json does, so that every
+// answer follows one escaping rule whichever way it is written: control
+// characters escaped (\n, \r, \t, \b, \f short), "<", ">" and "&" as
+// \u003c, \u003e and \u0026, U+2028 and U+2029 escaped, invalid UTF-8
+// replaced (FuzzAppendJSONString holds it to json.Marshal).
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }

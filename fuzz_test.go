@@ -1098,3 +1098,20 @@ func slicesContain(list []string, s string) bool {
 	}
 	return false
 }
+
+// FuzzAppendJSONString: the hand-written answers quote strings byte for
+// byte as encoding/json does, so there is one escaping rule.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", `a"b\c`, "<script>&", "\x00\x1f\x7f\n\r\t\b\f", "\u2028\u2029", "bad\xff\xfe", "é日本"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSONString(nil, s); string(got) != string(want) {
+			t.Fatalf("appendJSONString(%q) = %s; encoding/json gives %s", s, got, want)
+		}
+	})
+}
