@@ -3,10 +3,92 @@ package main
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
 )
+
+// Every value keyhole stores starts with a version byte, so that a later
+// layout can read what an earlier one wrote. Values written before version
+// bytes existed are told apart by their first byte or length: JSON records
+// began with '{'; log segments with the high byte of an entry's length,
+// which is at most 5; usage rows were 32 bytes, last-used times 8. Readers
+// take both; writers write the versioned form.
+const (
+	recordV1   = 0x01 // then the record as JSON: orgs, tokens, keys, limiter state
+	segmentV1  = 0x81 // then log entries, as below
+	usageV1    = 0x01 // then the four status-class counts, u64 each
+	lastUsedV1 = 0x01 // then Unix nanoseconds, i64
+)
+
+var errBadValue = errors.New("malformed stored value")
+
+// encodeRecord is v as a stored record.
+func encodeRecord(v any) ([]byte, error) {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{recordV1}, buf...), nil
+}
+
+// decodeRecord reads a stored record into v.
+func decodeRecord(b []byte, v any) error {
+	switch {
+	case len(b) > 0 && b[0] == recordV1:
+		b = b[1:]
+	case len(b) == 0 || b[0] != '{':
+		return errBadValue
+	}
+	return json.Unmarshal(b, v)
+}
+
+// segmentEntries is the entries of a stored log segment.
+func segmentEntries(v []byte) []byte {
+	if len(v) > 0 && v[0] == segmentV1 {
+		return v[1:]
+	}
+	return v
+}
+
+// appendUsage adds c to the stored usage row old (nil for none).
+func appendUsage(b, old []byte, c *usageCounts) []byte {
+	sum := decodeUsage(old)
+	b = append(b, usageV1)
+	for i := range sum {
+		b = binary.BigEndian.AppendUint64(b, sum[i]+c[i])
+	}
+	return b
+}
+
+// decodeUsage reads a stored usage row; a missing or damaged one is zero.
+func decodeUsage(v []byte) (c usageCounts) {
+	if len(v) == 33 && v[0] == usageV1 {
+		v = v[1:]
+	}
+	if len(v) != 32 {
+		return c
+	}
+	for i := range c {
+		c[i] = binary.BigEndian.Uint64(v[i*8:])
+	}
+	return c
+}
+
+func encodeLastUsed(at int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{lastUsedV1}, uint64(at))
+}
+
+func decodeLastUsed(v []byte) (int64, bool) {
+	if len(v) == 9 && v[0] == lastUsedV1 {
+		v = v[1:]
+	}
+	if len(v) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(v)), true
+}
 
 // A request-log entry is stored in binary, several to a segment value:
 // encoding runs in the flush for every request, and JSON is three times the

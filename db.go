@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -352,7 +351,7 @@ func (s *store) SetRootTokenHash(hash [32]byte) error {
 
 // put writes one JSON record in a group-committed transaction.
 func (s *store) put(bucket []byte, key string, v any) error {
-	buf, err := json.Marshal(v)
+	buf, err := encodeRecord(v)
 	if err != nil {
 		return err
 	}
@@ -368,7 +367,7 @@ func (s *store) get(bucket []byte, key string, v any) error {
 		if buf == nil {
 			return errNotFound
 		}
-		return json.Unmarshal(buf, v)
+		return decodeRecord(buf, v)
 	})
 }
 
@@ -384,7 +383,7 @@ func (s *store) Orgs() ([]orgRecord, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketOrgs).ForEach(func(_, v []byte) error {
 			var o orgRecord
-			if err := json.Unmarshal(v, &o); err != nil {
+			if err := decodeRecord(v, &o); err != nil {
 				return err
 			}
 			orgs = append(orgs, o)
@@ -401,7 +400,7 @@ func (s *store) Tokens() ([]tokenRecord, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTokens).ForEach(func(_, v []byte) error {
 			var t tokenRecord
-			if err := json.Unmarshal(v, &t); err != nil {
+			if err := decodeRecord(v, &t); err != nil {
 				return err
 			}
 			tokens = append(tokens, t)
@@ -441,7 +440,7 @@ func (s *store) PutKeys(keys ...*keyRecord) error {
 func (s *store) PutBulk(orgs []orgRecord, keys []*keyRecord) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, o := range orgs {
-			buf, err := json.Marshal(o)
+			buf, err := encodeRecord(o)
 			if err != nil {
 				return err
 			}
@@ -473,7 +472,7 @@ func (s *store) UpdateKey(orgID, keyID string, change func(k *keyRecord) ([]*key
 			return errNotFound
 		}
 		k = keyRecord{}
-		if err := json.Unmarshal(v, &k); err != nil {
+		if err := decodeRecord(v, &k); err != nil {
 			return err
 		}
 		var err error
@@ -502,7 +501,7 @@ func putKeyTx(tx *bolt.Tx, k *keyRecord) error {
 		}
 		k.Row = seq
 	}
-	buf, err := json.Marshal(k)
+	buf, err := encodeRecord(k)
 	if err != nil {
 		return err
 	}
@@ -525,7 +524,7 @@ func (s *store) OrgKeys(orgID string) ([]keyRecord, error) {
 		c := tx.Bucket(bucketKeys).Cursor()
 		for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
 			var rec keyRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
+			if err := decodeRecord(v, &rec); err != nil {
 				return err
 			}
 			keys = append(keys, rec)

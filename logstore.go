@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"sort"
 	"time"
 
@@ -68,6 +67,7 @@ func writeEntries(tx *bolt.Tx, batch *writeBatch) error {
 		for len(entries) > 0 {
 			n := min(len(entries), maxSegment)
 			start := len(batch.segments)
+			batch.segments = append(batch.segments, segmentV1)
 			for _, e := range entries[:n] {
 				batch.segments = e.appendBinary(batch.segments)
 			}
@@ -117,14 +117,7 @@ func writeUsage(tx *bolt.Tx, usage map[string]*usageCounts) error {
 	b := tx.Bucket(bucketUsage)
 	for key, c := range usage {
 		row := []byte(key)
-		var buf [32]byte
-		if old := b.Get(row); len(old) == 32 {
-			copy(buf[:], old)
-		}
-		for i := range c {
-			binary.BigEndian.PutUint64(buf[i*8:], binary.BigEndian.Uint64(buf[i*8:])+c[i])
-		}
-		if err := b.Put(row, buf[:]); err != nil {
+		if err := b.Put(row, appendUsage(nil, b.Get(row), c)); err != nil {
 			return err
 		}
 	}
@@ -151,13 +144,13 @@ func pruneUsage(tx *bolt.Tx, before int64) error {
 func writeTouched(tx *bolt.Tx, lastUsed map[[8]byte]int64, buckets map[[8]byte]bucketState) error {
 	lu := tx.Bucket(bucketLastUsed)
 	for id, at := range lastUsed {
-		if err := lu.Put(appendKeyID(nil, id), u64(uint64(at))); err != nil {
+		if err := lu.Put(appendKeyID(nil, id), encodeLastUsed(at)); err != nil {
 			return err
 		}
 	}
 	lb := tx.Bucket(bucketLimits)
 	for id, st := range buckets {
-		buf, err := json.Marshal(st)
+		buf, err := encodeRecord(st)
 		if err != nil {
 			return err
 		}
@@ -173,8 +166,9 @@ func writeTouched(tx *bolt.Tx, lastUsed map[[8]byte]int64, buckets map[[8]byte]b
 func (st *store) LoadWrittenBehind(lastUsed func(id [8]byte, at int64), bucket func(id [8]byte, b bucketState)) error {
 	return st.db.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketLastUsed).ForEach(func(k, v []byte) error {
-			if id, ok := parseKeyID(string(k)); ok && len(v) == 8 {
-				lastUsed(id, int64(binary.BigEndian.Uint64(v)))
+			id, ok := parseKeyID(string(k))
+			if at, valid := decodeLastUsed(v); ok && valid {
+				lastUsed(id, at)
 			}
 			return nil
 		})
@@ -184,7 +178,7 @@ func (st *store) LoadWrittenBehind(lastUsed func(id [8]byte, at int64), bucket f
 		return tx.Bucket(bucketLimits).ForEach(func(k, v []byte) error {
 			var st bucketState
 			id, ok := parseKeyID(string(k))
-			if ok && json.Unmarshal(v, &st) == nil {
+			if ok && decodeRecord(v, &st) == nil {
 				bucket(id, st)
 			}
 			return nil
@@ -227,6 +221,7 @@ func (st *store) ReadLogs(org string, retention int, q logQuery) (logPage, error
 // collect adds a segment's matching entries, newest first; done says the
 // page is full.
 func (page *logPage) collect(segment []byte, first, oldest uint64, org string, q *logQuery) (done bool, err error) {
+	segment = segmentEntries(segment)
 	offsets, err := entryOffsets(segment)
 	if err != nil {
 		return true, err
@@ -264,9 +259,9 @@ func (st *store) ReadUsage(orgID, env string, from int64) ([]usageBucket, error)
 			prefix := []byte(orgID + "/" + e + "/")
 			for k, v := c.Seek(append(prefix, u64(uint64(from))...)); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
 				hour := int64(binary.BigEndian.Uint64(k[len(prefix):]))
+				c := decodeUsage(v)
 				out = append(out, usageBucket{Hour: time.Unix(hour, 0).UTC().Format(time.RFC3339), Env: e,
-					OK: binary.BigEndian.Uint64(v), Client: binary.BigEndian.Uint64(v[8:]),
-					Limited: binary.BigEndian.Uint64(v[16:]), Server: binary.BigEndian.Uint64(v[24:])})
+					OK: c[0], Client: c[1], Limited: c[2], Server: c[3]})
 			}
 		}
 		return nil
