@@ -17,8 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The bbolt layout. Every record is JSON unless noted; times are Unix
-// nanoseconds so they survive a round trip exactly.
+// The bbolt layout. Every value starts with a version byte, and records
+// are JSON after it unless noted (codec.go has every encoding); times are
+// Unix nanoseconds so they survive a round trip exactly.
 //
 //	meta/
 //	  version          -> "1"
@@ -33,13 +34,14 @@ import (
 //	  <seq uint64 BE>  -> hotRow, binary: what the in-memory index needs of
 //	                      a key, in creation order, read at start
 //	lastused/
-//	  <keyID>          -> uint64 BE Unix nanoseconds (written behind)
+//	  <keyID>          -> int64 BE Unix nanoseconds (written behind)
 //	buckets/
 //	  <keyID>          -> limiterState (written behind)
 //	logs/
-//	  <orgID>|_server/ -> bucket: <seq uint64 BE> -> logEntry (a ring)
+//	  <orgID>|_server/ -> bucket: <seq uint64 BE> -> a segment of binary
+//	                      log entries, keyed by the first one's seq (a ring)
 //	usage/
-//	  <orgID>/<env>/<hour uint64 BE> -> usageCounts (written behind)
+//	  <orgID>/<env>/<hour uint64 BE> -> usageCounts, 4 × uint64 BE (written behind)
 var (
 	bucketMeta     = []byte("meta")
 	bucketOrgs     = []byte("orgs")
