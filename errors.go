@@ -65,10 +65,11 @@ type errorBody struct {
 // writeError is how every surface answers an error: the contract's body,
 // with the request id in it and as X-Request-Id. Surfaces that owe more
 // headers (the guarded surface's rate-limit headers, the admin API's
-// security headers) set them first; a request id set with them is kept.
+// security headers) set them first, request id included, or, the guarded
+// writer, when the status goes out.
 func writeError(w http.ResponseWriter, e *apiError, requestID string) {
-	if h := w.Header(); h["X-Request-Id"] == nil {
-		h["X-Request-Id"] = []string{requestID}
+	if _, guarded := w.(*statusWriter); !guarded && w.Header()["X-Request-Id"] == nil {
+		w.Header()["X-Request-Id"] = []string{requestID}
 	}
 	var body errorBody
 	body.Error.Code = e.code
