@@ -1,8 +1,6 @@
 package main
 
 import (
-	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -133,20 +131,9 @@ func TestForwardAuthHeaders(t *testing.T) {
 		})
 	}
 	// Over the wire the empty 200 says so: net/http adds Content-Length: 0.
-	srv := httptest.NewServer(te.s)
-	defer srv.Close()
-	req, _ := http.NewRequest("GET", srv.URL+"/v1/auth", nil)
-	h := with(bearer(live), original("GET", "/api/v1/prod/x"))
-	for i := 0; i+1 < len(h); i += 2 {
-		req.Header.Add(h[i], h[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != "0" {
-		t.Errorf("over the wire: %d, Content-Length %q; want 200 and 0", resp.StatusCode, resp.Header.Get("Content-Length"))
+	r := te.listen().do("GET", "/v1/auth", "", with(bearer(live), original("GET", "/api/v1/prod/x"))...)
+	if r.status != 200 || r.header.Get("Content-Length") != "0" {
+		t.Errorf("over the wire: %d, Content-Length %q; want 200 and 0", r.status, r.header.Get("Content-Length"))
 	}
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -210,7 +208,7 @@ func TestSIGTERMLosesNothing(t *testing.T) {
 	org, key := childOrgAndKey(t, c, token)
 	const n = 50
 	for i := 0; i < n; i++ {
-		if st := childGet(t, c.url()+"/api/v1/prod/whoami", key); st != 200 {
+		if st := c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st != 200 {
 			t.Fatalf("request %d = %d", i, st)
 		}
 	}
@@ -230,12 +228,12 @@ func TestSIGKILLKeepsFlushed(t *testing.T) {
 	c := startKeyhole(t, "--db", db, "--admin-token", token, "--flush-interval", "50ms", "--rate-limits", "1000/1m")
 	org, key := childOrgAndKey(t, c, token)
 	for i := 0; i < 30; i++ {
-		childGet(t, c.url()+"/api/v1/prod/whoami", key)
+		c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...)
 	}
 	flushed := childLogs(t, c, token, org) // reading logs flushes first
 	_, revoked := childCreateKey(t, c, token, org, true)
 	for i := 0; i < 30; i++ {
-		childGet(t, c.url()+"/api/v1/prod/whoami", key)
+		c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...)
 	}
 	c.stop(t, syscall.SIGKILL)
 
@@ -249,80 +247,11 @@ func TestSIGKILLKeepsFlushed(t *testing.T) {
 			t.Fatalf("entry %s flushed before SIGKILL is gone", e.RequestID)
 		}
 	}
-	if st := childGet(t, c2.url()+"/api/v1/prod/whoami", key); st != 200 {
+	if st := c2.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st != 200 {
 		t.Fatalf("key after SIGKILL = %d; want 200", st)
 	}
-	if st := childGet(t, c2.url()+"/api/v1/prod/whoami", revoked); st != 401 {
+	if st := c2.do("GET", "/api/v1/prod/whoami", "", bearer(revoked)...).status; st != 401 {
 		t.Fatalf("revoked key after SIGKILL = %d; want 401", st)
-	}
-}
-
-func childRequest(t *testing.T, method, url, token, body string) (int, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
-}
-
-func childGet(t *testing.T, url, key string) int {
-	t.Helper()
-	st, _ := childRequest(t, "GET", url, key, "")
-	return st
-}
-
-func childOrgAndKey(t *testing.T, c *child, token string) (org, key string) {
-	t.Helper()
-	st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs", token, `{"name":"acme"}`)
-	if st != 201 {
-		t.Fatalf("create org = %d %s", st, body)
-	}
-	var o struct{ ID string }
-	json.Unmarshal(body, &o)
-	_, key = childCreateKey(t, c, token, o.ID, false)
-	return o.ID, key
-}
-
-// childCreateKey creates a live key, and revokes it when revoke is set.
-func childCreateKey(t *testing.T, c *child, token, org string, revoke bool) (id, key string) {
-	t.Helper()
-	st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs/"+org+"/keys", token, `{"name":"k","env":"live"}`)
-	if st != 201 {
-		t.Fatalf("create key = %d %s", st, body)
-	}
-	var k struct{ ID, Key string }
-	json.Unmarshal(body, &k)
-	if revoke {
-		if st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs/"+org+"/keys/"+k.ID+"/revoke", token, ""); st != 200 {
-			t.Fatalf("revoke = %d %s", st, body)
-		}
-	}
-	return k.ID, k.Key
-}
-
-func childLogs(t *testing.T, c *child, token, org string) []logEntry {
-	t.Helper()
-	var all []logEntry
-	cursor := ""
-	for {
-		st, body := childRequest(t, "GET", c.url()+"/admin/v1/orgs/"+org+"/logs?limit=1000"+cursor, token, "")
-		if st != 200 {
-			t.Fatalf("logs = %d %s", st, body)
-		}
-		var a logsAnswer
-		json.Unmarshal(body, &a)
-		all = append(all, a.Entries...)
-		if a.Next == nil {
-			return all
-		}
-		cursor = "&before=" + *a.Next
 	}
 }
 

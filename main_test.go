@@ -10,7 +10,8 @@ import (
 func TestFirstStartToken(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.adminToken = ""
-	te := &testEnv{t: t, clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te.testClient = &testClient{t: t, handler: te}
 	te.open()
 	token := regexp.MustCompile(`kh_admin_[0-9a-f]{32}`).FindString(te.stderr.String())
 	if token == "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,8 +52,9 @@ func keyholeBinary(t *testing.T) string {
 	return binPath
 }
 
-// child is a running keyhole process.
+// child is a running keyhole process, and a client of it.
 type child struct {
+	*testClient
 	cmd    *exec.Cmd
 	addr   string
 	mu     sync.Mutex
@@ -104,6 +106,7 @@ func startKeyhole(t *testing.T, args ...string) *child {
 	})
 	select {
 	case c.addr = <-addr:
+		c.testClient = &testClient{t: t, base: c.url()}
 		return c
 	case <-c.done:
 		t.Fatalf("keyhole exited before listening:\n%s", c.output())
@@ -165,4 +168,75 @@ func integrationMissing(t *testing.T, why string) {
 		t.Fatalf("%s, and KEYHOLE_REQUIRE_INTEGRATION=1", why)
 	}
 	t.Skipf("skipping: %s (set KEYHOLE_REQUIRE_INTEGRATION=1 to make this a failure)", why)
+}
+
+func childOrgAndKey(t *testing.T, c *child, token string) (org, key string) {
+	t.Helper()
+	r := c.on(t).admin(token, "POST", "/orgs", `{"name":"acme"}`)
+	if r.status != 201 {
+		t.Fatalf("create org = %d %s", r.status, r.body)
+	}
+	var o struct{ ID string }
+	json.Unmarshal(r.body, &o)
+	_, key = childCreateKey(t, c, token, o.ID, false)
+	return o.ID, key
+}
+
+// childCreateKey creates a live key, and revokes it when revoke is set.
+func childCreateKey(t *testing.T, c *child, token, org string, revoke bool) (id, key string) {
+	t.Helper()
+	r := c.on(t).admin(token, "POST", "/orgs/"+org+"/keys", `{"name":"k","env":"live"}`)
+	if r.status != 201 {
+		t.Fatalf("create key = %d %s", r.status, r.body)
+	}
+	var k struct{ ID, Key string }
+	json.Unmarshal(r.body, &k)
+	if revoke {
+		if r := c.on(t).admin(token, "POST", "/orgs/"+org+"/keys/"+k.ID+"/revoke", ""); r.status != 200 {
+			t.Fatalf("revoke = %d %s", r.status, r.body)
+		}
+	}
+	return k.ID, k.Key
+}
+
+func childLogs(t *testing.T, c *child, token, org string) []logEntry {
+	t.Helper()
+	var all []logEntry
+	cursor := ""
+	for {
+		r := c.on(t).admin(token, "GET", "/orgs/"+org+"/logs?limit=1000"+cursor, "")
+		if r.status != 200 {
+			t.Fatalf("logs = %d %s", r.status, r.body)
+		}
+		var a logsAnswer
+		json.Unmarshal(r.body, &a)
+		all = append(all, a.Entries...)
+		if a.Next == nil {
+			return all
+		}
+		cursor = "&before=" + *a.Next
+	}
+}
+
+// childServerLogs reads the whole server-wide log of unidentified requests
+// (revoked keys end up there).
+func childServerLogs(t *testing.T, c *child, token string) []logEntry {
+	t.Helper()
+	var all []logEntry
+	cursor := ""
+	for {
+		r := c.on(t).admin(token, "GET", "/logs?limit=1000"+cursor, "")
+		if r.status != 200 {
+			t.Fatalf("server logs = %d %s", r.status, r.body)
+		}
+		var a logsAnswer
+		if err := json.Unmarshal(r.body, &a); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, a.Entries...)
+		if a.Next == nil {
+			return all
+		}
+		cursor = "&before=" + *a.Next
+	}
 }

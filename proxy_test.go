@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -103,12 +103,14 @@ func checkForwardedIdentity(t *testing.T, h http.Header, want map[string]string)
 	}
 }
 
-// proxyEnv is keyhole in-process with --upstream, served on loopback.
+// proxyEnv is keyhole in-process with --upstream, served on loopback: its
+// embedded testEnv's client calls it in-process (the admin API), wire over
+// the socket.
 type proxyEnv struct {
 	*testEnv
-	up  *upstreamAPI
-	url string
-	org string
+	up   *upstreamAPI
+	wire *testClient
+	org  string
 }
 
 func newProxyEnv(t *testing.T, handler http.HandlerFunc) *proxyEnv {
@@ -128,53 +130,7 @@ func newProxyEnvTo(t *testing.T, upstream string) *proxyEnv {
 		c.upstream = upstream
 		c.rulesPath = rules
 	})
-	kh := httptest.NewServer(te.s)
-	t.Cleanup(kh.Close)
-	return &proxyEnv{testEnv: te, url: kh.URL, org: te.createOrg("acme")}
-}
-
-// send makes one real HTTP request to keyhole; headers alternate name, value.
-func (pe *proxyEnv) send(method, path string, body io.Reader, headers ...string) *http.Response {
-	pe.t.Helper()
-	return sendTo(pe.t, pe.url, method, path, body, headers...)
-}
-
-// read sends a request and reads the whole answer.
-func (pe *proxyEnv) read(method, path string, body io.Reader, headers ...string) response {
-	pe.t.Helper()
-	return readFrom(pe.t, pe.url, method, path, body, headers...)
-}
-
-// sendTo makes one real HTTP request to the server at base. path (with
-// any query) goes on the request line exactly as written: Go's client
-// neither cleans nor re-escapes it.
-func sendTo(t testing.TB, base, method, path string, body io.Reader, headers ...string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(method, base, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.URL.Opaque = path
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
-}
-
-// readFrom sends a request with sendTo and reads the whole answer.
-func readFrom(t testing.TB, base, method, path string, body io.Reader, headers ...string) response {
-	t.Helper()
-	resp := sendTo(t, base, method, path, body, headers...)
-	buf, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: buf}
+	return &proxyEnv{testEnv: te, wire: te.listen(), org: te.createOrg("acme")}
 }
 
 // loggedStatus is the status the org's request log holds for requestID.
@@ -240,7 +196,7 @@ func TestProxyHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(pe.up.requests())
-			r := pe.read("POST", "/api/v1/prod/sms/send?to=%2B15550100&x=1", strings.NewReader(`{"text":"hi"}`), tt.headers...)
+			r := pe.wire.do("POST", "/api/v1/prod/sms/send?to=%2B15550100&x=1", `{"text":"hi"}`, tt.headers...)
 			mustStatus(t, "proxied POST", r, 200)
 			if n := len(pe.up.requests()); n != before+1 {
 				t.Fatalf("upstream saw %d requests; want %d", n, before+1)
@@ -269,7 +225,7 @@ func TestProxyHeaders(t *testing.T) {
 func TestProxyEmptyScopes(t *testing.T) {
 	pe := newProxyEnv(t, nil)
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"test"}`)
-	r := pe.read("GET", "/api/v1/dev/things", nil, append(bearer(key), "X-Keyhole-Scopes", "*")...)
+	r := pe.wire.do("GET", "/api/v1/dev/things", "", append(bearer(key), "X-Keyhole-Scopes", "*")...)
 	mustStatus(t, "proxied GET", r, 200)
 	if got := pe.up.last(t).header.Values("X-Keyhole-Scopes"); len(got) != 1 || got[0] != "" {
 		t.Fatalf("upstream X-Keyhole-Scopes = %q; want one empty value", got)
@@ -314,17 +270,7 @@ func TestProxyStreamsUpload(t *testing.T) {
 		pw.Write(data[first:])
 		pw.Close()
 	}()
-	req, err := http.NewRequest("PUT", pe.url+"/api/v1/prod/files/big.bin", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = total
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("upload: %v", err)
-	}
-	defer resp.Body.Close()
+	resp := pe.wire.open("PUT", "/api/v1/prod/files/big.bin", pr, append(bearer(key), "Content-Length", strconv.Itoa(total))...)
 	body, _ := io.ReadAll(resp.Body)
 	want := fmt.Sprintf("%d %x %d", total, sum, total)
 	if resp.StatusCode != 200 || string(body) != want {
@@ -351,7 +297,7 @@ func TestProxyStreamsResponse(t *testing.T) {
 		}
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"test"}`)
-	resp := pe.send("GET", "/api/v1/dev/events", nil, bearer(key)...)
+	resp := pe.wire.open("GET", "/api/v1/dev/events", nil, bearer(key)...)
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET events = %d; want 200", resp.StatusCode)
 	}
@@ -397,7 +343,7 @@ func TestProxyLargeResponse(t *testing.T) {
 		}
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-	r := pe.read("GET", "/api/v1/prod/download", nil, bearer(key)...)
+	r := pe.wire.do("GET", "/api/v1/prod/download", "", bearer(key)...)
 	if got := sha256.Sum256(r.body); r.status != 200 || got != sum {
 		t.Fatalf("download = %d, %d bytes, sha256 %s; want 200, %d bytes, %s",
 			r.status, len(r.body), hex.EncodeToString(got[:8]), len(data), hex.EncodeToString(sum[:8]))
@@ -451,11 +397,9 @@ func TestProxyUpstreamFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			te := newTestEnv(t, func(c *config) { c.upstream = tt.upstream })
 			te.s.proxy.transport.ResponseHeaderTimeout = 200 * time.Millisecond
-			kh := httptest.NewServer(te.s)
-			defer kh.Close()
-			pe := &proxyEnv{testEnv: te, url: kh.URL, org: te.createOrg("acme")}
+			pe := &proxyEnv{testEnv: te, wire: te.listen(), org: te.createOrg("acme")}
 			_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-			r := pe.read("GET", "/api/v1/prod/x", nil, bearer(key)...)
+			r := pe.wire.do("GET", "/api/v1/prod/x", "", bearer(key)...)
 			mustStatus(t, "GET via failing upstream", r, tt.wantStatus)
 			if got := r.errorCode(t); got != tt.wantCode {
 				t.Errorf("code = %q; want %q", got, tt.wantCode)
@@ -488,19 +432,10 @@ func TestProxyLogsBrokenResponse(t *testing.T) {
 		}
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-	req, err := http.NewRequest("GET", pe.url+"/api/v1/prod/broken", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
 	// keyhole may not have flushed the headers when the upstream hangs up,
 	// so the cut shows either as an error or as a short body.
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil {
-			t.Fatal("the client read a whole body; want it cut off")
-		}
+	if _, err := pe.wire.try("GET", "/api/v1/prod/broken", "", bearer(key)...); err == nil {
+		t.Fatal("the client read a whole body; want it cut off")
 	}
 	r := pe.root("GET", "/orgs/"+pe.org+"/logs?limit=1", "")
 	mustStatus(t, "GET logs", r, 200)
@@ -549,7 +484,7 @@ func TestProxyResponseHeadersAndLog(t *testing.T) {
 		{"/api/v1/prod/broken", 503, "0"},
 	}
 	for _, tt := range tests {
-		r := pe.read("GET", tt.path, nil, bearer(key)...)
+		r := pe.wire.do("GET", tt.path, "", bearer(key)...)
 		mustStatus(t, "GET "+tt.path, r, tt.wantStatus)
 		h := r.header
 		if string(r.body) != "from upstream\n" || h.Get("X-Upstream") != "yes" {
@@ -578,7 +513,7 @@ func TestProxyResponseHeadersAndLog(t *testing.T) {
 	}
 	// The bucket is now empty: 429 from keyhole, and the upstream not asked.
 	before := len(pe.up.requests())
-	r := pe.read("GET", "/api/v1/prod/created", nil, bearer(key)...)
+	r := pe.wire.do("GET", "/api/v1/prod/created", "", bearer(key)...)
 	mustStatus(t, "GET over the limit", r, 429)
 	if r.header.Get("Retry-After") == "" || r.header.Get("X-Ratelimit-Remaining") != "0" {
 		t.Errorf("429 headers = %v; want Retry-After and X-RateLimit-Remaining 0", r.header)
@@ -600,7 +535,7 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 	revokedID, revoked := pe.createKey(pe.org, `{"name":"gone","env":"live","scopes":["*"]}`)
 	mustStatus(t, "revoke", pe.root("POST", "/orgs/"+pe.org+"/keys/"+revokedID+"/revoke", ""), 200)
 	_, limited := pe.createKey(pe.org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	mustStatus(t, "first request of a 1/1m key", pe.read("GET", "/api/v1/prod/x", nil, bearer(limited)...), 200)
+	mustStatus(t, "first request of a 1/1m key", pe.wire.do("GET", "/api/v1/prod/x", "", bearer(limited)...), 200)
 
 	tests := []struct {
 		name       string
@@ -652,7 +587,7 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 	before := len(pe.up.requests())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := pe.read(tt.method, tt.path, nil, tt.headers...)
+			r := pe.wire.do(tt.method, tt.path, "", tt.headers...)
 			mustStatus(t, tt.method+" "+tt.path, r, tt.wantStatus)
 			if got := r.errorCode(t); got != tt.wantCode {
 				t.Errorf("code = %q; want %q", got, tt.wantCode)
@@ -673,7 +608,7 @@ func TestProxyPassesAllowedMethods(t *testing.T) {
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live","rate_limits":[{"limit":100,"window":"1m"}]}`)
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
-		r := pe.read(m, "/api/v1/prod/things/1", bytes.NewReader([]byte("payload")), bearer(key)...)
+		r := pe.wire.do(m, "/api/v1/prod/things/1", "payload", bearer(key)...)
 		if want := m + " payload"; r.status != 200 || string(r.body) != want {
 			t.Errorf("%s = %d %q; want 200 %q", m, r.status, r.body, want)
 		}
@@ -702,8 +637,8 @@ func TestProxyUpgrade(t *testing.T) {
 		brw.Flush()
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-	conn, br, resp := rawExchange(t, pe.url,
-		"GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+key+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	conn, br, resp := pe.wire.exchange(
+		"GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	reqID := resp.Header.Values("X-Request-Id")
 	if resp.StatusCode != 101 || len(reqID) != 1 || !strings.HasPrefix(reqID[0], "req_") {
 		t.Fatalf("status %d, X-Request-Id %q; want 101 and keyhole's id", resp.StatusCode, reqID)
@@ -721,29 +656,6 @@ func TestProxyUpgrade(t *testing.T) {
 	if got := pe.loggedStatus(reqID[0]); got != 101 {
 		t.Errorf("logged status = %d; want 101", got)
 	}
-}
-
-// rawExchange writes request, bytes as they are, on a new connection to the
-// server at base and reads the answer's head: for requests that switch
-// protocols, whose connection is the caller's after that. The connection
-// has a 10s deadline and is closed when the test ends.
-func rawExchange(t *testing.T, base, request string) (net.Conn, *bufio.Reader, *http.Response) {
-	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, request); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("reading the answer to %q: %v", strings.SplitN(request, "\r\n", 2)[0], err)
-	}
-	return conn, br, resp
 }
 
 // TestOwnHeaderNames keeps the names the proxy clears from an upstream's
