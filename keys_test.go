@@ -77,6 +77,9 @@ func TestNewKeyShapes(t *testing.T) {
 	}
 }
 
+// TestSplitMalformedMessage: the split style's malformed_token message, whose
+// row TestErrorRows checks decoded, is in the body JSON-escaped as
+// encoding/json writes it.
 func TestSplitMalformedMessage(t *testing.T) {
 	te := newTestEnv(t, func(c *config) { c.keyStyle = styleSplit })
 	r := te.do("GET", "/api/v1/prod/whoami", "", bearer("khpub_0123456789abcdef")...)

@@ -532,10 +532,6 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 	_, live := pe.createKey(pe.org, `{"name":"live","env":"live","scopes":["sms:send"]}`)
 	_, test := pe.createKey(pe.org, `{"name":"test","env":"test","scopes":["sms:send"]}`)
 	_, noScope := pe.createKey(pe.org, `{"name":"plain","env":"live"}`)
-	revokedID, revoked := pe.createKey(pe.org, `{"name":"gone","env":"live","scopes":["*"]}`)
-	mustStatus(t, "revoke", pe.root("POST", "/orgs/"+pe.org+"/keys/"+revokedID+"/revoke", ""), 200)
-	_, limited := pe.createKey(pe.org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	mustStatus(t, "first request of a 1/1m key", pe.wire.do("GET", "/api/v1/prod/x", "", bearer(limited)...), 200)
 
 	tests := []struct {
 		name       string
@@ -545,14 +541,8 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{"no key", "GET", "/api/v1/prod/x", nil, 401, "missing_authorization"},
-		{"basic auth", "GET", "/api/v1/prod/x", []string{"Authorization", "Basic dXNlcjpwYXNz"}, 401, "invalid_scheme"},
-		{"unknown key", "GET", "/api/v1/prod/x", bearer("kh_live_" + strings.Repeat("0", 32)), 401, "invalid_or_revoked"},
-		{"revoked key", "GET", "/api/v1/prod/x", bearer(revoked), 401, "invalid_or_revoked"},
-		{"test key on the live base", "GET", "/api/v1/prod/x", bearer(test), 401, "environment_mismatch"},
-		{"live key on the test base", "GET", "/api/v1/dev/x", bearer(live), 401, "environment_mismatch"},
-		{"missing scope", "POST", "/api/v1/prod/sms/send", bearer(noScope), 403, "insufficient_scope"},
-		{"rate limited", "GET", "/api/v1/prod/x", bearer(limited), 429, "rate_limited"},
+		// SPEC 3's rows are TestErrorRows's; these are the paths and
+		// headers an upstream could read otherwise than keyhole does.
 		{"dot-dot into the test base", "GET", "/api/v1/prod/../dev/x", bearer(live), 400, "invalid_request"},
 		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/x", bearer(test), 400, "invalid_request"},
 		{"escaped dot-dot", "GET", "/api/v1/dev/%2e%2e/prod/x", bearer(test), 400, "invalid_request"},
