@@ -324,6 +324,7 @@ func choose(sel, value string) chromedp.Action[chromedp.Void] {
 // find the request in the logs and the chart, revoke it, sign out, and sign
 // in as the org admin.
 func TestConsoleBrowser(t *testing.T) {
+	skipShort(t, "a whole console session in Chromium takes some 10 s")
 	b := newBrowser(t)
 	const root = "kh_admin_c0ffee00c0ffee00c0ffee00c0ffee00"
 	srv := startKeyhole(t, "--db", filepath.Join(t.TempDir(), "console.db"), "--admin-token", root,

@@ -267,9 +267,7 @@ func checkDBOpensCleanly(t *testing.T, db, backupDir string) {
 // crashLoop starts keyhole on one db, loads it, stops it with sig at a
 // random moment, and checks after each restart.
 func crashLoop(t *testing.T, sig syscall.Signal, rounds int) {
-	if testing.Short() {
-		t.Skip("crash loop in -short mode")
-	}
+	skipShort(t, "a crash loop restarts keyhole again and again")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed) // the kill moments; the loss checks hold for any
 	rng := rand.New(rand.NewPCG(seed, 0))

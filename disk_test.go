@@ -448,9 +448,7 @@ func TestBackupCommand(t *testing.T) {
 // consistent, blocks any commit that must grow the file's memory map until it
 // ends; keyhole keeps it open only while it copies to a local file.
 func TestBackupDoesNotHoldWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes tens of MB")
-	}
+	skipShort(t, "writes tens of MB")
 	t.Parallel()
 	te := newTestEnv(t)
 	ballast := func(name string, mb int) error {

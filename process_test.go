@@ -160,6 +160,15 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 }
 
+// skipShort skips a slow test under -short, a quick run by hand; never
+// where KEYHOLE_REQUIRE_INTEGRATION=1 or CI is set, which run everything.
+func skipShort(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() && os.Getenv("KEYHOLE_REQUIRE_INTEGRATION") != "1" && os.Getenv("CI") == "" {
+		t.Skipf("skipping in -short mode: %s", why)
+	}
+}
+
 // integrationMissing skips when a real component is absent, or fails when
 // KEYHOLE_REQUIRE_INTEGRATION=1 says it must be there.
 func integrationMissing(t *testing.T, why string) {
