@@ -184,6 +184,7 @@ func BenchmarkHeaderMap(b *testing.B) {
 // Content-Length from net/http and a large one from writeJSON; neither is
 // sent chunked.
 func TestJSONAnswersAreNotChunked(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	for i := range 40 {

@@ -25,6 +25,7 @@ func openCommitTestStore(t *testing.T) *store {
 // TestCommitterSharesCommits runs many concurrent writes: each is on disk
 // when its call returns, and they took fewer transactions than writes.
 func TestCommitterSharesCommits(t *testing.T) {
+	t.Parallel()
 	st := openCommitTestStore(t)
 	before := writeTxs(st)
 	const writers, each = 32, 20

@@ -23,6 +23,7 @@ import (
 // whole console in a real headless Chromium against a real keyhole process.
 
 func TestConsoleHeaders(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	r := te.do("GET", "/", "")
 	mustStatus(t, "GET /", r, 200)
@@ -90,6 +91,7 @@ var (
 // inline script or style, no file from another site, no markup built from
 // strings, no secret in localStorage or the console.
 func TestConsoleFilesAreSelfContained(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	names := map[string]bool{}
 	err := fs.WalkDir(consoleFiles, "console", func(name string, d fs.DirEntry, err error) error {

@@ -251,6 +251,7 @@ func TestDiskTrouble(t *testing.T) {
 // TestOpenStoreDamage calls openStore directly on damaged files: an error,
 // no panic, even in the process that opens it.
 func TestOpenStoreDamage(t *testing.T) {
+	t.Parallel()
 	valid := makeKeyholeDB(t)
 	pageSize, used := boltUse(t, valid)
 	b, _ := os.ReadFile(valid)

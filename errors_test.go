@@ -235,6 +235,7 @@ func checkContractAnswer(t *testing.T, r response, row contractRow) (allowed boo
 // TestErrorRows runs the SPEC 3 table against each surface, on a server
 // of each key style.
 func TestErrorRows(t *testing.T) {
+	t.Parallel()
 	rules := filepath.Join(t.TempDir(), "rules.json")
 	if err := os.WriteFile(rules, []byte(contractRules), 0o600); err != nil {
 		t.Fatal(err)
@@ -242,6 +243,7 @@ func TestErrorRows(t *testing.T) {
 	for _, surface := range contractSurfaces {
 		for _, style := range []string{stylePrefixed, styleSplit} {
 			t.Run(surface.name+"/"+style, func(t *testing.T) {
+				t.Parallel()
 				ce := &contractEnv{}
 				if surface.proxy {
 					ce.up = newUpstreamAPI(t, nil)

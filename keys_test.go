@@ -127,6 +127,7 @@ func TestLookupValue(t *testing.T) {
 // TestKeyIndexChains adds keys that share a lookup value, across a chunk
 // boundary: each is found by its own secret and id, never another's.
 func TestKeyIndexChains(t *testing.T) {
+	t.Parallel()
 	ix := newKeyIndex(0)
 	const lookup = "kh_live_1a2b3c4d"
 	var wholes []string
@@ -162,6 +163,7 @@ func TestKeyIndexChains(t *testing.T) {
 // reader reads each value as soon as its number is published, as index
 // entries publish theirs: the race detector checks the lock-free reads.
 func TestInternTableGrows(t *testing.T) {
+	t.Parallel()
 	var table internTable[string]
 	const n = 3*internChunk + 5
 	var published atomic.Uint32

@@ -27,6 +27,7 @@ func (te *testEnv) logs(query string) logsAnswer {
 }
 
 func TestLogRingRetention(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t, func(c *config) { c.logRetention = 5 })
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1000,"window":"1m"}]}`)
@@ -52,6 +53,7 @@ func TestLogRingRetention(t *testing.T) {
 
 // TestLogFiltersAndPaging walks every page with the cursor for each filter.
 func TestLogFiltersAndPaging(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	liveID, live := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":3,"window":"1m"}]}`)
@@ -121,6 +123,7 @@ func TestLogFiltersAndPaging(t *testing.T) {
 }
 
 func TestUsageAndLastUsed(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	liveID, live := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":2,"window":"1m"}]}`)
@@ -175,6 +178,7 @@ func TestUsageAndLastUsed(t *testing.T) {
 // TestPendingIsBounded: when the disk falls behind, log entries beyond the
 // bound are dropped and counted, and usage still counts every request.
 func TestPendingIsBounded(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live"}`)
@@ -260,6 +264,7 @@ func TestSIGKILLKeepsFlushed(t *testing.T) {
 // minute per status to its organization's ring, plus one that counts the
 // rest, so the organization's other entries stay; usage counts them all.
 func TestRefusalsCannotEraseTheLog(t *testing.T) {
+	t.Parallel()
 	rules := writeRules(t)
 	te := newTestEnv(t, func(c *config) { c.logRetention = 100; c.rulesPath = rules })
 	org := te.createOrg("acme")
@@ -342,6 +347,7 @@ func readAllLogs(t *testing.T, te *testEnv, org string) []logEntry {
 // TestRefusalCountSurvivesShutdown: the count of the minute under way is
 // written by the last flush, as a restart does it.
 func TestRefusalCountSurvivesShutdown(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	id, key := te.createKey(org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1h"}]}`)

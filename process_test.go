@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +26,17 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// The parallel tests mostly wait: on keyhole, nginx, Caddy, a JVM,
+	// Python or Node in child processes, and on timeouts. -parallel's
+	// default, one test per core, leaves two cores idle most of that time;
+	// unless -parallel (or fuzzing, whose workers it counts) says
+	// otherwise, run four at once.
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" || f.Name == "test.fuzz" })
+	if !set && runtime.GOMAXPROCS(0) < 4 {
+		flag.Set("test.parallel", "4")
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

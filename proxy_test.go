@@ -171,6 +171,7 @@ func (pe *proxyEnv) logEntry(requestID string) (status int, ok bool) {
 }
 
 func TestProxyHeaders(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, nil)
 	keyID, key := pe.createKey(pe.org, `{"name":"k","env":"live","scopes":["sms:send","whoami:read"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
 	want := map[string]string{"X-Keyhole-Org": pe.org, "X-Keyhole-Key-Id": keyID,
@@ -223,6 +224,7 @@ func TestProxyHeaders(t *testing.T) {
 }
 
 func TestProxyEmptyScopes(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, nil)
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"test"}`)
 	r := pe.wire.do("GET", "/api/v1/dev/things", "", append(bearer(key), "X-Keyhole-Scopes", "*")...)
@@ -236,6 +238,7 @@ func TestProxyEmptyScopes(t *testing.T) {
 // only after the upstream has read the first: a proxy that buffered whole
 // bodies could never deliver it.
 func TestProxyStreamsUpload(t *testing.T) {
+	t.Parallel()
 	const first, total = 1 << 20, 8 << 20
 	gotFirst := make(chan struct{})
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
@@ -282,6 +285,7 @@ func TestProxyStreamsUpload(t *testing.T) {
 // client has read the one before it, so the response must be relayed as it
 // comes, flushed, not buffered.
 func TestProxyStreamsResponse(t *testing.T) {
+	t.Parallel()
 	const chunks = 4
 	next := make(chan struct{})
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
@@ -333,6 +337,7 @@ func TestProxyStreamsResponse(t *testing.T) {
 
 // TestProxyLargeResponse relays 8 MiB from the upstream intact.
 func TestProxyLargeResponse(t *testing.T) {
+	t.Parallel()
 	data := make([]byte, 8<<20)
 	rng := rand.NewChaCha8([32]byte{2})
 	rng.Read(data)
@@ -351,6 +356,7 @@ func TestProxyLargeResponse(t *testing.T) {
 }
 
 func TestProxyUpstreamFailures(t *testing.T) {
+	t.Parallel()
 	// A port that refuses: listen, note the port, close.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -395,6 +401,7 @@ func TestProxyUpstreamFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			te := newTestEnv(t, func(c *config) { c.upstream = tt.upstream })
 			te.s.proxy.transport.ResponseHeaderTimeout = 200 * time.Millisecond
 			pe := &proxyEnv{testEnv: te, wire: te.listen(), org: te.createOrg("acme")}
@@ -422,6 +429,7 @@ func TestProxyUpstreamFailures(t *testing.T) {
 // body: the client sees the cut, and the request is still logged, with the
 // status that was sent.
 func TestProxyLogsBrokenResponse(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
 		w.WriteHeader(200)
@@ -452,6 +460,7 @@ func TestProxyLogsBrokenResponse(t *testing.T) {
 // and request id are on the proxied response, replacing any the upstream
 // sent, and that the log holds the upstream's status.
 func TestProxyResponseHeadersAndLog(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		if r.URL.Path == "/api/v1/prod/early" {
@@ -528,6 +537,7 @@ func TestProxyResponseHeadersAndLog(t *testing.T) {
 
 // TestProxyBlockedNeverReachesUpstream sends requests keyhole must refuse.
 func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, nil)
 	_, live := pe.createKey(pe.org, `{"name":"live","env":"live","scopes":["sms:send"]}`)
 	_, test := pe.createKey(pe.org, `{"name":"test","env":"test","scopes":["sms:send"]}`)
@@ -592,6 +602,7 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 // TestProxyPassesAllowedMethods sends each method with a body and checks
 // that the upstream receives it unchanged.
 func TestProxyPassesAllowedMethods(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s", r.Method, body)
@@ -609,6 +620,7 @@ func TestProxyPassesAllowedMethods(t *testing.T) {
 // proxy, as a WebSocket does: the 101 carries keyhole's request id, the
 // bytes flow both ways, and the log says 101.
 func TestProxyUpgrade(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want Upgrade: websocket", 400)
