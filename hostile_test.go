@@ -573,7 +573,7 @@ func TestExpectContinueRefusedAtOnce(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			// rawExchange's deadline is the hang guard: without an answer
+			// exchange's deadline is the hang guard: without an answer
 			// before the body, it fails.
 			_, _, resp := c.on(t).exchange(tt.head + "Host: k\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
 			resp.Body.Close()
