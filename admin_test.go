@@ -1,8 +1,10 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestAdminInputIsStrict: every bad body is a 400 invalid_request naming the
@@ -110,21 +112,148 @@ func TestAdminTokenThrottle(t *testing.T) {
 	mustStatus(t, "after the window", te.root("GET", "/orgs", ""), 200)
 }
 
-func TestConfigFromEnv(t *testing.T) {
-	env := map[string]string{"KEYHOLE_ADDR": "127.0.0.1:9999", "KEYHOLE_BRAND": "acme",
-		"KEYHOLE_RATE_LIMITS": "10/1s", "KEYHOLE_KEY_STYLE": "split", "KEYHOLE_LOG_RETENTION": "7"}
-	cfg, err := parseServeFlags([]string{"--brand", "flagwins"}, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
+func TestOrgIsolation(t *testing.T) {
+	te := newTestEnv(t)
+	a, b := te.createOrg("a"), te.createOrg("b")
+	r := te.root("POST", "/orgs/"+a+"/admin-tokens", `{"name":"ci"}`)
+	mustStatus(t, "create admin token", r, 201)
+	tokenA := r.json(t)["token"].(string)
+	if !regexp.MustCompile(`^kh_orgadmin_[0-9a-f]{32}$`).MatchString(tokenA) {
+		t.Fatalf("org admin token %q has the wrong shape", tokenA)
 	}
-	if cfg.addr != "127.0.0.1:9999" || cfg.brand != "flagwins" || cfg.keyStyle != styleSplit ||
-		cfg.logRetention != 7 || cfg.rateLimits[0] != (rateLimit{10, "1s"}) {
-		t.Fatalf("config = %+v", cfg)
+	keyB, _ := te.createKey(b, `{"name":"kb","env":"live"}`)
+	tests := []struct {
+		method, path, body string
+		want               int
+	}{
+		{"GET", "/orgs/" + a, "", 200},
+		{"POST", "/orgs/" + a + "/keys", `{"name":"x","env":"test"}`, 201},
+		{"GET", "/orgs/" + a + "/keys", "", 200},
+		{"GET", "/orgs/" + a + "/logs", "", 200},
+		{"GET", "/orgs/" + a + "/usage", "", 200},
+		{"GET", "/orgs/" + b, "", 404},
+		{"GET", "/orgs/" + b + "/keys", "", 404},
+		{"GET", "/orgs/" + b + "/keys/" + keyB, "", 404},
+		{"POST", "/orgs/" + b + "/keys/" + keyB + "/revoke", "", 404},
+		{"POST", "/orgs/" + b + "/keys/" + keyB + "/roll", "", 404},
+		{"POST", "/orgs/" + b + "/keys", `{"name":"x","env":"test"}`, 404},
+		{"GET", "/orgs/" + b + "/logs", "", 404},
+		{"GET", "/orgs/" + b + "/usage", "", 404},
+		{"GET", "/orgs/" + a + "/keys/" + keyB, "", 404},
+		{"POST", "/orgs", `{"name":"c"}`, 403},
+		{"POST", "/orgs/" + a + "/admin-tokens", `{"name":"x"}`, 403},
+		{"GET", "/logs", "", 403},
+		{"GET", "/backup", "", 403},
 	}
-	for _, bad := range [][]string{{"--key-style", "x"}, {"--brand", "Bad_Brand"}, {"--rate-limits", "5"},
-		{"--test-base", "/api/"}, {"--live-base", "nope"}, {"--log-retention", "0"}, {"--test-base", "/admin/x/"}} {
-		if _, err := parseServeFlags(bad, func(string) string { return "" }); err == nil {
-			t.Errorf("flags %v accepted; want an error", bad)
+	for _, tt := range tests {
+		r := te.admin(tokenA, tt.method, tt.path, tt.body)
+		if r.status != tt.want {
+			t.Errorf("org admin %s %s = %d %s; want %d", tt.method, tt.path, r.status, r.body, tt.want)
 		}
+	}
+	orgs := te.admin(tokenA, "GET", "/orgs", "").json(t)["orgs"].([]any)
+	if len(orgs) != 1 || orgs[0].(map[string]any)["id"] != a {
+		t.Fatalf("org admin lists %v; want only its own org", orgs)
+	}
+	if r := te.admin("kh_orgadmin_"+strings.Repeat("0", 32), "GET", "/orgs/"+a, ""); r.status != 401 {
+		t.Fatalf("unknown admin token = %d; want 401", r.status)
+	}
+}
+
+func TestRevokeRollExpiry(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	id, key := te.createKey(org, `{"name":"k","env":"live","scopes":["a:b"],"rate_limits":[{"limit":50,"window":"60s"}]}`)
+	mustStatus(t, "before revoke", te.whoami(envLive, key), 200)
+
+	r := te.root("POST", "/orgs/"+org+"/keys/"+id+"/revoke", "")
+	mustStatus(t, "revoke", r, 200)
+	revokedAt := r.json(t)["revoked_at"]
+	if revokedAt == nil {
+		t.Fatalf("revoke answer has no revoked_at: %s", r.body)
+	}
+	if r := te.whoami(envLive, key); r.errorCode(t) != "invalid_or_revoked" {
+		t.Fatalf("revoked key = %d %s; want invalid_or_revoked", r.status, r.body)
+	}
+	te.clock.Advance(time.Minute)
+	again := te.root("POST", "/orgs/"+org+"/keys/"+id+"/revoke", "")
+	if again.status != 200 || again.json(t)["revoked_at"] != revokedAt {
+		t.Fatalf("second revoke = %d %s; want 200 with the same revoked_at", again.status, again.body)
+	}
+	if r := te.root("POST", "/orgs/"+org+"/keys/"+id+"/roll", ""); r.status != 400 {
+		t.Fatalf("roll of a revoked key = %d; want 400", r.status)
+	}
+	list := te.root("GET", "/orgs/"+org+"/keys", "").json(t)["keys"].([]any)
+	withRevoked := te.root("GET", "/orgs/"+org+"/keys?include_revoked=true", "").json(t)["keys"].([]any)
+	if len(list) != 0 || len(withRevoked) != 1 {
+		t.Fatalf("listing: %d active, %d with revoked; want 0 and 1", len(list), len(withRevoked))
+	}
+
+	// Roll with a grace period: both keys work until it ends.
+	oldID, old := te.createKey(org, `{"name":"rolling","env":"live","scopes":["a:b"],"rate_limits":[{"limit":50,"window":"1m"}]}`)
+	r = te.root("POST", "/orgs/"+org+"/keys/"+oldID+"/roll", `{"expires_in":"1h"}`)
+	mustStatus(t, "roll", r, 201)
+	m := r.json(t)
+	fresh := m["key"].(string)
+	if m["name"] != "rolling" || m["env"] != "live" || m["id"] == oldID || len(m["scopes"].([]any)) != 1 ||
+		m["rate_limits"].([]any)[0].(map[string]any)["limit"] != 50.0 {
+		t.Fatalf("rolled key = %s; want same name, env, scopes, limits and a new id", r.body)
+	}
+	mustStatus(t, "old key in grace", te.whoami(envLive, old), 200)
+	mustStatus(t, "new key", te.whoami(envLive, fresh), 200)
+	te.clock.Advance(time.Hour)
+	if r := te.whoami(envLive, old); r.errorCode(t) != "key_expired" {
+		t.Fatalf("old key after grace = %d %s; want key_expired", r.status, r.body)
+	}
+	mustStatus(t, "new key after grace", te.whoami(envLive, fresh), 200)
+
+	// Roll without a grace period: the old key stops at once.
+	r = te.root("POST", "/orgs/"+org+"/keys/"+m["id"].(string)+"/roll", "")
+	mustStatus(t, "roll now", r, 201)
+	if r := te.whoami(envLive, fresh); r.errorCode(t) != "key_expired" {
+		t.Fatalf("rolled-away key = %d %s; want key_expired", r.status, r.body)
+	}
+}
+
+// TestRollKeepsExpiry: rolling a temporary key never extends its life. The
+// new key keeps the old one's expires_at, also after a restart; a grace
+// period longer than the time left does not push the old one's back; an
+// expired key cannot be rolled.
+func TestRollKeepsExpiry(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	const end = "2026-11-24T22:30:00.000Z" // two hours after the test clock's start
+	id, _ := te.createKey(org, `{"name":"temp","env":"live","expires_at":"`+end+`"}`)
+	expiry := func(id string) any {
+		r := te.root("GET", "/orgs/"+org+"/keys/"+id, "")
+		mustStatus(t, "get "+id, r, 200)
+		return r.json(t)["expires_at"]
+	}
+
+	r := te.root("POST", "/orgs/"+org+"/keys/"+id+"/roll", `{"expires_in":"24h"}`)
+	mustStatus(t, "roll with a long grace", r, 201)
+	m := r.json(t)
+	if m["expires_at"] != end || expiry(id) != end {
+		t.Fatalf("new key expires at %v, old at %v; want both %s", m["expires_at"], expiry(id), end)
+	}
+	r = te.root("POST", "/orgs/"+org+"/keys/"+m["id"].(string)+"/roll", `{"expires_in":"30m"}`)
+	mustStatus(t, "roll with a short grace", r, 201)
+	second, newest := m["id"].(string), r.json(t)
+	if newest["expires_at"] != end || expiry(second) != "2026-11-24T21:00:00.000Z" {
+		t.Fatalf("new key expires at %v, old at %v; want %s and 21:00", newest["expires_at"], expiry(second), end)
+	}
+
+	te.restart()
+	if got := expiry(newest["id"].(string)); got != end {
+		t.Fatalf("after a restart the rolled key expires at %v; want %s", got, end)
+	}
+	mustStatus(t, "rolled key before its end", te.whoami(envLive, newest["key"].(string)), 200)
+	te.clock.Advance(2 * time.Hour)
+	if r := te.whoami(envLive, newest["key"].(string)); r.errorCode(t) != "key_expired" {
+		t.Fatalf("rolled key after the old one's end = %d %s; want key_expired", r.status, r.body)
+	}
+	r = te.root("POST", "/orgs/"+org+"/keys/"+newest["id"].(string)+"/roll", "")
+	if r.status != 400 || r.errorCode(t) != "invalid_request" {
+		t.Fatalf("roll of an expired key = %d %s; want 400 invalid_request", r.status, r.body)
 	}
 }

@@ -184,13 +184,14 @@ func BenchmarkHeaderMap(b *testing.B) {
 // Content-Length from net/http and a large one from writeJSON; neither is
 // sent chunked.
 func TestJSONAnswersAreNotChunked(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	for i := range 40 {
 		te.createOrg(fmt.Sprintf("org %02d with a name long enough to make the list long", i))
 	}
 	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	addr, _ := serveTestEnv(t, te)
+	client, _ := serveTestEnv(t, te)
 	for _, c := range []struct {
 		name, path, token string
 		status            int
@@ -200,7 +201,11 @@ func TestJSONAnswersAreNotChunked(t *testing.T) {
 		{"a 401", "/api/v1/prod/whoami", "", 401},
 		{"a long admin list", "/admin/v1/orgs", testRootToken, 200},
 	} {
-		r := httpGet(t, "http://"+addr+c.path, c.token)
+		var auth []string
+		if c.token != "" {
+			auth = bearer(c.token)
+		}
+		r := client.do("GET", c.path, "", auth...)
 		mustStatus(t, c.name, r, c.status)
 		// A chunked answer has no Content-Length.
 		if got := r.header.Get("Content-Length"); got != strconv.Itoa(len(r.body)) {

@@ -25,6 +25,7 @@ func openCommitTestStore(t *testing.T) *store {
 // TestCommitterSharesCommits runs many concurrent writes: each is on disk
 // when its call returns, and they took fewer transactions than writes.
 func TestCommitterSharesCommits(t *testing.T) {
+	t.Parallel()
 	st := openCommitTestStore(t)
 	before := writeTxs(st)
 	const writers, each = 32, 20
@@ -167,7 +168,7 @@ func TestConcurrentRollsReadModifyWrite(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			statuses <- rawDo(te, "POST", "/admin/v1/orgs/"+org+"/keys/"+id+"/roll", "", "Authorization", "Bearer "+testRootToken).status
+			statuses <- te.root("POST", "/orgs/"+org+"/keys/"+id+"/roll", "").status
 		}()
 	}
 	wg.Wait()

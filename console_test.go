@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path"
@@ -24,6 +23,7 @@ import (
 // whole console in a real headless Chromium against a real keyhole process.
 
 func TestConsoleHeaders(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	r := te.do("GET", "/", "")
 	mustStatus(t, "GET /", r, 200)
@@ -91,6 +91,7 @@ var (
 // inline script or style, no file from another site, no markup built from
 // strings, no secret in localStorage or the console.
 func TestConsoleFilesAreSelfContained(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	names := map[string]bool{}
 	err := fs.WalkDir(consoleFiles, "console", func(name string, d fs.DirEntry, err error) error {
@@ -320,26 +321,12 @@ func choose(sel, value string) chromedp.Action[chromedp.Void] {
 		s.dispatchEvent(new Event('change', { bubbles: true })); })()`, jsString(sel), jsString(value)))
 }
 
-// call sends one request to the guarded surface with key.
-func call(t *testing.T, url, key string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var body errorBody
-	json.NewDecoder(res.Body).Decode(&body)
-	return res.StatusCode, body.Error.Code
-}
-
 // TestConsoleBrowser walks the console as an operator does: sign in, create
 // an organization and its admin token, create a key and see it once, use it,
 // find the request in the logs and the chart, revoke it, sign out, and sign
 // in as the org admin.
 func TestConsoleBrowser(t *testing.T) {
+	skipShort(t, "a whole console session in Chromium takes some 10 s")
 	b := newBrowser(t)
 	const root = "kh_admin_c0ffee00c0ffee00c0ffee00c0ffee00"
 	srv := startKeyhole(t, "--db", filepath.Join(t.TempDir(), "console.db"), "--admin-token", root,
@@ -420,15 +407,15 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 
 	// Use the key: the request shows up in the logs by itself.
-	if st, code := call(t, base+"/api/v1/prod/whoami", key); st != 200 {
-		t.Fatalf("whoami with the new key = %d %s", st, code)
+	if r := srv.do("GET", "/api/v1/prod/whoami", "", bearer(key)...); r.status != 200 {
+		t.Fatalf("whoami with the new key = %d %s", r.status, r.errorCode(t))
 	}
 	b.do("opening the logs", click(`nav.tabs a[href$="/logs"]`), visible("#logs-table"))
 	b.waitText("#logs-table tbody", "/api/v1/prod/whoami")
 	b.waitText("#logs-table tbody tr", "billing-service")
 	b.waitText("#logs-table tbody tr", "200")
-	if st, _ := call(t, base+"/api/v1/prod/no-such-thing", key); st != 404 {
-		t.Fatalf("a request to an unknown path = %d; want 404", st)
+	if r := srv.do("GET", "/api/v1/prod/no-such-thing", "", bearer(key)...); r.status != 404 {
+		t.Fatalf("a request to an unknown path = %d; want 404", r.status)
 	}
 	b.waitText("#logs-table tbody tr", "/api/v1/prod/no-such-thing") // no click: the page refreshes itself
 	b.do("filtering 4xx", choose("#log-status", "4xx"),
@@ -442,7 +429,7 @@ func TestConsoleBrowser(t *testing.T) {
 	// Load older: more than one page of entries, walked with the cursor.
 	total := 2
 	for range 53 {
-		call(t, base+"/api/v1/prod/whoami", key)
+		srv.do("GET", "/api/v1/prod/whoami", "", bearer(key)...)
 		total++
 	}
 	b.do("reloading the logs", chromedp.Reload(), visible("#logs-table"),
@@ -481,8 +468,8 @@ func TestConsoleBrowser(t *testing.T) {
 	b.do("revoking", click(keyRow+" .revoke"), click("dialog button.danger"),
 		chromedp.WaitNotPresent(chromedp.CSS("dialog")), visible(keyRow+`[data-status="revoked"]`))
 	b.waitText(keyRow, "revoked")
-	if st, code := call(t, base+"/api/v1/prod/whoami", key); st != 401 || code != "invalid_or_revoked" {
-		t.Fatalf("the revoked key got %d %s; want 401 invalid_or_revoked", st, code)
+	if r := srv.do("GET", "/api/v1/prod/whoami", "", bearer(key)...); r.status != 401 || r.errorCode(t) != "invalid_or_revoked" {
+		t.Fatalf("the revoked key got %d %s; want 401 invalid_or_revoked", r.status, r.errorCode(t))
 	}
 
 	// A key's "Logs" link opens the logs filtered to that key.
@@ -503,11 +490,11 @@ func TestConsoleBrowser(t *testing.T) {
 	if !strings.HasPrefix(rolled, "kh_test_") || rolled == testKey {
 		t.Fatalf("rolled key = %q (old %q)", rolled, testKey)
 	}
-	if st, code := call(t, base+"/api/v1/dev/whoami", testKey); st != 401 || code != "key_expired" {
-		t.Errorf("the rolled-away key got %d %s; want 401 key_expired", st, code)
+	if r := srv.do("GET", "/api/v1/dev/whoami", "", bearer(testKey)...); r.status != 401 || r.errorCode(t) != "key_expired" {
+		t.Errorf("the rolled-away key got %d %s; want 401 key_expired", r.status, r.errorCode(t))
 	}
-	if st, code := call(t, base+"/api/v1/dev/whoami", rolled); st != 200 {
-		t.Errorf("the rolled key got %d %s; want 200", st, code)
+	if r := srv.do("GET", "/api/v1/dev/whoami", "", bearer(rolled)...); r.status != 200 {
+		t.Errorf("the rolled key got %d %s; want 200", r.status, r.errorCode(t))
 	}
 	b.do("filtering test keys", click(`#key-filter input[value="test"]`),
 		until(`[...document.querySelectorAll('#keys-table tbody tr')].every(r => r.querySelector('.env').textContent === 'test')`),

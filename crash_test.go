@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -96,41 +95,17 @@ func (l *crashLedger) toRevoke(rng *rand.Rand) string {
 	return ""
 }
 
-// crashClient is one test's HTTP client: no request can hang the test.
-func crashClient() *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+// crashClient is a client of the server at base under load: no request
+// can hang the test. Close its idle connections when done.
+func crashClient(t *testing.T, base string) *testClient {
+	return &testClient{t: t, base: base,
+		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 }
 
-// crashDo sends one request and reads the whole answer; err is set unless
-// all of it arrived.
-func crashDo(client *http.Client, method, url, token, body string) (int, http.Header, []byte, error) {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	return resp.StatusCode, resp.Header, b, nil
-}
-
-// load runs admin and guarded traffic against url until stop is set:
+// load runs admin and guarded traffic through c until stop is set:
 // creators make keys, a revoker revokes some, and guarded clients call
 // whoami with any acknowledged key.
-func (l *crashLedger) load(client *http.Client, url, org string, seed uint64, stop *atomic.Bool) *sync.WaitGroup {
+func (l *crashLedger) load(c *testClient, org string, seed uint64, stop *atomic.Bool) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	pause := func() { time.Sleep(time.Millisecond) } // the server is gone: don't spin
 	worker := func(n uint64, fn func(rng *rand.Rand)) {
@@ -145,14 +120,14 @@ func (l *crashLedger) load(client *http.Client, url, org string, seed uint64, st
 	}
 	for i := range 3 {
 		worker(uint64(i), func(*rand.Rand) {
-			st, _, body, err := crashDo(client, "POST", url+"/admin/v1/orgs/"+org+"/keys", crashToken, crashKeyBody)
+			r, err := c.try("POST", "/admin/v1/orgs/"+org+"/keys", crashKeyBody, bearer(crashToken)...)
 			if err != nil {
 				pause()
 				return
 			}
 			var k struct{ ID, Key string }
-			if st != 201 || json.Unmarshal(body, &k) != nil || k.Key == "" {
-				l.fail("create answered " + string(body))
+			if r.status != 201 || json.Unmarshal(r.body, &k) != nil || k.Key == "" {
+				l.fail("create answered " + string(r.body))
 				return
 			}
 			l.mu.Lock()
@@ -168,13 +143,13 @@ func (l *crashLedger) load(client *http.Client, url, org string, seed uint64, st
 			pause()
 			return
 		}
-		st, _, body, err := crashDo(client, "POST", url+"/admin/v1/orgs/"+org+"/keys/"+id+"/revoke", crashToken, "")
+		r, err := c.try("POST", "/admin/v1/orgs/"+org+"/keys/"+id+"/revoke", "", bearer(crashToken)...)
 		if err != nil {
 			pause()
 			return
 		}
-		if st != 200 {
-			l.fail("revoke answered " + string(body))
+		if r.status != 200 {
+			l.fail("revoke answered " + string(r.body))
 			return
 		}
 		l.mu.Lock()
@@ -190,17 +165,17 @@ func (l *crashLedger) load(client *http.Client, url, org string, seed uint64, st
 				pause()
 				return
 			}
-			st, h, body, err := crashDo(client, "GET", url+"/api/v1/prod/whoami", key, "")
+			r, err := c.try("GET", "/api/v1/prod/whoami", "", bearer(key)...)
 			if err != nil {
 				pause()
 				return
 			}
-			if st != 200 && st != 401 || h.Get("X-Request-Id") == "" {
-				l.fail("whoami answered " + string(body))
+			if r.status != 200 && r.status != 401 || r.header.Get("X-Request-Id") == "" {
+				l.fail("whoami answered " + string(r.body))
 				return
 			}
 			l.mu.Lock()
-			l.answered = append(l.answered, answered{h.Get("X-Request-Id"), foldedBy{id, st}})
+			l.answered = append(l.answered, answered{r.header.Get("X-Request-Id"), foldedBy{id, r.status}})
 			l.mu.Unlock()
 		})
 	}
@@ -219,18 +194,19 @@ func (l *crashLedger) check(t *testing.T, c *child, org string, all, logs bool) 
 	for _, f := range l.failures {
 		t.Errorf("a request was answered wrongly: %s", f)
 	}
-	client := crashClient()
-	defer client.CloseIdleConnections()
+	client := crashClient(t, c.url())
+	defer client.http.CloseIdleConnections()
 	checked := 0
 	for _, id := range l.ids {
 		if !all && !l.settled[id] {
 			continue
 		}
 		checked++
-		st, _, body, err := crashDo(client, "GET", c.url()+"/api/v1/prod/whoami", l.keys[id], "")
+		r, err := client.try("GET", "/api/v1/prod/whoami", "", bearer(l.keys[id])...)
 		if err != nil {
 			t.Fatalf("whoami after restart: %v", err)
 		}
+		st, body := r.status, r.body
 		refused := st == 401 && strings.Contains(string(body), `"invalid_or_revoked"`)
 		switch {
 		case l.revoked[id] && !refused:
@@ -267,29 +243,6 @@ func (l *crashLedger) check(t *testing.T, c *child, org string, all, logs bool) 
 	l.failures = nil
 }
 
-// childServerLogs reads the whole server-wide log of unidentified requests
-// (revoked keys end up there).
-func childServerLogs(t *testing.T, c *child, token string) []logEntry {
-	t.Helper()
-	var all []logEntry
-	cursor := ""
-	for {
-		st, body := childRequest(t, "GET", c.url()+"/admin/v1/logs?limit=1000"+cursor, token, "")
-		if st != 200 {
-			t.Fatalf("server logs = %d %s", st, body)
-		}
-		var a logsAnswer
-		if err := json.Unmarshal(body, &a); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, a.Entries...)
-		if a.Next == nil {
-			return all
-		}
-		cursor = "&before=" + *a.Next
-	}
-}
-
 // checkDBOpensCleanly runs bbolt's own consistency check on the stopped
 // server's file, and has `keyhole backup` copy it.
 func checkDBOpensCleanly(t *testing.T, db, backupDir string) {
@@ -314,9 +267,7 @@ func checkDBOpensCleanly(t *testing.T, db, backupDir string) {
 // crashLoop starts keyhole on one db, loads it, stops it with sig at a
 // random moment, and checks after each restart.
 func crashLoop(t *testing.T, sig syscall.Signal, rounds int) {
-	if testing.Short() {
-		t.Skip("crash loop in -short mode")
-	}
+	skipShort(t, "a crash loop restarts keyhole again and again")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed) // the kill moments; the loss checks hold for any
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -340,15 +291,15 @@ func crashLoop(t *testing.T, sig syscall.Signal, rounds int) {
 			c.stop(t, syscall.SIGTERM)
 			return
 		}
-		client := crashClient()
+		client := crashClient(t, c.url())
 		stop := new(atomic.Bool)
 		t.Cleanup(func() { stop.Store(true) }) // should a check below end the test early
-		wg := ledger.load(client, c.url(), org, seed+uint64(round), stop)
+		wg := ledger.load(client, org, seed+uint64(round), stop)
 		time.Sleep(time.Duration(20+rng.IntN(230)) * time.Millisecond)
 		c.stop(t, sig)
 		stop.Store(true)
 		wg.Wait()
-		client.CloseIdleConnections()
+		client.http.CloseIdleConnections()
 		checkDBOpensCleanly(t, db, dir)
 	}
 }
@@ -410,10 +361,10 @@ func TestSecondProcessSameDB(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "b.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused backup left a file: %v", err)
 	}
-	if st := childGet(t, c.url()+"/api/v1/prod/whoami", key); st != 200 {
+	if st := c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st != 200 {
 		t.Fatalf("the running server's key = %d after the refused starts; want 200", st)
 	}
-	if st, body := childRequest(t, "GET", c.url()+"/admin/v1/orgs/"+org, crashToken, ""); st != 200 {
-		t.Fatalf("the running server's root token = %d %s after admin-token reset was refused", st, body)
+	if r := c.admin(crashToken, "GET", "/orgs/"+org, ""); r.status != 200 {
+		t.Fatalf("the running server's root token = %d %s after admin-token reset was refused", r.status, r.body)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -9,9 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -255,6 +251,7 @@ func TestDiskTrouble(t *testing.T) {
 // TestOpenStoreDamage calls openStore directly on damaged files: an error,
 // no panic, even in the process that opens it.
 func TestOpenStoreDamage(t *testing.T) {
+	t.Parallel()
 	valid := makeKeyholeDB(t)
 	pageSize, used := boltUse(t, valid)
 	b, _ := os.ReadFile(valid)
@@ -286,12 +283,12 @@ type backupKeys struct {
 func (bk *backupKeys) check(t *testing.T, c *child) {
 	t.Helper()
 	for _, key := range bk.live {
-		if st := childGet(t, c.url()+"/api/v1/prod/whoami", key); st != 200 {
+		if st := c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st != 200 {
 			t.Fatalf("key from before the backup = %d on the restored copy; want 200", st)
 		}
 	}
 	for _, key := range bk.revoked {
-		if st := childGet(t, c.url()+"/api/v1/prod/whoami", key); st != 401 {
+		if st := c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st != 401 {
 			t.Fatalf("key revoked before the backup = %d on the restored copy; want 401", st)
 		}
 	}
@@ -343,16 +340,16 @@ func TestBackupEndpointUnderLoad(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var during []string
-	client := crashClient()
-	defer client.CloseIdleConnections()
+	client := crashClient(t, c.url())
+	defer client.http.CloseIdleConnections()
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				st, _, body, err := crashDo(client, "POST", c.url()+"/admin/v1/orgs/"+org+"/keys", crashToken, crashKeyBody)
+				r, err := client.try("POST", "/admin/v1/orgs/"+org+"/keys", crashKeyBody, bearer(crashToken)...)
 				var k struct{ Key string }
-				if err == nil && st == 201 && json.Unmarshal(body, &k) == nil {
+				if err == nil && r.status == 201 && json.Unmarshal(r.body, &k) == nil {
 					mu.Lock()
 					during = append(during, k.Key)
 					mu.Unlock()
@@ -373,9 +370,10 @@ func TestBackupEndpointUnderLoad(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	copyPath := filepath.Join(dir, "copy.db")
-	st, hdr, body, err := crashDo(client, "GET", c.url()+"/admin/v1/backup", crashToken, "")
+	r, err := client.try("GET", "/admin/v1/backup", "", bearer(crashToken)...)
 	stop.Store(true)
 	wg.Wait()
+	st, hdr, body := r.status, r.header, r.body
 	if err != nil || st != 200 {
 		t.Fatalf("GET /admin/v1/backup = %d %v", st, err)
 	}
@@ -394,7 +392,7 @@ func TestBackupEndpointUnderLoad(t *testing.T) {
 	bk.check(t, restored)
 	present := 0
 	for _, key := range during {
-		switch st := childGet(t, restored.url()+"/api/v1/prod/whoami", key); st {
+		switch st := restored.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st {
 		case 200:
 			present++
 		case 401:
@@ -451,9 +449,7 @@ func TestBackupCommand(t *testing.T) {
 // consistent, blocks any commit that must grow the file's memory map until it
 // ends; keyhole keeps it open only while it copies to a local file.
 func TestBackupDoesNotHoldWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes tens of MB")
-	}
+	skipShort(t, "writes tens of MB")
 	t.Parallel()
 	te := newTestEnv(t)
 	ballast := func(name string, mb int) error {
@@ -476,20 +472,9 @@ func TestBackupDoesNotHoldWrites(t *testing.T) {
 	if err := ballast("ballast1", 12); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(te.s)
-	defer srv.Close()
-
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /admin/v1/backup HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer %s\r\n\r\n", testRootToken)
-	br := bufio.NewReaderSize(conn, 4096)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := te.listen()
+	c.deadline = time.Minute // the hang guards are below
+	_, _, resp := c.exchange("GET /admin/v1/backup HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer " + testRootToken + "\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Fatalf("backup = %d", resp.StatusCode)
 	}

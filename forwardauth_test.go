@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -309,14 +308,9 @@ log:
 	cmd.Env = append(os.Environ(), "HOME="+dir)
 	// Traefik sends no Server header, and listens before its file provider
 	// has loaded the router: it is ready when keyhole answers through it.
-	startFront(t, "traefik", listen, nil, cmd, func(client *http.Client, addr string) (bool, error) {
-		resp, err := client.Get("http://" + addr + "/api/v1/prod/things")
-		if err != nil {
-			return false, nil
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == 401 && strings.Contains(string(body), `"missing_authorization"`), nil
+	startFront(t, "traefik", listen, nil, cmd, func(c *testClient) (bool, error) {
+		r, err := c.try("GET", "/api/v1/prod/things", "")
+		return err == nil && r.status == 401 && strings.Contains(string(r.body), `"missing_authorization"`), nil
 	})
 	fe.run(t, front{
 		addr:             listen,
@@ -367,19 +361,10 @@ func newFrontEnv(t *testing.T) *frontEnv {
 	fe.kh = startKeyhole(t, "--db", filepath.Join(t.TempDir(), "keyhole.db"), "--admin-token", token,
 		"--rules", writeRules(t), "--flush-interval", "50ms")
 	call := func(path, body string) map[string]any {
-		req, err := http.NewRequest("POST", fe.kh.url()+"/admin/v1"+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		r := fe.kh.admin(token, "POST", path, body)
 		var m map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 201 {
-			t.Fatalf("POST %s = %d, %v; want 201", path, resp.StatusCode, err)
+		if err := json.Unmarshal(r.body, &m); err != nil || r.status != 201 {
+			t.Fatalf("POST %s = %d, %v; want 201", path, r.status, err)
 		}
 		return m
 	}
@@ -434,10 +419,8 @@ func hasToken(values []string, token string) bool {
 // frontResponse is what a front proxy answered; after a 101, echo is what
 // came back through the switched connection for "ping\n".
 type frontResponse struct {
-	status int
-	header http.Header
-	body   []byte
-	echo   string
+	response
+	echo string
 }
 
 // send writes one request to the front proxy byte for byte, so that a
@@ -445,12 +428,6 @@ type frontResponse struct {
 // headers are name, value pairs; a POST carries a small JSON body.
 func (f front) send(t *testing.T, method, path string, headers ...string) frontResponse {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	body := ""
 	if method == "POST" {
 		body = `{"to":"+15550100"}`
@@ -462,21 +439,16 @@ func (f front) send(t *testing.T, method, path string, headers ...string) frontR
 		fmt.Fprintf(&b, "%s: %s\r\n", headers[i], headers[i+1])
 	}
 	b.WriteString("\r\n" + body)
-	if _, err := io.WriteString(conn, b.String()); err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, &http.Request{Method: method})
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	r := frontResponse{status: resp.StatusCode, header: resp.Header}
+	c := &testClient{t: t, base: "http://" + f.addr, deadline: 20 * time.Second}
+	conn, br, resp := c.exchange(b.String())
+	r := frontResponse{response: response{status: resp.StatusCode, header: resp.Header}}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		io.WriteString(conn, "ping\n")
 		r.echo, _ = br.ReadString('\n')
 		return r
 	}
 	defer resp.Body.Close()
+	var err error
 	if r.body, err = io.ReadAll(resp.Body); err != nil {
 		t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
@@ -738,23 +710,14 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 // request id id.
 func (fe *frontEnv) logged(t *testing.T, id string) bool {
 	t.Helper()
-	req, err := http.NewRequest("GET", fe.kh.url()+"/admin/v1/orgs/"+fe.org+"/logs?limit=100", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+fe.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	r := fe.kh.on(t).admin(fe.token, "GET", "/orgs/"+fe.org+"/logs?limit=100", "")
 	var page struct {
 		Entries []struct {
 			RequestID string `json:"request_id"`
 		} `json:"entries"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET logs = %d, %v; want 200", resp.StatusCode, err)
+	if err := json.Unmarshal(r.body, &page); err != nil || r.status != 200 {
+		t.Fatalf("GET logs = %d, %v; want 200", r.status, err)
 	}
 	for _, e := range page.Entries {
 		if e.RequestID == id {
@@ -800,7 +763,7 @@ func (b *lockedBuffer) String() string {
 // waits for an answer whose Server header names name. logs, if not nil,
 // adds the process's log files to a failure message.
 func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.Cmd,
-	ready func(client *http.Client, addr string) (bool, error)) {
+	ready func(c *testClient) (bool, error)) {
 	t.Helper()
 	out := new(lockedBuffer)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -827,19 +790,18 @@ func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.C
 	if ready == nil {
 		// Ask over HTTP and check who answers, in case something else took
 		// the port first.
-		ready = func(client *http.Client, addr string) (bool, error) {
-			resp, err := client.Get("http://" + addr + "/")
+		ready = func(c *testClient) (bool, error) {
+			r, err := c.try("GET", "/", "")
 			if err != nil {
 				return false, nil
 			}
-			resp.Body.Close()
-			if server := resp.Header.Get("Server"); !strings.Contains(strings.ToLower(server), name) {
+			if server := r.header.Get("Server"); !strings.Contains(strings.ToLower(server), name) {
 				return false, fmt.Errorf("%s is answered by %q, not %s", addr, server, name)
 			}
 			return true, nil
 		}
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := &testClient{t: t, base: "http://" + addr, http: &http.Client{Timeout: 5 * time.Second}}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
@@ -847,7 +809,7 @@ func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.C
 			t.Fatalf("%s exited before listening on %s:\n%s", name, addr, report())
 		default:
 		}
-		ok, err := ready(client, addr)
+		ok, err := ready(client)
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", name, err, report())
 		}

@@ -57,6 +57,7 @@ func newFuzzEnv(tb testing.TB, modify ...func(*config)) (*testEnv, func()) {
 	}
 	st.db.NoSync = true // durability is not fuzzed here, and an fsync per 201 slows fuzzing
 	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te.testClient = &testClient{handler: te} // te.t is set inside f.Fuzz
 	s, err := newServer(cfg, st, te.clock.Now, zerolog.New(te.stderr))
 	if err == nil {
 		err = s.firstStart(te.stderr)
@@ -75,15 +76,11 @@ func newFuzzEnv(tb testing.TB, modify ...func(*config)) (*testEnv, func()) {
 	}
 }
 
-func rawRoot(te *testEnv, method, path, body string) response {
-	return rawDo(te, method, "/admin/v1"+path, body, "Authorization", "Bearer "+testRootToken)
-}
-
 // mustCreate posts body and wants 201; it returns the answer as keyView
 // (orgs fit it too: id, name, created_at).
 func mustCreate(tb testing.TB, te *testEnv, path, body string) keyView {
 	tb.Helper()
-	r := rawRoot(te, "POST", path, body)
+	r := te.root("POST", path, body)
 	if r.status != 201 {
 		tb.Fatalf("POST %s %s = %d %s; want 201", path, body, r.status, r.body)
 	}
@@ -553,8 +550,8 @@ func newAdminState(tb testing.TB) *adminState {
 // memory).
 func (st *adminState) snapshot(tb testing.TB) (orgs, keys string, tokens int) {
 	tb.Helper()
-	o := rawRoot(st.te, "GET", "/orgs", "")
-	k := rawRoot(st.te, "GET", "/orgs/"+st.org+"/keys?include_revoked=true", "")
+	o := st.te.root("GET", "/orgs", "")
+	k := st.te.root("GET", "/orgs/"+st.org+"/keys?include_revoked=true", "")
 	if o.status != 200 || k.status != 200 {
 		tb.Fatalf("listing: %d %s / %d %s", o.status, o.body, k.status, k.body)
 	}
@@ -604,7 +601,7 @@ func listDiff(before, after, field string) string {
 // verifyValid says whether POST /v1/keys/verify finds key valid.
 func verifyValid(te *testEnv, key string) (bool, string) {
 	b, _ := json.Marshal(verifyRequest{Key: key})
-	r := rawDo(te, "POST", "/v1/keys/verify", string(b))
+	r := te.do("POST", "/v1/keys/verify", string(b))
 	var ans verifyAnswer
 	json.Unmarshal(r.body, &ans)
 	return r.status == 200 && ans.Valid, string(r.body)
@@ -980,7 +977,7 @@ func FuzzVerifyBody(f *testing.F) {
 		v := mustCreate(f, te, "/orgs/"+org+"/keys", k.body)
 		keys[v.Key] = fuzzKey{v, k.state}
 		if k.state == "revoked" {
-			if r := rawRoot(te, "POST", "/orgs/"+org+"/keys/"+v.ID+"/revoke", ""); r.status != 200 {
+			if r := te.root("POST", "/orgs/"+org+"/keys/"+v.ID+"/revoke", ""); r.status != 200 {
 				f.Fatalf("revoke: %d %s", r.status, r.body)
 			}
 		}

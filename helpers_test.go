@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,15 +43,15 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 const testRootToken = "kh_admin_00000000000000000000000000000001"
 
-// testEnv is one keyhole server on a real bbolt file in a temp dir.
+// testEnv is one keyhole server on a real bbolt file in a temp dir. Its
+// embedded client sends requests to it in-process.
 type testEnv struct {
-	t      testing.TB
+	*testClient
 	s      *server
 	clock  *fakeClock
 	dbPath string
 	cfg    config
 	stderr *bytes.Buffer
-	addr   string // the client address rawDo sends from; 192.0.2.1:1234 if empty
 }
 
 func testConfig(t testing.TB) config {
@@ -68,7 +72,8 @@ func newTestEnv(t testing.TB, modify ...func(*config)) *testEnv {
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	te := &testEnv{t: t, clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te.testClient = &testClient{t: t, handler: te}
 	te.open()
 	return te
 }
@@ -125,42 +130,205 @@ func (r response) errorCode(t testing.TB) string {
 	return code
 }
 
-// rawDo sends one request through the server's handler, without a
-// *testing.T (fuzz set-up runs outside f.Fuzz).
-func rawDo(te *testEnv, method, path, body string, headers ...string) response {
+// ServeHTTP is te's server, the one open made last: a restart keeps the
+// clients of te.
+func (te *testEnv) ServeHTTP(w http.ResponseWriter, r *http.Request) { te.s.ServeHTTP(w, r) }
+
+// listen serves te on loopback until the test ends, and is a client of it
+// over the socket.
+func (te *testEnv) listen() *testClient {
+	srv := httptest.NewServer(te)
+	te.t.Cleanup(srv.Close)
+	return &testClient{t: te.t, base: srv.URL}
+}
+
+// testClient is how every test speaks HTTP: to keyhole in-process through
+// its handler, or over a socket to a base URL (keyhole on loopback, a
+// keyhole process, a front proxy, an upstream). Its methods fail the test
+// when an answer does not arrive whole, except try, which says so. No
+// failure message holds a header value: Authorization and X-Api-Key carry
+// secrets.
+type testClient struct {
+	t       testing.TB   // nil only in-process outside a test (fuzz set-up)
+	handler http.Handler // in-process when set
+	base    string       // else "http://host:port"
+	http    *http.Client // over a socket; http.DefaultClient if nil
+	// from is the client address in-process; 192.0.2.1:1234 if empty.
+	from string
+	// deadline is a raw connection's hang guard; 10s if zero.
+	deadline time.Duration
+}
+
+// on is c with its failures reported to t, a subtest.
+func (c *testClient) on(t testing.TB) *testClient {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
+func (c *testClient) fatalf(format string, args ...any) {
+	if c.t == nil {
+		panic(fmt.Sprintf(format, args...))
+	}
+	c.t.Helper()
+	c.t.Fatalf(format, args...)
+}
+
+// send sends one request; headers alternate name, value, and are added as
+// given, repeats included. path (with any query) goes on the request line
+// exactly as written: over a socket Go's client neither cleans nor
+// re-escapes it. Go's client ignores a Content-Length header: one in
+// headers sets the length it sends, for a body it cannot measure.
+func (c *testClient) send(method, path string, body io.Reader, headers []string) (*http.Response, error) {
+	var req *http.Request
+	if c.handler != nil {
+		req = httptest.NewRequest(method, path, body)
+		req.RemoteAddr = "192.0.2.1:1234"
+		if c.from != "" {
+			req.RemoteAddr = c.from
+		}
+	} else {
+		var err error
+		if req, err = http.NewRequest(method, c.base, body); err != nil {
+			return nil, err
+		}
+		req.URL.Opaque = path
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		if http.CanonicalHeaderKey(headers[i]) == "Content-Length" {
+			n, err := strconv.ParseInt(headers[i+1], 10, 64)
+			if err != nil {
+				return nil, err
+			}
+			req.ContentLength = n
+			continue
+		}
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	if c.handler != nil {
+		rec := httptest.NewRecorder()
+		c.handler.ServeHTTP(rec, req)
+		return rec.Result(), nil
+	}
+	hc := c.http
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return hc.Do(req)
+}
+
+// open sends a request and gives the answer with its body unread, for
+// streams either way; the body is closed when the test ends.
+func (c *testClient) open(method, path string, body io.Reader, headers ...string) *http.Response {
+	if c.t != nil {
+		c.t.Helper()
+	}
+	resp, err := c.send(method, path, body, headers)
+	if err != nil {
+		c.fatalf("%s %s: %v", method, path, err)
+	}
+	if c.t != nil {
+		c.t.Cleanup(func() { resp.Body.Close() })
+	}
+	return resp
+}
+
+// try sends a request and reads the whole answer; err says why it did not
+// all arrive. It never fails the test: for goroutines, load that outlives a
+// server, and answers expected to break.
+func (c *testClient) try(method, path, body string, headers ...string) (response, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req := httptest.NewRequest(method, path, rd)
-	req.RemoteAddr = "192.0.2.1:1234"
-	if te.addr != "" {
-		req.RemoteAddr = te.addr
+	resp, err := c.send(method, path, rd, headers)
+	if err != nil {
+		return response{}, err
 	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("reading the body: %w", err)
 	}
-	rec := httptest.NewRecorder()
-	te.s.ServeHTTP(rec, req)
-	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
-// do sends one request through the server's handler. headers alternate
-// name, value.
-func (te *testEnv) do(method, path, body string, headers ...string) response {
-	te.t.Helper()
-	return rawDo(te, method, path, body, headers...)
+// do sends a request and reads the whole answer.
+func (c *testClient) do(method, path, body string, headers ...string) response {
+	if c.t != nil {
+		c.t.Helper()
+	}
+	r, err := c.try(method, path, body, headers...)
+	if err != nil {
+		c.fatalf("%s %s: %v", method, path, err)
+	}
+	return r
 }
 
 // admin calls the admin API with token.
-func (te *testEnv) admin(token, method, path, body string) response {
-	te.t.Helper()
-	return te.do(method, "/admin/v1"+path, body, "Authorization", "Bearer "+token)
+func (c *testClient) admin(token, method, path, body string) response {
+	if c.t != nil {
+		c.t.Helper()
+	}
+	return c.do(method, "/admin/v1"+path, body, "Authorization", "Bearer "+token)
 }
 
-func (te *testEnv) root(method, path, body string) response {
-	te.t.Helper()
-	return te.admin(testRootToken, method, path, body)
+// root calls the admin API with newTestEnv's root token.
+func (c *testClient) root(method, path, body string) response {
+	if c.t != nil {
+		c.t.Helper()
+	}
+	return c.admin(testRootToken, method, path, body)
+}
+
+// hostPort is the server's address, for a raw connection.
+func (c *testClient) hostPort() string {
+	if c.handler != nil {
+		c.fatalf("a raw connection needs a server on a socket: listen first")
+	}
+	return strings.TrimPrefix(c.base, "http://")
+}
+
+// dial opens a connection to the server for a test that writes its own
+// bytes; it is closed when the test ends.
+func (c *testClient) dial() net.Conn {
+	c.t.Helper()
+	conn, err := net.DialTimeout("tcp", c.hostPort(), 5*time.Second)
+	if err != nil {
+		c.fatalf("dial %s: %v", c.hostPort(), err)
+	}
+	c.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// exchange writes request, bytes as they are, on a new connection and reads
+// the answer's head: for requests Go's client would clean up or refuse, and
+// for those that switch protocols, whose connection is the caller's after
+// that. The connection has c's deadline.
+func (c *testClient) exchange(request string) (net.Conn, *bufio.Reader, *http.Response) {
+	c.t.Helper()
+	conn := c.dial()
+	deadline := c.deadline
+	if deadline == 0 {
+		deadline = 10 * time.Second
+	}
+	conn.SetDeadline(time.Now().Add(deadline))
+	if _, err := io.WriteString(conn, request); err != nil {
+		c.fatalf("writing %q: %v", requestLine(request), err)
+	}
+	br := bufio.NewReader(conn)
+	method, _, _ := strings.Cut(request, " ")
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		c.fatalf("reading the answer to %q: %v", requestLine(request), err)
+	}
+	return conn, br, resp
+}
+
+// requestLine is the first line of a raw request, which holds no header.
+func requestLine(request string) string {
+	line, _, _ := strings.Cut(request, "\r\n")
+	return line
 }
 
 // mustStatus fails the test unless r has status want.

@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -29,6 +27,7 @@ func (te *testEnv) logs(query string) logsAnswer {
 }
 
 func TestLogRingRetention(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t, func(c *config) { c.logRetention = 5 })
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1000,"window":"1m"}]}`)
@@ -54,6 +53,7 @@ func TestLogRingRetention(t *testing.T) {
 
 // TestLogFiltersAndPaging walks every page with the cursor for each filter.
 func TestLogFiltersAndPaging(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	liveID, live := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":3,"window":"1m"}]}`)
@@ -123,6 +123,7 @@ func TestLogFiltersAndPaging(t *testing.T) {
 }
 
 func TestUsageAndLastUsed(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	liveID, live := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":2,"window":"1m"}]}`)
@@ -177,6 +178,7 @@ func TestUsageAndLastUsed(t *testing.T) {
 // TestPendingIsBounded: when the disk falls behind, log entries beyond the
 // bound are dropped and counted, and usage still counts every request.
 func TestPendingIsBounded(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live"}`)
@@ -210,7 +212,7 @@ func TestSIGTERMLosesNothing(t *testing.T) {
 	org, key := childOrgAndKey(t, c, token)
 	const n = 50
 	for i := 0; i < n; i++ {
-		if st := childGet(t, c.url()+"/api/v1/prod/whoami", key); st != 200 {
+		if st := c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st != 200 {
 			t.Fatalf("request %d = %d", i, st)
 		}
 	}
@@ -230,12 +232,12 @@ func TestSIGKILLKeepsFlushed(t *testing.T) {
 	c := startKeyhole(t, "--db", db, "--admin-token", token, "--flush-interval", "50ms", "--rate-limits", "1000/1m")
 	org, key := childOrgAndKey(t, c, token)
 	for i := 0; i < 30; i++ {
-		childGet(t, c.url()+"/api/v1/prod/whoami", key)
+		c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...)
 	}
 	flushed := childLogs(t, c, token, org) // reading logs flushes first
 	_, revoked := childCreateKey(t, c, token, org, true)
 	for i := 0; i < 30; i++ {
-		childGet(t, c.url()+"/api/v1/prod/whoami", key)
+		c.do("GET", "/api/v1/prod/whoami", "", bearer(key)...)
 	}
 	c.stop(t, syscall.SIGKILL)
 
@@ -249,147 +251,11 @@ func TestSIGKILLKeepsFlushed(t *testing.T) {
 			t.Fatalf("entry %s flushed before SIGKILL is gone", e.RequestID)
 		}
 	}
-	if st := childGet(t, c2.url()+"/api/v1/prod/whoami", key); st != 200 {
+	if st := c2.do("GET", "/api/v1/prod/whoami", "", bearer(key)...).status; st != 200 {
 		t.Fatalf("key after SIGKILL = %d; want 200", st)
 	}
-	if st := childGet(t, c2.url()+"/api/v1/prod/whoami", revoked); st != 401 {
+	if st := c2.do("GET", "/api/v1/prod/whoami", "", bearer(revoked)...).status; st != 401 {
 		t.Fatalf("revoked key after SIGKILL = %d; want 401", st)
-	}
-}
-
-func childRequest(t *testing.T, method, url, token, body string) (int, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
-}
-
-func childGet(t *testing.T, url, key string) int {
-	t.Helper()
-	st, _ := childRequest(t, "GET", url, key, "")
-	return st
-}
-
-func childOrgAndKey(t *testing.T, c *child, token string) (org, key string) {
-	t.Helper()
-	st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs", token, `{"name":"acme"}`)
-	if st != 201 {
-		t.Fatalf("create org = %d %s", st, body)
-	}
-	var o struct{ ID string }
-	json.Unmarshal(body, &o)
-	_, key = childCreateKey(t, c, token, o.ID, false)
-	return o.ID, key
-}
-
-// childCreateKey creates a live key, and revokes it when revoke is set.
-func childCreateKey(t *testing.T, c *child, token, org string, revoke bool) (id, key string) {
-	t.Helper()
-	st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs/"+org+"/keys", token, `{"name":"k","env":"live"}`)
-	if st != 201 {
-		t.Fatalf("create key = %d %s", st, body)
-	}
-	var k struct{ ID, Key string }
-	json.Unmarshal(body, &k)
-	if revoke {
-		if st, body := childRequest(t, "POST", c.url()+"/admin/v1/orgs/"+org+"/keys/"+k.ID+"/revoke", token, ""); st != 200 {
-			t.Fatalf("revoke = %d %s", st, body)
-		}
-	}
-	return k.ID, k.Key
-}
-
-func childLogs(t *testing.T, c *child, token, org string) []logEntry {
-	t.Helper()
-	var all []logEntry
-	cursor := ""
-	for {
-		st, body := childRequest(t, "GET", c.url()+"/admin/v1/orgs/"+org+"/logs?limit=1000"+cursor, token, "")
-		if st != 200 {
-			t.Fatalf("logs = %d %s", st, body)
-		}
-		var a logsAnswer
-		json.Unmarshal(body, &a)
-		all = append(all, a.Entries...)
-		if a.Next == nil {
-			return all
-		}
-		cursor = "&before=" + *a.Next
-	}
-}
-
-// TestLogEntryCodec round-trips entries with hostile paths through the
-// stored form, and refuses damaged segments.
-func TestLogEntryCodec(t *testing.T) {
-	k := &keyEntry{id: [8]byte{0xab, 1}, live: true} // the org is its log bucket's name, not in the entry
-	paths := []string{"/api/v1/prod/x", `/a"b\c`, "/\x00\x01\x1f\x7f", "/é/日本", "/bad\xff\xfeutf8", strings.Repeat("/x", 512)}
-	var seg []byte
-	for _, path := range paths {
-		e := pendingEntry{at: 1_700_000_000_123_456_789, latency: 1500 * time.Microsecond, method: "PATCH",
-			path: path, status: 429, key: k, env: envLive, reqID: "req_00112233445566ff"}
-		seg = e.appendBinary(seg)
-	}
-	unidentified := pendingEntry{at: 1, method: "GET", path: "/", status: 401, reqID: "req_0000000000000001"}
-	seg = unidentified.appendBinary(seg)
-	folded := pendingEntry{at: 1, method: "GET", path: "/api/v1/dev/x", status: 429, key: k, env: envTest, reqID: "req_0000000000000002", count: 70000}
-	seg = folded.appendBinary(seg)
-	offsets, err := entryOffsets(seg)
-	if err != nil || len(offsets) != len(paths)+2 {
-		t.Fatalf("entryOffsets = %v, %v; want %d entries", offsets, err, len(paths)+2)
-	}
-	if got := decodeEntry(seg[offsets[len(paths)+1]:], 1, "org_1"); got.Count != 70000 || got.Path != folded.path || got.Env != envTest {
-		t.Errorf("folded entry = %+v; want count 70000, path %s, env test", got, folded.path)
-	}
-	for i, path := range paths {
-		got := decodeEntry(seg[offsets[i]:], uint64(7+i), "org_1")
-		want := logEntry{ID: fmt.Sprint(7 + i), Time: "2023-11-14T22:13:20.123Z", Method: "PATCH", Path: path, Status: 429,
-			LatencyMS: 1.5, KeyID: "key_ab01000000000000", OrgID: "org_1", Env: envLive, RequestID: "req_00112233445566ff"}
-		if got != want {
-			t.Errorf("entry %d: got %+v; want %+v", i, got, want)
-		}
-	}
-	last := decodeEntry(seg[offsets[len(paths)]:], 1, "")
-	if last.KeyID != "" || last.OrgID != "" || last.Env != "" || last.Status != 401 {
-		t.Errorf("unidentified entry = %+v", last)
-	}
-	for _, cut := range []int{1, 3, offsets[1] + 5, len(seg) - 1} {
-		if _, err := entryOffsets(seg[:cut]); err == nil {
-			t.Errorf("segment cut to %d bytes accepted", cut)
-		}
-	}
-}
-
-func TestMetrics(t *testing.T) {
-	te := newTestEnv(t)
-	org := te.createOrg("acme")
-	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	te.whoami(envLive, key)
-	te.whoami(envLive, key)
-	te.do("GET", "/api/v1/prod/whoami", "")
-	te.s.behind.Flush()
-	r := te.do("GET", "/metrics", "")
-	mustStatus(t, "metrics", r, 200)
-	for _, want := range []string{
-		`keyhole_guarded_requests_total{class="2xx"} 1`,
-		`keyhole_guarded_requests_total{class="4xx"} 1`,
-		`keyhole_guarded_requests_total{class="429"} 1`,
-		"keyhole_keys 1", "keyhole_log_entries_pending 0", "keyhole_flushes_total 1",
-		"# TYPE keyhole_log_entries_dropped_total counter",
-	} {
-		if !strings.Contains(string(r.body), want+"\n") {
-			t.Errorf("metrics lack %q:\n%s", want, r.body)
-		}
-	}
-	if strings.Contains(string(r.body), key) {
-		t.Fatalf("metrics show a key")
 	}
 }
 
@@ -398,6 +264,7 @@ func TestMetrics(t *testing.T) {
 // minute per status to its organization's ring, plus one that counts the
 // rest, so the organization's other entries stay; usage counts them all.
 func TestRefusalsCannotEraseTheLog(t *testing.T) {
+	t.Parallel()
 	rules := writeRules(t)
 	te := newTestEnv(t, func(c *config) { c.logRetention = 100; c.rulesPath = rules })
 	org := te.createOrg("acme")
@@ -480,6 +347,7 @@ func readAllLogs(t *testing.T, te *testEnv, org string) []logEntry {
 // TestRefusalCountSurvivesShutdown: the count of the minute under way is
 // written by the last flush, as a restart does it.
 func TestRefusalCountSurvivesShutdown(t *testing.T) {
+	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	id, key := te.createKey(org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1h"}]}`)

@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +26,17 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// The parallel tests mostly wait: on keyhole, nginx, Caddy, a JVM,
+	// Python or Node in child processes, and on timeouts. -parallel's
+	// default, one test per core, leaves two cores idle most of that time;
+	// unless -parallel (or fuzzing, whose workers it counts) says
+	// otherwise, run four at once.
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" || f.Name == "test.fuzz" })
+	if !set && runtime.GOMAXPROCS(0) < 4 {
+		flag.Set("test.parallel", "4")
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -51,8 +65,9 @@ func keyholeBinary(t *testing.T) string {
 	return binPath
 }
 
-// child is a running keyhole process.
+// child is a running keyhole process, and a client of it.
 type child struct {
+	*testClient
 	cmd    *exec.Cmd
 	addr   string
 	mu     sync.Mutex
@@ -104,6 +119,7 @@ func startKeyhole(t *testing.T, args ...string) *child {
 	})
 	select {
 	case c.addr = <-addr:
+		c.testClient = &testClient{t: t, base: c.url()}
 		return c
 	case <-c.done:
 		t.Fatalf("keyhole exited before listening:\n%s", c.output())
@@ -157,6 +173,15 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 }
 
+// skipShort skips a slow test under -short, a quick run by hand; never
+// where KEYHOLE_REQUIRE_INTEGRATION=1 or CI is set, which run everything.
+func skipShort(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() && os.Getenv("KEYHOLE_REQUIRE_INTEGRATION") != "1" && os.Getenv("CI") == "" {
+		t.Skipf("skipping in -short mode: %s", why)
+	}
+}
+
 // integrationMissing skips when a real component is absent, or fails when
 // KEYHOLE_REQUIRE_INTEGRATION=1 says it must be there.
 func integrationMissing(t *testing.T, why string) {
@@ -165,4 +190,75 @@ func integrationMissing(t *testing.T, why string) {
 		t.Fatalf("%s, and KEYHOLE_REQUIRE_INTEGRATION=1", why)
 	}
 	t.Skipf("skipping: %s (set KEYHOLE_REQUIRE_INTEGRATION=1 to make this a failure)", why)
+}
+
+func childOrgAndKey(t *testing.T, c *child, token string) (org, key string) {
+	t.Helper()
+	r := c.on(t).admin(token, "POST", "/orgs", `{"name":"acme"}`)
+	if r.status != 201 {
+		t.Fatalf("create org = %d %s", r.status, r.body)
+	}
+	var o struct{ ID string }
+	json.Unmarshal(r.body, &o)
+	_, key = childCreateKey(t, c, token, o.ID, false)
+	return o.ID, key
+}
+
+// childCreateKey creates a live key, and revokes it when revoke is set.
+func childCreateKey(t *testing.T, c *child, token, org string, revoke bool) (id, key string) {
+	t.Helper()
+	r := c.on(t).admin(token, "POST", "/orgs/"+org+"/keys", `{"name":"k","env":"live"}`)
+	if r.status != 201 {
+		t.Fatalf("create key = %d %s", r.status, r.body)
+	}
+	var k struct{ ID, Key string }
+	json.Unmarshal(r.body, &k)
+	if revoke {
+		if r := c.on(t).admin(token, "POST", "/orgs/"+org+"/keys/"+k.ID+"/revoke", ""); r.status != 200 {
+			t.Fatalf("revoke = %d %s", r.status, r.body)
+		}
+	}
+	return k.ID, k.Key
+}
+
+func childLogs(t *testing.T, c *child, token, org string) []logEntry {
+	t.Helper()
+	var all []logEntry
+	cursor := ""
+	for {
+		r := c.on(t).admin(token, "GET", "/orgs/"+org+"/logs?limit=1000"+cursor, "")
+		if r.status != 200 {
+			t.Fatalf("logs = %d %s", r.status, r.body)
+		}
+		var a logsAnswer
+		json.Unmarshal(r.body, &a)
+		all = append(all, a.Entries...)
+		if a.Next == nil {
+			return all
+		}
+		cursor = "&before=" + *a.Next
+	}
+}
+
+// childServerLogs reads the whole server-wide log of unidentified requests
+// (revoked keys end up there).
+func childServerLogs(t *testing.T, c *child, token string) []logEntry {
+	t.Helper()
+	var all []logEntry
+	cursor := ""
+	for {
+		r := c.on(t).admin(token, "GET", "/logs?limit=1000"+cursor, "")
+		if r.status != 200 {
+			t.Fatalf("server logs = %d %s", r.status, r.body)
+		}
+		var a logsAnswer
+		if err := json.Unmarshal(r.body, &a); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, a.Entries...)
+		if a.Next == nil {
+			return all
+		}
+		cursor = "&before=" + *a.Next
+	}
 }

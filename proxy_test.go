@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,10 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -104,12 +103,14 @@ func checkForwardedIdentity(t *testing.T, h http.Header, want map[string]string)
 	}
 }
 
-// proxyEnv is keyhole in-process with --upstream, served on loopback.
+// proxyEnv is keyhole in-process with --upstream, served on loopback: its
+// embedded testEnv's client calls it in-process (the admin API), wire over
+// the socket.
 type proxyEnv struct {
 	*testEnv
-	up  *upstreamAPI
-	url string
-	org string
+	up   *upstreamAPI
+	wire *testClient
+	org  string
 }
 
 func newProxyEnv(t *testing.T, handler http.HandlerFunc) *proxyEnv {
@@ -129,53 +130,7 @@ func newProxyEnvTo(t *testing.T, upstream string) *proxyEnv {
 		c.upstream = upstream
 		c.rulesPath = rules
 	})
-	kh := httptest.NewServer(te.s)
-	t.Cleanup(kh.Close)
-	return &proxyEnv{testEnv: te, url: kh.URL, org: te.createOrg("acme")}
-}
-
-// send makes one real HTTP request to keyhole; headers alternate name, value.
-func (pe *proxyEnv) send(method, path string, body io.Reader, headers ...string) *http.Response {
-	pe.t.Helper()
-	return sendTo(pe.t, pe.url, method, path, body, headers...)
-}
-
-// read sends a request and reads the whole answer.
-func (pe *proxyEnv) read(method, path string, body io.Reader, headers ...string) response {
-	pe.t.Helper()
-	return readFrom(pe.t, pe.url, method, path, body, headers...)
-}
-
-// sendTo makes one real HTTP request to the server at base. path (with
-// any query) goes on the request line exactly as written: Go's client
-// neither cleans nor re-escapes it.
-func sendTo(t testing.TB, base, method, path string, body io.Reader, headers ...string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(method, base, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.URL.Opaque = path
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
-}
-
-// readFrom sends a request with sendTo and reads the whole answer.
-func readFrom(t testing.TB, base, method, path string, body io.Reader, headers ...string) response {
-	t.Helper()
-	resp := sendTo(t, base, method, path, body, headers...)
-	buf, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: buf}
+	return &proxyEnv{testEnv: te, wire: te.listen(), org: te.createOrg("acme")}
 }
 
 // loggedStatus is the status the org's request log holds for requestID.
@@ -216,6 +171,7 @@ func (pe *proxyEnv) logEntry(requestID string) (status int, ok bool) {
 }
 
 func TestProxyHeaders(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, nil)
 	keyID, key := pe.createKey(pe.org, `{"name":"k","env":"live","scopes":["sms:send","whoami:read"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
 	want := map[string]string{"X-Keyhole-Org": pe.org, "X-Keyhole-Key-Id": keyID,
@@ -241,7 +197,7 @@ func TestProxyHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(pe.up.requests())
-			r := pe.read("POST", "/api/v1/prod/sms/send?to=%2B15550100&x=1", strings.NewReader(`{"text":"hi"}`), tt.headers...)
+			r := pe.wire.do("POST", "/api/v1/prod/sms/send?to=%2B15550100&x=1", `{"text":"hi"}`, tt.headers...)
 			mustStatus(t, "proxied POST", r, 200)
 			if n := len(pe.up.requests()); n != before+1 {
 				t.Fatalf("upstream saw %d requests; want %d", n, before+1)
@@ -268,9 +224,10 @@ func TestProxyHeaders(t *testing.T) {
 }
 
 func TestProxyEmptyScopes(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, nil)
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"test"}`)
-	r := pe.read("GET", "/api/v1/dev/things", nil, append(bearer(key), "X-Keyhole-Scopes", "*")...)
+	r := pe.wire.do("GET", "/api/v1/dev/things", "", append(bearer(key), "X-Keyhole-Scopes", "*")...)
 	mustStatus(t, "proxied GET", r, 200)
 	if got := pe.up.last(t).header.Values("X-Keyhole-Scopes"); len(got) != 1 || got[0] != "" {
 		t.Fatalf("upstream X-Keyhole-Scopes = %q; want one empty value", got)
@@ -281,6 +238,7 @@ func TestProxyEmptyScopes(t *testing.T) {
 // only after the upstream has read the first: a proxy that buffered whole
 // bodies could never deliver it.
 func TestProxyStreamsUpload(t *testing.T) {
+	t.Parallel()
 	const first, total = 1 << 20, 8 << 20
 	gotFirst := make(chan struct{})
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
@@ -315,17 +273,7 @@ func TestProxyStreamsUpload(t *testing.T) {
 		pw.Write(data[first:])
 		pw.Close()
 	}()
-	req, err := http.NewRequest("PUT", pe.url+"/api/v1/prod/files/big.bin", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = total
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("upload: %v", err)
-	}
-	defer resp.Body.Close()
+	resp := pe.wire.open("PUT", "/api/v1/prod/files/big.bin", pr, append(bearer(key), "Content-Length", strconv.Itoa(total))...)
 	body, _ := io.ReadAll(resp.Body)
 	want := fmt.Sprintf("%d %x %d", total, sum, total)
 	if resp.StatusCode != 200 || string(body) != want {
@@ -337,6 +285,7 @@ func TestProxyStreamsUpload(t *testing.T) {
 // client has read the one before it, so the response must be relayed as it
 // comes, flushed, not buffered.
 func TestProxyStreamsResponse(t *testing.T) {
+	t.Parallel()
 	const chunks = 4
 	next := make(chan struct{})
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
@@ -352,7 +301,7 @@ func TestProxyStreamsResponse(t *testing.T) {
 		}
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"test"}`)
-	resp := pe.send("GET", "/api/v1/dev/events", nil, bearer(key)...)
+	resp := pe.wire.open("GET", "/api/v1/dev/events", nil, bearer(key)...)
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET events = %d; want 200", resp.StatusCode)
 	}
@@ -388,6 +337,7 @@ func TestProxyStreamsResponse(t *testing.T) {
 
 // TestProxyLargeResponse relays 8 MiB from the upstream intact.
 func TestProxyLargeResponse(t *testing.T) {
+	t.Parallel()
 	data := make([]byte, 8<<20)
 	rng := rand.NewChaCha8([32]byte{2})
 	rng.Read(data)
@@ -398,7 +348,7 @@ func TestProxyLargeResponse(t *testing.T) {
 		}
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-	r := pe.read("GET", "/api/v1/prod/download", nil, bearer(key)...)
+	r := pe.wire.do("GET", "/api/v1/prod/download", "", bearer(key)...)
 	if got := sha256.Sum256(r.body); r.status != 200 || got != sum {
 		t.Fatalf("download = %d, %d bytes, sha256 %s; want 200, %d bytes, %s",
 			r.status, len(r.body), hex.EncodeToString(got[:8]), len(data), hex.EncodeToString(sum[:8]))
@@ -406,6 +356,7 @@ func TestProxyLargeResponse(t *testing.T) {
 }
 
 func TestProxyUpstreamFailures(t *testing.T) {
+	t.Parallel()
 	// A port that refuses: listen, note the port, close.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -450,13 +401,12 @@ func TestProxyUpstreamFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			te := newTestEnv(t, func(c *config) { c.upstream = tt.upstream })
 			te.s.proxy.transport.ResponseHeaderTimeout = 200 * time.Millisecond
-			kh := httptest.NewServer(te.s)
-			defer kh.Close()
-			pe := &proxyEnv{testEnv: te, url: kh.URL, org: te.createOrg("acme")}
+			pe := &proxyEnv{testEnv: te, wire: te.listen(), org: te.createOrg("acme")}
 			_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-			r := pe.read("GET", "/api/v1/prod/x", nil, bearer(key)...)
+			r := pe.wire.do("GET", "/api/v1/prod/x", "", bearer(key)...)
 			mustStatus(t, "GET via failing upstream", r, tt.wantStatus)
 			if got := r.errorCode(t); got != tt.wantCode {
 				t.Errorf("code = %q; want %q", got, tt.wantCode)
@@ -479,6 +429,7 @@ func TestProxyUpstreamFailures(t *testing.T) {
 // body: the client sees the cut, and the request is still logged, with the
 // status that was sent.
 func TestProxyLogsBrokenResponse(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
 		w.WriteHeader(200)
@@ -489,19 +440,10 @@ func TestProxyLogsBrokenResponse(t *testing.T) {
 		}
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-	req, err := http.NewRequest("GET", pe.url+"/api/v1/prod/broken", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
 	// keyhole may not have flushed the headers when the upstream hangs up,
 	// so the cut shows either as an error or as a short body.
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil {
-			t.Fatal("the client read a whole body; want it cut off")
-		}
+	if _, err := pe.wire.try("GET", "/api/v1/prod/broken", "", bearer(key)...); err == nil {
+		t.Fatal("the client read a whole body; want it cut off")
 	}
 	r := pe.root("GET", "/orgs/"+pe.org+"/logs?limit=1", "")
 	mustStatus(t, "GET logs", r, 200)
@@ -518,6 +460,7 @@ func TestProxyLogsBrokenResponse(t *testing.T) {
 // and request id are on the proxied response, replacing any the upstream
 // sent, and that the log holds the upstream's status.
 func TestProxyResponseHeadersAndLog(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		if r.URL.Path == "/api/v1/prod/early" {
@@ -550,7 +493,7 @@ func TestProxyResponseHeadersAndLog(t *testing.T) {
 		{"/api/v1/prod/broken", 503, "0"},
 	}
 	for _, tt := range tests {
-		r := pe.read("GET", tt.path, nil, bearer(key)...)
+		r := pe.wire.do("GET", tt.path, "", bearer(key)...)
 		mustStatus(t, "GET "+tt.path, r, tt.wantStatus)
 		h := r.header
 		if string(r.body) != "from upstream\n" || h.Get("X-Upstream") != "yes" {
@@ -579,7 +522,7 @@ func TestProxyResponseHeadersAndLog(t *testing.T) {
 	}
 	// The bucket is now empty: 429 from keyhole, and the upstream not asked.
 	before := len(pe.up.requests())
-	r := pe.read("GET", "/api/v1/prod/created", nil, bearer(key)...)
+	r := pe.wire.do("GET", "/api/v1/prod/created", "", bearer(key)...)
 	mustStatus(t, "GET over the limit", r, 429)
 	if r.header.Get("Retry-After") == "" || r.header.Get("X-Ratelimit-Remaining") != "0" {
 		t.Errorf("429 headers = %v; want Retry-After and X-RateLimit-Remaining 0", r.header)
@@ -594,14 +537,11 @@ func TestProxyResponseHeadersAndLog(t *testing.T) {
 
 // TestProxyBlockedNeverReachesUpstream sends requests keyhole must refuse.
 func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, nil)
 	_, live := pe.createKey(pe.org, `{"name":"live","env":"live","scopes":["sms:send"]}`)
 	_, test := pe.createKey(pe.org, `{"name":"test","env":"test","scopes":["sms:send"]}`)
 	_, noScope := pe.createKey(pe.org, `{"name":"plain","env":"live"}`)
-	revokedID, revoked := pe.createKey(pe.org, `{"name":"gone","env":"live","scopes":["*"]}`)
-	mustStatus(t, "revoke", pe.root("POST", "/orgs/"+pe.org+"/keys/"+revokedID+"/revoke", ""), 200)
-	_, limited := pe.createKey(pe.org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	mustStatus(t, "first request of a 1/1m key", pe.read("GET", "/api/v1/prod/x", nil, bearer(limited)...), 200)
 
 	tests := []struct {
 		name       string
@@ -611,14 +551,8 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{"no key", "GET", "/api/v1/prod/x", nil, 401, "missing_authorization"},
-		{"basic auth", "GET", "/api/v1/prod/x", []string{"Authorization", "Basic dXNlcjpwYXNz"}, 401, "invalid_scheme"},
-		{"unknown key", "GET", "/api/v1/prod/x", bearer("kh_live_" + strings.Repeat("0", 32)), 401, "invalid_or_revoked"},
-		{"revoked key", "GET", "/api/v1/prod/x", bearer(revoked), 401, "invalid_or_revoked"},
-		{"test key on the live base", "GET", "/api/v1/prod/x", bearer(test), 401, "environment_mismatch"},
-		{"live key on the test base", "GET", "/api/v1/dev/x", bearer(live), 401, "environment_mismatch"},
-		{"missing scope", "POST", "/api/v1/prod/sms/send", bearer(noScope), 403, "insufficient_scope"},
-		{"rate limited", "GET", "/api/v1/prod/x", bearer(limited), 429, "rate_limited"},
+		// SPEC 3's rows are TestErrorRows's; these are the paths and
+		// headers an upstream could read otherwise than keyhole does.
 		{"dot-dot into the test base", "GET", "/api/v1/prod/../dev/x", bearer(live), 400, "invalid_request"},
 		{"dot-dot out of the test base", "GET", "/api/v1/dev/../prod/x", bearer(test), 400, "invalid_request"},
 		{"escaped dot-dot", "GET", "/api/v1/dev/%2e%2e/prod/x", bearer(test), 400, "invalid_request"},
@@ -653,7 +587,7 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 	before := len(pe.up.requests())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := pe.read(tt.method, tt.path, nil, tt.headers...)
+			r := pe.wire.do(tt.method, tt.path, "", tt.headers...)
 			mustStatus(t, tt.method+" "+tt.path, r, tt.wantStatus)
 			if got := r.errorCode(t); got != tt.wantCode {
 				t.Errorf("code = %q; want %q", got, tt.wantCode)
@@ -668,158 +602,16 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 // TestProxyPassesAllowedMethods sends each method with a body and checks
 // that the upstream receives it unchanged.
 func TestProxyPassesAllowedMethods(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s", r.Method, body)
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live","rate_limits":[{"limit":100,"window":"1m"}]}`)
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
-		r := pe.read(m, "/api/v1/prod/things/1", bytes.NewReader([]byte("payload")), bearer(key)...)
+		r := pe.wire.do(m, "/api/v1/prod/things/1", "payload", bearer(key)...)
 		if want := m + " payload"; r.status != 200 || string(r.body) != want {
 			t.Errorf("%s = %d %q; want 200 %q", m, r.status, r.body, want)
-		}
-	}
-}
-
-// TestForwardAuthHeaders calls /v1/auth as nginx, Caddy and Traefik do.
-func TestForwardAuthHeaders(t *testing.T) {
-	rules := writeRules(t)
-	te := newTestEnv(t, func(c *config) { c.rulesPath = rules })
-	org := te.createOrg("acme")
-	liveID, live := te.createKey(org, `{"name":"live","env":"live","scopes":["sms:send"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
-	_, test := te.createKey(org, `{"name":"test","env":"test","scopes":["sms:send"]}`)
-	noScopeID, noScope := te.createKey(org, `{"name":"plain","env":"live"}`)
-	_, limited := te.createKey(org, `{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	original := func(method, uri string) []string {
-		return []string{"X-Original-Method", method, "X-Original-URI", uri}
-	}
-	forwarded := func(method, uri string) []string {
-		return []string{"X-Forwarded-Method", method, "X-Forwarded-Uri", uri}
-	}
-	with := func(parts ...[]string) []string {
-		var all []string
-		for _, p := range parts {
-			all = append(all, p...)
-		}
-		return all
-	}
-	tests := []struct {
-		name       string
-		headers    []string
-		wantStatus int
-		want       string // the error code, or for a 200 the key id
-	}{
-		{"X-Original-*", with(bearer(live), original("POST", "/api/v1/prod/sms/send")), 200, liveID},
-		{"X-Forwarded-*", with(bearer(live), forwarded("POST", "/api/v1/prod/sms/send")), 200, liveID},
-		{"x-api-key", with([]string{"X-Api-Key", live}, forwarded("GET", "/api/v1/prod/x")), 200, liveID},
-		{"query string is not the path", with(bearer(noScope), original("GET", "/api/v1/prod/x?next=/api/v1/dev/")), 200, noScopeID},
-		{"lower-case method", with(bearer(noScope), forwarded("post", "/api/v1/prod/sms/send")), 403, "insufficient_scope"},
-		{"both agree", with(bearer(live), original("GET", "/api/v1/prod/x"), forwarded("GET", "/api/v1/prod/x")), 200, liveID},
-		{"no key", original("GET", "/api/v1/prod/x"), 401, "missing_authorization"},
-		{"test key on the live base", with(bearer(test), original("GET", "/api/v1/prod/x")), 401, "environment_mismatch"},
-		{"live key on the test base", with(bearer(live), forwarded("GET", "/api/v1/dev/x")), 401, "environment_mismatch"},
-		{"outside both bases", with(bearer(live), forwarded("GET", "/other/x")), 401, "environment_mismatch"},
-		{"missing scope (original)", with(bearer(noScope), original("POST", "/api/v1/prod/sms/send")), 403, "insufficient_scope"},
-		{"missing scope (forwarded)", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms/send")), 403, "insufficient_scope"},
-		{"escaped path is decoded", with(bearer(noScope), original("POST", "/api/v1/prod/sms/%73end")), 403, "insufficient_scope"},
-		{"dot-dot", with(bearer(test), original("GET", "/api/v1/dev/../prod/x")), 400, "invalid_request"},
-		{"escaped dot-dot", with(bearer(test), forwarded("GET", "/api/v1/dev/%2E%2E/prod/x")), 400, "invalid_request"},
-		{"bad escape", with(bearer(live), forwarded("GET", "/api/v1/prod/%zz")), 400, "invalid_request"},
-		{"no URI", with(bearer(live), []string{"X-Forwarded-Method", "GET"}), 400, "invalid_request"},
-		{"no method", with(bearer(live), []string{"X-Original-URI", "/api/v1/prod/x"}), 400, "invalid_request"},
-		// nginx sets X-Original-*; a client adding X-Forwarded-* must not
-		// choose the path that is checked. The same the other way round.
-		{"client's X-Forwarded-Uri differs", with(bearer(test), original("GET", "/api/v1/prod/x"),
-			[]string{"X-Forwarded-Uri", "/api/v1/dev/x"}), 400, "invalid_request"},
-		{"client's X-Original-Method differs", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms/send"),
-			[]string{"X-Original-Method", "GET"}), 400, "invalid_request"},
-		{"repeated X-Forwarded-Uri", with(bearer(test), forwarded("GET", "/api/v1/dev/x"),
-			[]string{"X-Forwarded-Uri", "/api/v1/prod/x"}), 400, "invalid_request"},
-		{"rate limited", with(bearer(limited), original("GET", "/api/v1/prod/x")), 429, "rate_limited"},
-		// What the front proxy passes on is what its upstream reads: the
-		// same ambiguous paths and headers as the reverse proxy's.
-		{"path parameter dot-dot", with(bearer(test), original("GET", "/api/v1/dev/..;/prod/x")), 400, "invalid_request"},
-		{"path parameter", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms/send;a=b?x=1")), 400, "invalid_request"},
-		{"backslash", with(bearer(test), original("GET", `/api/v1/dev/..\prod/x`)), 400, "invalid_request"},
-		{"escaped backslash", with(bearer(test), original("GET", "/api/v1/dev/..%5cprod/x")), 400, "invalid_request"},
-		{"double-escaped dots", with(bearer(test), forwarded("GET", "/api/v1/dev/%252e%252e/prod/x")), 400, "invalid_request"},
-		{"escaped slash", with(bearer(noScope), forwarded("POST", "/api/v1/prod/sms%2fsend")), 400, "invalid_request"},
-		{"fragment", with(bearer(live), forwarded("GET", "/api/v1/prod/x#/../../dev/x")), 400, "invalid_request"},
-		{"absolute URI", with(bearer(live), forwarded("GET", "http://other/api/v1/prod/x")), 400, "invalid_request"},
-		{"method with a space", with(bearer(live), forwarded("GET /api/v1/dev/x", "/api/v1/prod/x")), 400, "invalid_request"},
-		{"method past its bound", with(bearer(live), forwarded(strings.Repeat("A", 60000), "/api/v1/prod/x")), 400, "invalid_request"},
-		{"underscore identity", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"X_Keyhole_Org", "org_evil"}), 400, "invalid_request"},
-		{"underscore forwarded URI", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"X_Forwarded_Uri", "/api/v1/dev/x"}), 400, "invalid_request"},
-		{"h2c upgrade", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"}), 400, "invalid_request"},
-		{"websocket upgrade", with(bearer(live), original("GET", "/api/v1/prod/x"), []string{"Upgrade", "WebSocket"}), 200, liveID},
-	}
-	mustStatus(t, "first request of a 1/1m key", te.do("GET", "/v1/auth", "", with(bearer(limited), original("GET", "/api/v1/prod/x"))...), 200)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := te.do("GET", "/v1/auth", "", tt.headers...)
-			mustStatus(t, "GET /v1/auth", r, tt.wantStatus)
-			if tt.wantStatus != 200 {
-				if got := r.errorCode(t); got != tt.want {
-					t.Errorf("code = %q; want %q", got, tt.want)
-				}
-				for _, name := range identityHeaders {
-					if r.header.Get(name) != "" {
-						t.Errorf("a %d carries %s", r.status, name)
-					}
-				}
-				if tt.wantStatus == 429 && r.header.Get("Retry-After") == "" {
-					t.Errorf("429 without Retry-After")
-				}
-				return
-			}
-			if len(r.body) != 0 {
-				t.Errorf("200 body = %q; want empty", r.body)
-			}
-			if r.header.Get("X-Ratelimit-Limit") == "" || r.header.Get("Ratelimit-Policy") == "" {
-				t.Errorf("200 lacks rate-limit headers: %v", r.header)
-			}
-			wantScopes := ""
-			if tt.want == liveID {
-				wantScopes = "sms:send"
-			}
-			want := map[string]string{"X-Keyhole-Org": org, "X-Keyhole-Key-Id": tt.want,
-				"X-Keyhole-Env": "live", "X-Keyhole-Scopes": wantScopes}
-			for name, v := range want {
-				if got := r.header.Values(name); len(got) != 1 || got[0] != v {
-					t.Errorf("%s = %q; want [%q]", name, got, v)
-				}
-			}
-		})
-	}
-	// Over the wire the empty 200 says so: net/http adds Content-Length: 0.
-	srv := httptest.NewServer(te.s)
-	defer srv.Close()
-	req, _ := http.NewRequest("GET", srv.URL+"/v1/auth", nil)
-	h := with(bearer(live), original("GET", "/api/v1/prod/x"))
-	for i := 0; i+1 < len(h); i += 2 {
-		req.Header.Add(h[i], h[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != "0" {
-		t.Errorf("over the wire: %d, Content-Length %q; want 200 and 0", resp.StatusCode, resp.Header.Get("Content-Length"))
-	}
-}
-
-// TestPlainRequestPath: the fast path agrees with url.ParseRequestURI
-// wherever it answers.
-func TestPlainRequestPath(t *testing.T) {
-	for _, uri := range []string{"/api/v1/prod/x", "/a?b=c", "/a#frag?x", "/a b", "/", "/a/../b", "/%2e%2e", "a/b", "http://h/x", "/x\x01", "/é"} {
-		path, ok := plainRequestPath(uri)
-		if !ok {
-			continue
-		}
-		u, err := url.ParseRequestURI(uri)
-		if err != nil || u.Path != path {
-			t.Errorf("plainRequestPath(%q) = %q; ParseRequestURI gives %v, %v", uri, path, u, err)
 		}
 	}
 }
@@ -828,6 +620,7 @@ func TestPlainRequestPath(t *testing.T) {
 // proxy, as a WebSocket does: the 101 carries keyhole's request id, the
 // bytes flow both ways, and the log says 101.
 func TestProxyUpgrade(t *testing.T) {
+	t.Parallel()
 	pe := newProxyEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want Upgrade: websocket", 400)
@@ -846,8 +639,8 @@ func TestProxyUpgrade(t *testing.T) {
 		brw.Flush()
 	})
 	_, key := pe.createKey(pe.org, `{"name":"k","env":"live"}`)
-	conn, br, resp := rawExchange(t, pe.url,
-		"GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+key+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	conn, br, resp := pe.wire.exchange(
+		"GET /api/v1/prod/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	reqID := resp.Header.Values("X-Request-Id")
 	if resp.StatusCode != 101 || len(reqID) != 1 || !strings.HasPrefix(reqID[0], "req_") {
 		t.Fatalf("status %d, X-Request-Id %q; want 101 and keyhole's id", resp.StatusCode, reqID)
@@ -865,29 +658,6 @@ func TestProxyUpgrade(t *testing.T) {
 	if got := pe.loggedStatus(reqID[0]); got != 101 {
 		t.Errorf("logged status = %d; want 101", got)
 	}
-}
-
-// rawExchange writes request, bytes as they are, on a new connection to the
-// server at base and reads the answer's head: for requests that switch
-// protocols, whose connection is the caller's after that. The connection
-// has a 10s deadline and is closed when the test ends.
-func rawExchange(t *testing.T, base, request string) (net.Conn, *bufio.Reader, *http.Response) {
-	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, request); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("reading the answer to %q: %v", strings.SplitN(request, "\r\n", 2)[0], err)
-	}
-	return conn, br, resp
 }
 
 // TestOwnHeaderNames keeps the names the proxy clears from an upstream's

@@ -79,10 +79,11 @@ func (e echoReport) resolved() string {
 	return fmt.Sprintf("%s: path %q", e.Server, e.Path)
 }
 
-// echoServer is a real server on loopback running an echo app.
+// echoServer is a real server on loopback running an echo app, and a
+// client of it.
 type echoServer struct {
+	*testClient
 	name string // what its Server header says, in lower case
-	url  string
 }
 
 // served is how many requests the app has served, other than these
@@ -90,7 +91,7 @@ type echoServer struct {
 // itself (Tomcat's 400 for a path it rejects) is not counted.
 func (es echoServer) served(t *testing.T) int {
 	t.Helper()
-	r := readFrom(t, es.url, "GET", "/__count", nil)
+	r := es.on(t).do("GET", "/__count", "")
 	var c struct{ Count *int }
 	if err := json.Unmarshal(r.body, &c); r.status != 200 || err != nil || c.Count == nil {
 		t.Fatalf("GET %s/__count = %d %q", es.name, r.status, r.body)
@@ -103,7 +104,7 @@ func startEcho(t *testing.T, name, addr string, cmd *exec.Cmd) echoServer {
 	t.Helper()
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
 	startFront(t, name, addr, nil, cmd, nil)
-	return echoServer{name: name, url: "http://" + addr}
+	return echoServer{testClient: &testClient{t: t, base: "http://" + addr}, name: name}
 }
 
 func upstreamsDir(t *testing.T) string {
@@ -213,7 +214,7 @@ type upstreamEnv struct {
 
 func newUpstreamEnv(t *testing.T, es echoServer) *upstreamEnv {
 	t.Helper()
-	ue := &upstreamEnv{proxyEnv: newProxyEnvTo(t, es.url), echo: es}
+	ue := &upstreamEnv{proxyEnv: newProxyEnvTo(t, es.base), echo: es}
 	const limits = `"rate_limits":[{"limit":1000,"window":"1m"}]`
 	ue.smsID, ue.sms = ue.createKey(ue.org, `{"name":"sms","env":"live","scopes":["sms:send"],`+limits+`}`)
 	ue.plainID, ue.plain = ue.createKey(ue.org, `{"name":"plain","env":"live",`+limits+`}`)
@@ -235,7 +236,7 @@ func (ue *upstreamEnv) identity() map[string]string {
 func (ue *upstreamEnv) allowed(t *testing.T, method, path string, headers ...string) (response, echoReport) {
 	t.Helper()
 	before := ue.echo.served(t)
-	r := readFrom(t, ue.url, method, path, nil, headers...)
+	r := ue.wire.on(t).do(method, path, "", headers...)
 	mustStatus(t, method+" "+path+" through keyhole", r, 200)
 	if n := ue.echo.served(t) - before; n != 1 {
 		t.Fatalf("%s served %d requests; want 1", ue.echo.name, n)
@@ -248,7 +249,7 @@ func (ue *upstreamEnv) allowed(t *testing.T, method, path string, headers ...str
 func (ue *upstreamEnv) refused(t *testing.T, method, path string, wantStatus int, wantCode string, headers ...string) {
 	t.Helper()
 	before := ue.echo.served(t)
-	r := readFrom(t, ue.url, method, path, nil, headers...)
+	r := ue.wire.on(t).do(method, path, "", headers...)
 	if n := ue.echo.served(t) - before; n != 0 {
 		what := fmt.Sprintf("%d %.200q", r.status, r.body)
 		var e echoReport
@@ -339,7 +340,7 @@ func TestTomcatUpstream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			direct := readFrom(t, ue.echo.url, tt.method, tt.path, nil)
+			direct := ue.echo.on(t).do(tt.method, tt.path, "")
 			got := fmt.Sprint(direct.status)
 			if direct.status == 200 {
 				e := parseEcho(t, "directly", direct.body)
@@ -365,7 +366,7 @@ func TestWSGIUpstreams(t *testing.T) {
 	}{{"gunicorn", startGunicorn}, {"wsgiref", startWSGIRef}} {
 		t.Run(server.name, func(t *testing.T) {
 			es := server.start(t)
-			direct := readFrom(t, es.url, "GET", "/api/v1/prod/things", nil,
+			direct := es.on(t).do("GET", "/api/v1/prod/things", "",
 				"X-Keyhole-Org", "org_real", "X_Keyhole_Org", "org_evil")
 			mustStatus(t, "GET directly", direct, 200)
 			if got := parseEcho(t, "directly", direct.body).Environ["HTTP_X_KEYHOLE_ORG"]; !strings.Contains(got, "org_evil") {
@@ -400,7 +401,7 @@ func TestExpressUpstream(t *testing.T) {
 	ue.runCommon(t)
 	for _, path := range []string{"/api/v1/prod/SMS/send", "/api/v1/prod/sms/send/", "/api/v1/prod/Sms/Send/"} {
 		t.Run(path, func(t *testing.T) {
-			direct := readFrom(t, ue.echo.url, "POST", path, nil)
+			direct := ue.echo.on(t).do("POST", path, "")
 			mustStatus(t, "POST directly", direct, 200)
 			if e := parseEcho(t, "directly", direct.body); e.Route != "sms/send" {
 				t.Errorf("asked directly, %s; the test expects the sms/send route", e.resolved())
@@ -415,7 +416,7 @@ func TestExpressUpstream(t *testing.T) {
 	}
 	t.Run("escaped slash in the env parameter", func(t *testing.T) {
 		const path = "/api/v1/prod%2Fx/sms/send"
-		direct := readFrom(t, ue.echo.url, "POST", path, nil)
+		direct := ue.echo.on(t).do("POST", path, "")
 		mustStatus(t, "POST directly", direct, 200)
 		if e := parseEcho(t, "directly", direct.body); e.Route != "sms/send" || e.Params["env"] != "prod/x" {
 			t.Errorf("asked directly, %s; the test expects the sms/send route with env prod/x", e.resolved())
@@ -509,7 +510,7 @@ func TestHypercornUpstream(t *testing.T) {
 	t.Parallel()
 	es := startHypercorn(t)
 	t.Run("h2c directly", func(t *testing.T) {
-		conn, br, resp := rawExchange(t, es.url, h2cUpgrade("/api/v1/prod/things"))
+		conn, br, resp := es.on(t).exchange(h2cUpgrade("/api/v1/prod/things"))
 		if resp.StatusCode != 101 || !strings.EqualFold(resp.Header.Get("Upgrade"), "h2c") {
 			t.Fatalf("hypercorn answers the h2c upgrade with %d, Upgrade %q; the test expects 101 h2c", resp.StatusCode, resp.Header.Get("Upgrade"))
 		}
@@ -526,7 +527,7 @@ func TestHypercornUpstream(t *testing.T) {
 	ue.runCommon(t)
 	t.Run("h2c through keyhole", func(t *testing.T) {
 		before := es.served(t)
-		conn, br, resp := rawExchange(t, ue.url, h2cUpgrade("/api/v1/prod/things", "Authorization: Bearer "+ue.sms+"\r\n"))
+		conn, br, resp := ue.wire.on(t).exchange(h2cUpgrade("/api/v1/prod/things", "Authorization: Bearer "+ue.sms+"\r\n"))
 		if resp.StatusCode == 101 {
 			_, smuggled := smuggleH2(t, conn, br, "/api/v1/prod/smuggled")
 			e := parseEcho(t, "the smuggled request", smuggled)
@@ -545,7 +546,7 @@ func TestHypercornUpstream(t *testing.T) {
 		}
 	})
 	t.Run("WebSocket through keyhole", func(t *testing.T) {
-		_, br, resp := rawExchange(t, ue.url, "GET /api/v1/prod/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+ue.sms+
+		_, br, resp := ue.wire.on(t).exchange("GET /api/v1/prod/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ue.sms +
 			"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 		if resp.StatusCode != 101 {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 500))

@@ -69,3 +69,45 @@ func checkVerifyParser(t *testing.T, body []byte) {
 		t.Fatalf("body %q: error %+v; want 400 invalid_request", body, fastErr)
 	}
 }
+
+func TestVerifyEndpoint(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	id, key := te.createKey(org, `{"name":"k","env":"live","scopes":["sms:send"]}`)
+	tests := []struct {
+		name      string
+		body      string
+		status    int
+		wantValid bool
+		wantCode  string
+	}{
+		{"valid", `{"key":"` + key + `"}`, 200, true, ""},
+		{"valid env and scope", `{"key":"` + key + `","env":"live","scope":"sms:send"}`, 200, true, ""},
+		// SPEC 3's rows, valid false with their code and message, are
+		// TestErrorRows's.
+		{"bad env", `{"key":"` + key + `","env":"prod"}`, 400, false, "invalid_request"},
+		{"unknown field", `{"key":"` + key + `","extra":1}`, 400, false, "invalid_request"},
+		{"not json", `key=abc`, 400, false, "invalid_request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := te.do("POST", "/v1/keys/verify", tt.body)
+			if r.status != tt.status {
+				t.Fatalf("status = %d %s; want %d", r.status, r.body, tt.status)
+			}
+			m := r.json(t)
+			if tt.status == 400 {
+				if r.errorCode(t) != tt.wantCode {
+					t.Fatalf("error = %s; want %s", r.body, tt.wantCode)
+				}
+				return
+			}
+			if m["valid"] != tt.wantValid || tt.wantCode != "" && m["code"] != tt.wantCode {
+				t.Fatalf("verify = %s; want valid %v code %q", r.body, tt.wantValid, tt.wantCode)
+			}
+			if tt.wantValid && (m["key_id"] != id || m["org_id"] != org || m["ratelimit"] == nil) {
+				t.Fatalf("verify = %s; want key_id, org_id and ratelimit", r.body)
+			}
+		})
+	}
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"testing"
+)
+
+// TestRestartKeepsKeys reopens the real bbolt file: keys, revocations, tokens
+// and org survive; the in-memory index is rebuilt from it.
+func TestRestartKeepsKeys(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	_, live := te.createKey(org, `{"name":"k","env":"live"}`)
+	revID, revoked := te.createKey(org, `{"name":"r","env":"live"}`)
+	te.root("POST", "/orgs/"+org+"/keys/"+revID+"/revoke", "")
+	token := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"t"}`).json(t)["token"].(string)
+	te.restart()
+	mustStatus(t, "key after restart", te.whoami(envLive, live), 200)
+	if r := te.whoami(envLive, revoked); r.errorCode(t) != "invalid_or_revoked" {
+		t.Fatalf("revoked key after restart = %d; want invalid_or_revoked", r.status)
+	}
+	mustStatus(t, "org admin token after restart", te.admin(token, "GET", "/orgs/"+org, ""), 200)
+}
+
+// TestSecretsNeverStored checks the plaintext key and tokens appear in no
+// byte of the db file and in nothing the server printed or logged.
+func TestSecretsNeverStored(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	var secrets []string
+	for _, style := range []string{stylePrefixed, styleSplit} {
+		te.s.format.style = style
+		_, key := te.createKey(org, `{"name":"k","env":"live"}`)
+		secrets = append(secrets, key, key[len(key)-32:])
+		te.whoami(envLive, key)
+		te.whoami(envTest, key)
+		te.do("POST", "/v1/keys/verify", `{"key":"`+key+`"}`)
+	}
+	token := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"t"}`).json(t)["token"].(string)
+	secrets = append(secrets, token, testRootToken)
+	list := te.root("GET", "/orgs/"+org+"/keys?include_revoked=true", "")
+	logs := te.root("GET", "/orgs/"+org+"/logs", "")
+	te.restart()
+	db, err := os.ReadFile(te.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sec := range secrets {
+		for what, b := range map[string][]byte{"db file": db, "server output": te.stderr.Bytes(),
+			"key listing": list.body, "logs": logs.body} {
+			if bytes.Contains(b, []byte(sec)) {
+				t.Errorf("%s contains the secret %s…", what, sec[:12])
+			}
+		}
+	}
+	if bytes.Contains(list.body, []byte(`"hash"`)) || bytes.Contains(list.body, []byte(`"key"`)) {
+		t.Errorf("key listing shows a hash or key: %s", list.body)
+	}
+}
+
+func TestHotRowRoundTrip(t *testing.T) {
+	rec := keyRecord{ID: "key_0123456789abcdef", OrgID: "org_x", Env: envLive, Prefix: "kh_live_1a2b3c4d",
+		Hash: hashKey("x"), Scopes: []string{"a:b", "c"}, RateLimits: []rateLimit{{5, "1m"}},
+		ExpiresAt: 42, RevokedAt: 7}
+	var row hotRow
+	if err := row.decode(appendHotRow(nil, &rec)); err != nil {
+		t.Fatal(err)
+	}
+	ix := newKeyIndex(0)
+	e := ix.addRow(&row)
+	if e.keyID() != rec.ID || ix.orgID(e) != rec.OrgID || e.env() != envLive || e.hash != rec.Hash ||
+		e.expiresAt.Load() != 42 || e.revokedAt.Load() != 7 || len(ix.scopes(e).list) != 2 ||
+		ix.scopes(e).header[0] != "a:b,c" || ix.limits(e).sig != "5/1m," {
+		t.Fatalf("entry from row = %+v", e)
+	}
+	if ix.get(rec.Prefix, rec.ID) != e {
+		t.Fatalf("get by prefix and id did not find the entry")
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 49), append([]byte{9}, make([]byte, 60)...), appendHotRow(nil, &rec)[:60]} {
+		if err := row.decode(bad); err == nil {
+			t.Errorf("decode(%x) accepted a malformed row", bad)
+		}
+	}
+}

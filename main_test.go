@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestFirstStartToken(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.adminToken = ""
+	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te.testClient = &testClient{t: t, handler: te}
+	te.open()
+	token := regexp.MustCompile(`kh_admin_[0-9a-f]{32}`).FindString(te.stderr.String())
+	if token == "" {
+		t.Fatalf("first start printed no root token: %q", te.stderr.String())
+	}
+	mustStatus(t, "root token works", te.admin(token, "GET", "/orgs", ""), 200)
+	te.restart()
+	if strings.Count(te.stderr.String(), "kh_admin_") != 1 {
+		t.Fatalf("the root token was printed again on restart")
+	}
+	mustStatus(t, "root token after restart", te.admin(token, "GET", "/orgs", ""), 200)
+	te.s.store.Close()
+
+	var out bytes.Buffer
+	if err := runMain([]string{"admin-token", "reset", "--db", cfg.dbPath}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	fresh := strings.TrimSpace(out.String())
+	te.open()
+	mustStatus(t, "reset token", te.admin(fresh, "GET", "/orgs", ""), 200)
+	if r := te.admin(token, "GET", "/orgs", ""); r.status != 401 {
+		t.Fatalf("old root token after reset = %d; want 401", r.status)
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	env := map[string]string{"KEYHOLE_ADDR": "127.0.0.1:9999", "KEYHOLE_BRAND": "acme",
+		"KEYHOLE_RATE_LIMITS": "10/1s", "KEYHOLE_KEY_STYLE": "split", "KEYHOLE_LOG_RETENTION": "7"}
+	cfg, err := parseServeFlags([]string{"--brand", "flagwins"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.addr != "127.0.0.1:9999" || cfg.brand != "flagwins" || cfg.keyStyle != styleSplit ||
+		cfg.logRetention != 7 || cfg.rateLimits[0] != (rateLimit{10, "1s"}) {
+		t.Fatalf("config = %+v", cfg)
+	}
+	for _, bad := range [][]string{{"--key-style", "x"}, {"--brand", "Bad_Brand"}, {"--rate-limits", "5"},
+		{"--test-base", "/api/"}, {"--live-base", "nope"}, {"--log-retention", "0"}, {"--test-base", "/admin/x/"}} {
+		if _, err := parseServeFlags(bad, func(string) string { return "" }); err == nil {
+			t.Errorf("flags %v accepted; want an error", bad)
+		}
+	}
+}
