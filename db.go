@@ -95,8 +95,16 @@ type keyRecord struct {
 	Row        uint64      `json:"row"` // its key in keyrows
 }
 
-// store is keyhole's bbolt file. Methods that write return only after the
-// transaction has committed (fsync included).
+// store is keyhole's bbolt file, and the only code that opens a
+// transaction on it. Methods that write return only after the transaction
+// has committed (fsync included).
+//
+// The verbs for the authoritative records, which a second engine (a
+// cluster's shared store) would have to implement, are few: PutOrg, Org,
+// Orgs; PutToken, Tokens; PutKey, PutKeys, UpdateKey, Key, OrgKeys,
+// EachKeyRow, KeyCount; RootTokenHash, SetRootTokenHash; IsEmpty. The rest
+// is this file's own business: what is written behind (logstore.go), bulk
+// seeding, backup and the page cache.
 type store struct {
 	db     *bolt.DB
 	commit committer // admin writes, group-committed

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFirstStartToken(t *testing.T) {
@@ -53,5 +56,23 @@ func TestConfigFromEnv(t *testing.T) {
 		if _, err := parseServeFlags(bad, func(string) string { return "" }); err == nil {
 			t.Errorf("flags %v accepted; want an error", bad)
 		}
+	}
+}
+
+// TestSeedReadsEnvironment: keyhole seed takes KEYHOLE_DB like every
+// command.
+func TestSeedReadsEnvironment(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "seeded.db")
+	t.Setenv("KEYHOLE_DB", db)
+	if err := seedCmd([]string{"--orgs", "2", "--keys", "3"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if n, err := st.KeyCount(); err != nil || n != 3 {
+		t.Fatalf("KEYHOLE_DB's db holds %d keys, %v; want 3", n, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"time"
 )
@@ -18,7 +19,8 @@ func seedCmd(args []string, stdout io.Writer) error {
 	orgs := fs.Int("orgs", 10000, "organizations to create")
 	keys := fs.Int("keys", 1000000, "keys to create, spread evenly over the organizations")
 	brand := fs.String("brand", "kh", "key prefix brand")
-	if err := fs.Parse(args); err != nil {
+	// KEYHOLE_DB and KEYHOLE_BRAND apply, as to every command.
+	if err := parseWithEnv(fs, args, os.Getenv); err != nil {
 		return err
 	}
 	if *orgs < 1 || *keys < 0 {
