@@ -107,7 +107,7 @@ func decodeLastUsed(v []byte) (int64, bool) {
 //	u32  with foldedFlag only: the refusals the entry stands for
 const entryFixed = 8 + 4 + 2 + 1 + 8 + 8 + 1
 
-// foldedFlag marks an entry that ends with a count (logWriter.admitRefusal).
+// foldedFlag marks an entry that ends with a count (writeBehind.admitRefusal).
 // Entries written before it existed never have the bit set.
 const foldedFlag = 0x80
 
