@@ -53,9 +53,7 @@ func setAPISecurityHeaders(h http.Header) {
 func (s *server) admin(need access, h adminHandler) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 		reqID := newRequestID()
-		hdr := w.Header()
-		hdr["X-Request-Id"] = []string{reqID}
-		setAPISecurityHeaders(hdr)
+		adminSurface.owe(w.Header(), reqID, nil) // on every answer, not only errors
 		c, aerr := s.authenticate(r)
 		if aerr == nil {
 			aerr = s.authorize(c, need, p.ByName("org"))

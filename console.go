@@ -74,7 +74,7 @@ func (s *server) routeConsole(rt *httprouter.Router) {
 	serve := func(w http.ResponseWriter, r *http.Request, name string) {
 		a, ok := assets[name]
 		if !ok {
-			writeError(w, errNotFoundPage, newRequestID())
+			consoleSurface.fail(w, errNotFoundPage, newRequestID(), nil)
 			return
 		}
 		h := w.Header()

@@ -62,15 +62,47 @@ type errorBody struct {
 	RequestID string `json:"request_id"`
 }
 
-// writeError is how every surface answers an error: the contract's body,
-// with the request id in it and as X-Request-Id. Surfaces that owe more
-// headers (the guarded surface's rate-limit headers, the admin API's
-// security headers) set them first, request id included, or, the guarded
-// writer, when the status goes out.
-func writeError(w http.ResponseWriter, e *apiError, requestID string) {
-	if _, guarded := w.(*statusWriter); !guarded && w.Header()["X-Request-Id"] == nil {
-		w.Header()["X-Request-Id"] = []string{requestID}
+// A surface is one of keyhole's faces, as the headers every answer of it
+// owes besides its body: the guarded surface's (the request id, and for an
+// identified key the rate-limit headers of SPEC 4), the admin API's (the
+// request id and the security headers), the console's (the request id, on
+// its errors: its files carry their own headers).
+type surface int
+
+const (
+	guardedSurface surface = iota
+	adminSurface
+	consoleSurface
+)
+
+// owe sets the headers every answer of the surface owes. A method with a
+// switch rather than a func value: the compiler then sees that d does not
+// escape, and the hot path keeps its verdict on the stack.
+func (sf surface) owe(h http.Header, reqID string, d *decision) {
+	switch sf {
+	case guardedSurface:
+		setOwnHeaders(h, reqID, d)
+	case adminSurface:
+		h["X-Request-Id"] = []string{reqID}
+		setAPISecurityHeaders(h)
+	default:
+		h["X-Request-Id"] = []string{reqID}
 	}
+}
+
+// fail is the one way keyhole answers an error: the headers its surface
+// owes, then the contract's body with the request id. The guarded writer
+// (statusWriter) is the guarded surface's adapter for answers that may
+// come from the upstream too: it puts those headers on when the status
+// goes out, so what it carries gets only the body (writeError).
+func (sf surface) fail(w http.ResponseWriter, e *apiError, reqID string, d *decision) {
+	sf.owe(w.Header(), reqID, d)
+	writeError(w, e, reqID)
+}
+
+// writeError writes the contract's error body, its request id included;
+// the headers are the surface's (fail).
+func writeError(w http.ResponseWriter, e *apiError, requestID string) {
 	var body errorBody
 	body.Error.Code = e.code
 	body.Error.Message = e.message

@@ -280,12 +280,12 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	} else {
 		v = s.checkRequest(r, method, rawPath, path, start)
 	}
-	setOwnHeaders(w.Header(), reqID, v.decision())
 	status := 200
 	if v.err != nil {
 		status = v.err.status
-		writeError(w, v.err, reqID)
+		guardedSurface.fail(w, v.err, reqID, v.decision())
 	} else {
+		guardedSurface.owe(w.Header(), reqID, v.decision())
 		setIdentityHeaders(w.Header(), s.index, v.key)
 		// net/http adds "Content-Length: 0" to an empty answer itself,
 		// without another entry in the header map.

@@ -60,17 +60,14 @@ func (s *server) routes() {
 	rt.RedirectFixedPath = false
 	rt.HandleOPTIONS = false
 	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setAPISecurityHeaders(w.Header())
-		writeError(w, errNotFoundPage, newRequestID())
+		adminSurface.fail(w, errNotFoundPage, newRequestID(), nil)
 	})
 	rt.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setAPISecurityHeaders(w.Header())
-		writeError(w, errBadMethod, newRequestID())
+		adminSurface.fail(w, errBadMethod, newRequestID(), nil)
 	})
 	rt.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		s.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panicked")
-		setAPISecurityHeaders(w.Header())
-		writeError(w, errInternal, newRequestID())
+		adminSurface.fail(w, errInternal, newRequestID(), nil)
 	}
 
 	rt.HandlerFunc("GET", "/healthz", s.serveHealth)

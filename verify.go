@@ -240,15 +240,14 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 		aerr = invalidRequest(`Field "env" must be "test" or "live".`)
 	}
 	if aerr != nil {
-		setOwnHeaders(w.Header(), reqID, nil)
-		writeError(w, aerr, reqID)
+		guardedSurface.fail(w, aerr, reqID, nil)
 		return
 	}
 	v := verdict{err: errMissingAuth}
 	if req.Key != "" {
 		v = s.verify(strings.TrimSpace(req.Key), req.Env, req.Scope, start)
 	}
-	setOwnHeaders(w.Header(), reqID, v.decision())
+	guardedSurface.owe(w.Header(), reqID, v.decision())
 	out := appendVerifyAnswer(body[:0], s.index, &v)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)
