@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -107,10 +108,33 @@ func isCanonicalPath(path string) bool {
 }
 
 // readNames are the headers keyhole reads from a guarded request, or sets on
-// the one it forwards; with identityHeaders, what an upstream may trust.
-var readNames = []string{"Authorization", "X-Api-Key", "X-Request-Id",
-	"X-Forwarded-Method", "X-Forwarded-Uri", "X-Original-Method", "X-Original-Uri",
-	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
+// the one it forwards, besides identityHeaders and the proxy headers.
+var readNames = []string{"Authorization", "X-Api-Key", "X-Request-Id"}
+
+// The proxy headers are those by which a proxy tells the upstream about
+// the client and the request it saw (X-Forwarded-For, -Proto, -Ssl,
+// -Method, -Uri, X-Original-URI, X-Real-IP, Forwarded…). keyhole is that
+// proxy: it reads them from its front proxy for forward auth and sets its
+// own for the upstream, and an upstream may trust them from its address
+// (gunicorn takes the scheme from X-Forwarded-Ssl sent by 127.0.0.1).
+var (
+	proxyHeaderPrefixes = []string{"X-Forwarded-", "X-Original-"}
+	proxyHeaderNames    = []string{"Forwarded", "X-Real-Ip"}
+)
+
+// isProxyHeader says whether a canonical header name is a proxy header.
+func isProxyHeader(name string) bool {
+	return hasAnyPrefix(name, proxyHeaderPrefixes) || slices.Contains(proxyHeaderNames, name)
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // methodOverrides are the headers with which frameworks (Express's
 // method-override, Symfony, ASP.NET, Google's APIs) serve a POST as another
@@ -118,18 +142,30 @@ var readNames = []string{"Authorization", "X-Api-Key", "X-Request-Id",
 // upstream run another.
 var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
-// foldedNames are those names as WSGI, CGI and PHP see them: upper case,
-// "-" as "_". foldedPrefix covers keyhole's own, present and future.
-var foldedNames, foldedPrefix = foldAll(identityHeaders, readNames, methodOverrides), "X_KEYHOLE_"
+// foldedNames and foldedPrefixes are those names as WSGI, CGI and PHP see
+// them: upper case, "-" as "_". "X_KEYHOLE_" covers keyhole's own headers,
+// present and future.
+var (
+	foldedNames    = foldAll(identityHeaders, readNames, proxyHeaderNames, methodOverrides)
+	foldedPrefixes = foldEach(append([]string{"X-Keyhole-"}, proxyHeaderPrefixes...))
+)
 
 func foldAll(lists ...[]string) map[string]bool {
 	m := make(map[string]bool)
 	for _, names := range lists {
-		for _, n := range names {
-			m[foldHeaderName(n)] = true
+		for _, f := range foldEach(names) {
+			m[f] = true
 		}
 	}
 	return m
+}
+
+func foldEach(names []string) []string {
+	folded := make([]string, len(names))
+	for i, n := range names {
+		folded[i] = foldHeaderName(n)
+	}
+	return folded
 }
 
 func foldHeaderName(name string) string {
@@ -154,7 +190,7 @@ func checkHeaders(h map[string][]string) *apiError {
 		if strings.IndexByte(name, '_') < 0 {
 			continue
 		}
-		if f := foldHeaderName(name); foldedNames[f] || strings.HasPrefix(f, foldedPrefix) {
+		if f := foldHeaderName(name); foldedNames[f] || hasAnyPrefix(f, foldedPrefixes) {
 			return invalidRequest("Header %q is not allowed: servers may read it as %s.", name, strings.ReplaceAll(name, "_", "-"))
 		}
 	}

@@ -91,6 +91,10 @@ func TestCheckHeaders(t *testing.T) {
 		{[]string{"X_Original_URI", "/api/v1/dev/x"}, false},
 		{[]string{"X_Forwarded_Method", "GET"}, false},
 		{[]string{"X_Request_Id", "req_x"}, false},
+		{[]string{"X_Forwarded_Ssl", "on"}, false},
+		{[]string{"x_forwarded_anything_new", "1"}, false},
+		{[]string{"X_Real_IP", "10.0.0.1"}, false},
+		{[]string{"X_Original_Host", "evil"}, false},
 		{[]string{"X_Custom_Thing", "1"}, true},
 		{[]string{"X-Keyhole-Org", "org_evil"}, true}, // the exact name is replaced or dropped
 		{[]string{"X-HTTP-Method-Override", "DELETE"}, false},

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 )
@@ -80,16 +79,13 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 	return &proxy{rp: rp, transport: transport}, nil
 }
 
-// dropProxyHeaders removes what a client sent in the headers by which a
-// proxy tells the upstream about the client (X-Forwarded-Ssl,
-// X-Forwarded-Protocol, X-Real-Ip, X-Original-URI…): keyhole is that
-// proxy, and an upstream that trusts them from its address (gunicorn does,
-// from 127.0.0.1) would take the client's word. ReverseProxy has already
-// removed Forwarded and the X-Forwarded-For, -Host and -Proto that
-// SetXForwarded then sets.
+// dropProxyHeaders removes the client's proxy headers (isProxyHeader):
+// keyhole is the proxy the upstream hears from, and SetXForwarded then sets
+// its own X-Forwarded-For, -Host and -Proto. Spellings with "_" were
+// refused before (checkHeaders).
 func dropProxyHeaders(h http.Header) {
 	for name := range h {
-		if strings.HasPrefix(name, "X-Forwarded-") || strings.HasPrefix(name, "X-Original-") || name == "X-Real-Ip" {
+		if isProxyHeader(name) {
 			delete(h, name)
 		}
 	}

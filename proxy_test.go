@@ -582,6 +582,7 @@ func TestProxyBlockedNeverReachesUpstream(t *testing.T) {
 		{"underscore api key", "GET", "/api/v1/prod/x", append(bearer(live), "X_Api_Key", test), 400, "invalid_request"},
 		{"underscore request id", "GET", "/api/v1/prod/x", append(bearer(live), "X_Request_Id", "req_forged"), 400, "invalid_request"},
 		{"underscore forwarded for", "GET", "/api/v1/prod/x", append(bearer(live), "X_Forwarded_For", "10.0.0.1"), 400, "invalid_request"},
+		{"underscore forwarded ssl", "GET", "/api/v1/prod/x", append(bearer(live), "X_Forwarded_Ssl", "on"), 400, "invalid_request"},
 		{"method override", "GET", "/api/v1/prod/sms/send", append(bearer(noScope), "X-HTTP-Method-Override", "POST"), 400, "invalid_request"},
 	}
 	before := len(pe.up.requests())

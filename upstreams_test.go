@@ -383,6 +383,12 @@ func TestWSGIUpstreams(t *testing.T) {
 				{"X_Api_Key", ue.sms},
 				{"X_Request_Id", "req_evil"},
 				{"X_Forwarded_For", "203.0.113.7"},
+				// gunicorn takes X-Forwarded-Ssl from 127.0.0.1 for the
+				// scheme: keyhole drops the client's, under any spelling.
+				{"X_Forwarded_Ssl", "on"},
+				{"X_Forwarded_Protocol", "https"},
+				{"X_Real_IP", "203.0.113.7"},
+				{"X_Original_Uri", "/api/v1/dev/things"},
 			} {
 				t.Run(h[0], func(t *testing.T) {
 					ue.refused(t, "GET", "/api/v1/prod/things", 400, "invalid_request", append(bearer(ue.sms), h[0], h[1])...)
