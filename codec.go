@@ -272,3 +272,14 @@ func (r *hotRow) decode(b []byte) error {
 	}
 	return nil
 }
+
+// usageRowKey is a usage row's key: its prefix and the hour, u64 BE, so
+// that one org's rows of one env are adjacent and in time order.
+func usageRowKey(ix *keyIndex, k usageKey) []byte {
+	return append(usageRowPrefix(ix.orgIDs.get(k.org), envName(k.live)), u64(uint64(k.hour))...)
+}
+
+// usageRowPrefix is what the keys of one org's usage rows of one env start with.
+func usageRowPrefix(orgID, env string) []byte {
+	return []byte(orgID + "/" + env + "/")
+}

@@ -109,10 +109,6 @@ func trimRing(b *bolt.Bucket, keep uint64) error {
 	return nil
 }
 
-func usageRowKey(ix *keyIndex, k usageKey) []byte {
-	return append([]byte(ix.orgIDs.get(k.org)+"/"+envName(k.live)+"/"), u64(uint64(k.hour))...)
-}
-
 func writeUsage(tx *bolt.Tx, usage map[string]*usageCounts) error {
 	b := tx.Bucket(bucketUsage)
 	for key, c := range usage {
@@ -256,7 +252,7 @@ func (st *store) ReadUsage(orgID, env string, from int64) ([]usageBucket, error)
 			if env != "" && env != e {
 				continue
 			}
-			prefix := []byte(orgID + "/" + e + "/")
+			prefix := usageRowPrefix(orgID, e)
 			for k, v := c.Seek(append(prefix, u64(uint64(from))...)); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
 				hour := int64(binary.BigEndian.Uint64(k[len(prefix):]))
 				c := decodeUsage(v)
