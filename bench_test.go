@@ -90,6 +90,70 @@ func BenchmarkForwardAuth(b *testing.B) {
 	serveEach(b, te, req, 200, nil)
 }
 
+// hotPathAllocs pins the allocations of one answer on each guarded
+// surface, as the benchmarks above measure them: each was earned by
+// removing one (BENCHMARKS.md), and a change that adds one back fails here.
+var hotPathAllocs = []struct {
+	name   string
+	limits string
+	status int
+	allocs float64
+	build  func(key string) (*http.Request, func())
+}{
+	{"whoami", neverTrips, 200, 4, func(key string) (*http.Request, func()) {
+		return keyedRequest("GET", "/api/v1/prod/whoami", key), nil
+	}},
+	{"whoami over its limit", `[{"limit":1,"window":"1h"}]`, 429, 7, func(key string) (*http.Request, func()) {
+		return keyedRequest("GET", "/api/v1/prod/whoami", key), nil
+	}},
+	{"forward auth", neverTrips, 200, 5, func(key string) (*http.Request, func()) {
+		req := keyedRequest("GET", "/v1/auth", key)
+		req.Header.Set("X-Original-URI", "/api/v1/prod/sms/send?to=1")
+		req.Header.Set("X-Original-Method", "POST")
+		return req, nil
+	}},
+	{"verify", neverTrips, 200, 4, func(key string) (*http.Request, func()) {
+		body := []byte(`{"key":"` + key + `","env":"live"}`)
+		rd := &resettableBody{bytes.NewReader(body)}
+		return httptest.NewRequest("POST", "/v1/keys/verify", rd), func() { rd.Reset(body) }
+	}},
+}
+
+func keyedRequest(method, path, key string) *http.Request {
+	req := httptest.NewRequest(method, path, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	return req
+}
+
+func TestHotPathAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under the race detector; .ci/run runs this test without it")
+	}
+	for _, tt := range hotPathAllocs {
+		t.Run(tt.name, func(t *testing.T) {
+			te := newTestEnv(t)
+			org := te.createOrg("allocs")
+			_, key := te.createKey(org, `{"name":"a","env":"live","rate_limits":`+tt.limits+`}`)
+			req, reset := tt.build(key)
+			w := &discardWriter{h: http.Header{}}
+			serve := func() {
+				if reset != nil {
+					reset()
+				}
+				clear(w.h)
+				te.s.ServeHTTP(w, req)
+			}
+			for range 1000 { // the pending log's buffers reach their size
+				serve()
+			}
+			te.s.behind.Flush()
+			if got := testing.AllocsPerRun(500, serve); got > tt.allocs || w.status != tt.status {
+				t.Errorf("%d answer, %v allocations; want %d and at most %v", w.status, got, tt.status, tt.allocs)
+			}
+		})
+	}
+}
+
 // serveEach sends req through the handler once per iteration and wants
 // status want; reset, if not nil, rewinds the request's body first.
 func serveEach(b *testing.B, te *testEnv, req *http.Request, want int, reset func()) {

@@ -184,26 +184,34 @@ func foldHeaderName(name string) string {
 // net/http has canonicalised every other spelling (any case) to one name,
 // which the proxy replaces and forward auth's proxy configurations drop.
 func checkHeaders(h map[string][]string) *apiError {
-	// One pass over the names, for those with "_"; the rest are looked up
-	// by name, which costs less than a lookup per name on the hot path.
-	for name := range h {
-		if strings.IndexByte(name, '_') < 0 {
-			continue
-		}
-		if f := foldHeaderName(name); foldedNames[f] || hasAnyPrefix(f, foldedPrefixes) {
-			return invalidRequest("Header %q is not allowed: servers may read it as %s.", name, strings.ReplaceAll(name, "_", "-"))
+	for name, values := range h {
+		if aerr := checkHeader(name, values); aerr != nil {
+			return aerr
 		}
 	}
-	for _, name := range methodOverrides {
-		if _, ok := h[name]; ok {
-			return invalidRequest("Header %s is not allowed: the rules are matched against the request's own method.", name)
+	return nil
+}
+
+// checkHeader refuses one header by its canonical name. One pass with a
+// switch costs less than looking up each refused name in the map: the
+// lookups were half of checkHeaders's time on the hot path.
+func checkHeader(name string, values []string) *apiError {
+	switch name {
+	case "X-Http-Method-Override", "X-Http-Method", "X-Method-Override": // methodOverrides
+		return invalidRequest("Header %s is not allowed: the rules are matched against the request's own method.", name)
+	case "Upgrade":
+		if len(values) == 1 && strings.EqualFold(strings.TrimSpace(values[0]), "websocket") {
+			return nil
 		}
-	}
-	if up, ok := h["Upgrade"]; ok && !(len(up) == 1 && strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
 		return invalidRequest("Only WebSocket upgrades are allowed.")
-	}
-	if _, ok := h["Http2-Settings"]; ok {
+	case "Http2-Settings":
 		return invalidRequest("HTTP2-Settings is not allowed: keyhole does not upgrade to h2c.")
+	}
+	if strings.IndexByte(name, '_') < 0 {
+		return nil
+	}
+	if f := foldHeaderName(name); foldedNames[f] || hasAnyPrefix(f, foldedPrefixes) {
+		return invalidRequest("Header %q is not allowed: servers may read it as %s.", name, strings.ReplaceAll(name, "_", "-"))
 	}
 	return nil
 }

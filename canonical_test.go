@@ -119,6 +119,12 @@ func TestCheckHeaders(t *testing.T) {
 			t.Errorf("checkHeaders(%q) = %d %s; want 400 invalid_request", tt.header, err.status, err.code)
 		}
 	}
+	// checkHeader's switch names the overrides again; it must name them all.
+	for _, name := range methodOverrides {
+		if checkHeaders(http.Header{name: {"DELETE"}}) == nil {
+			t.Errorf("method override %s passed", name)
+		}
+	}
 }
 
 func TestCheckMethod(t *testing.T) {

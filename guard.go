@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // verdict is the outcome of checking one presented key.
@@ -97,7 +98,7 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 		v.err = &apiError{429, "rate_limited", v.dec.message()}
 	}
 	if v.err == nil || v.err.status == 429 {
-		k.lastUsed.Store(nowNano)
+		k.touch(nowNano)
 	}
 	return v
 }
@@ -157,8 +158,8 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 		h["X-Request-Id"] = []string{reqID}
 		return
 	}
-	var buf [96]byte
-	b := strconv.AppendInt(buf[:0], d.remaining, 10)
+	o := new(ownValues)
+	b := strconv.AppendInt(o.text[:0], d.remaining, 10)
 	remaining := len(b)
 	b = strconv.AppendInt(b, d.reset, 10)
 	reset := len(b)
@@ -172,17 +173,34 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	if !d.allowed {
 		b = strconv.AppendInt(b, d.retryAfter, 10)
 	}
-	all := string(b)
-	vals := []string{reqID, all[:remaining], all[remaining:reset], all[reset:rateLimit], all[rateLimit:]}
-	h["X-Request-Id"] = vals[0:1:1]
+	all := o.seal(b)
+	o.vals = [5]string{reqID, all[:remaining], all[remaining:reset], all[reset:rateLimit], all[rateLimit:]}
+	h["X-Request-Id"] = o.vals[0:1:1]
 	h["X-Ratelimit-Limit"] = d.set.limitValue[d.tightest]
-	h["X-Ratelimit-Remaining"] = vals[1:2:2]
-	h["X-Ratelimit-Reset"] = vals[2:3:3]
+	h["X-Ratelimit-Remaining"] = o.vals[1:2:2]
+	h["X-Ratelimit-Reset"] = o.vals[2:3:3]
 	h["Ratelimit-Policy"] = d.set.policy
-	h["Ratelimit"] = vals[3:4:4]
+	h["Ratelimit"] = o.vals[3:4:4]
 	if !d.allowed {
-		h["Retry-After"] = vals[4:5:5]
+		h["Retry-After"] = o.vals[4:5:5]
 	}
+}
+
+// ownValues holds an answer's header values and their text in one
+// allocation, not two: a string and a slice per answer.
+type ownValues struct {
+	vals [5]string
+	text [96]byte
+}
+
+// seal returns b, which is o.text written so far, as a string. o.text is
+// never written again, so the string is as immutable as one the runtime
+// had copied.
+func (o *ownValues) seal(b []byte) string {
+	if len(b) == 0 || &b[0] != &o.text[0] {
+		return string(b) // b outgrew o.text; cannot happen with int64s and a window name
+	}
+	return unsafe.String(&o.text[0], len(b))
 }
 
 // identityHeaders are what keyhole tells the upstream about the caller.

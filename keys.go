@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 const (
@@ -162,6 +163,19 @@ type keyEntry struct {
 }
 
 func (ix *keyIndex) orgID(e *keyEntry) string { return ix.orgIDs.get(e.org) }
+
+// lastUsedStep is how far a key's last use moves before it is stored
+// again. A store on every request made both cores write the same cache
+// line, which also holds what every request reads (hash, expiry); last
+// use is shown to the millisecond.
+const lastUsedStep = int64(time.Millisecond)
+
+// touch records a use of the key at now (Unix nanoseconds).
+func (e *keyEntry) touch(now int64) {
+	if now-e.lastUsed.Load() >= lastUsedStep {
+		e.lastUsed.Store(now)
+	}
+}
 
 func (e *keyEntry) env() string { return envName(e.live) }
 

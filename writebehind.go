@@ -27,11 +27,15 @@ type writeBehind struct {
 	mu      sync.Mutex
 	pending []pendingEntry
 	usage   map[usageKey]*usageCounts
-	touched map[*keyEntry]struct{}
-	folds   map[foldKey]*fold // identified keys' refusals past the budget
-	dropped atomic.Uint64
-	kick    chan struct{}
-	classes usageCounts // every guarded request by status class, for /metrics
+	// lastRowKey and lastRow are the usage row Add found last; Flush,
+	// which replaces usage, forgets them.
+	lastRowKey usageKey
+	lastRow    *usageCounts
+	touched    map[*keyEntry]struct{}
+	folds      map[foldKey]*fold // identified keys' refusals past the budget
+	dropped    atomic.Uint64
+	kick       chan struct{}
+	classes    usageCounts // every guarded request by status class, for /metrics
 
 	flushes, flushErrors, flushNanos atomic.Uint64
 
@@ -127,6 +131,22 @@ func (wb *writeBehind) appendPending(e pendingEntry) {
 	}
 }
 
+// usageCounts is the row of uk, made if new. Requests come in runs of one
+// organization and hour, so the last row found is kept at hand: a map
+// lookup with a struct key was a third of Add's time. Called with mu held.
+func (wb *writeBehind) usageCounts(uk usageKey) *usageCounts {
+	if wb.lastRow != nil && wb.lastRowKey == uk {
+		return wb.lastRow
+	}
+	c := wb.usage[uk]
+	if c == nil {
+		c = new(usageCounts)
+		wb.usage[uk] = c
+	}
+	wb.lastRowKey, wb.lastRow = uk, c
+	return c
+}
+
 func (wb *writeBehind) Add(e pendingEntry, start time.Time, refused bool) {
 	wb.mu.Lock()
 	if !refused || e.key == nil || wb.admitRefusal(&e) {
@@ -134,13 +154,7 @@ func (wb *writeBehind) Add(e pendingEntry, start time.Time, refused bool) {
 	}
 	wb.classes[statusClass(e.status)]++
 	if e.key != nil {
-		uk := usageKey{org: e.key.org, live: e.key.live, hour: start.Unix() / 3600 * 3600}
-		c := wb.usage[uk]
-		if c == nil {
-			c = new(usageCounts)
-			wb.usage[uk] = c
-		}
-		c[statusClass(e.status)]++
+		wb.usageCounts(usageKey{org: e.key.org, live: e.key.live, hour: start.Unix() / 3600 * 3600})[statusClass(e.status)]++
 		wb.touched[e.key] = struct{}{}
 	}
 	n := len(wb.pending)
@@ -195,7 +209,7 @@ func (wb *writeBehind) Flush() (err error) {
 	wb.mu.Lock()
 	pending, usage, touched := wb.pending, wb.usage, wb.touched
 	wb.pending, wb.spare = wb.spare[:0], nil
-	wb.usage = make(map[usageKey]*usageCounts)
+	wb.usage, wb.lastRow = make(map[usageKey]*usageCounts), nil
 	wb.touched = make(map[*keyEntry]struct{})
 	wb.mu.Unlock()
 	buckets := wb.limiter.takeDirty()
@@ -261,6 +275,7 @@ func (wb *writeBehind) putBack(pending []pendingEntry, usage map[usageKey]*usage
 		} else {
 			wb.usage[k] = c
 		}
+
 	}
 	for k := range touched {
 		wb.touched[k] = struct{}{}

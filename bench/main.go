@@ -373,8 +373,14 @@ func runCompare(args []string) {
 		defer p.stop()
 		scenarios[3].floorURL = "http://" + p.addr + "/api/v1/prod/sms"
 	}
-	fmt.Printf("keyhole bench: %d cores, wrk -t1 -c%d -d%s, %d rounds A B per scenario\n\n",
+	fmt.Printf("keyhole bench: %d cores, wrk -t1 -c%d -d%s, %d rounds A B per scenario\n",
 		cores(), cfg.conns, cfg.duration, cfg.rounds)
+	if *floors {
+		for _, d := range floorDefinitions {
+			fmt.Println("  " + d)
+		}
+	}
+	fmt.Println()
 	var direct, proxied int64
 	for _, sc := range scenarios {
 		if !strings.Contains(sc.name, *only) {
