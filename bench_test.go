@@ -280,3 +280,26 @@ func TestJSONAnswersAreNotChunked(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWhoamiParallel is whoami from every core at once, one key: the
+// locks a request takes (the pending log, the key's buckets, the index's
+// read lock) under contention. -mutexprofile shows what they cost.
+func BenchmarkWhoamiParallel(b *testing.B) {
+	te, key := benchEnv(b, neverTrips)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req := keyedRequest("GET", "/api/v1/prod/whoami", key)
+		w := &discardWriter{h: http.Header{}}
+		for i := 0; pb.Next(); i++ {
+			clear(w.h)
+			te.s.ServeHTTP(w, req)
+			if w.status != 200 {
+				b.Error(w.status)
+				return
+			}
+			if i%4096 == 0 {
+				flushIfLarge(b, te)
+			}
+		}
+	})
+}

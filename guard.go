@@ -16,6 +16,7 @@ type verdict struct {
 	key     *keyEntry // nil: the key was not identified
 	dec     decision
 	decided bool // dec holds a rate-limit state for the headers
+	touched bool // the key's last use moved: the flush writes it
 }
 
 // extractKey reads the key from Authorization: Bearer, else x-api-key.
@@ -98,7 +99,7 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 		v.err = &apiError{429, "rate_limited", v.dec.message()}
 	}
 	if v.err == nil || v.err.status == 429 {
-		k.touch(nowNano)
+		v.touched = k.touch(nowNano)
 	}
 	return v
 }

@@ -170,11 +170,15 @@ func (ix *keyIndex) orgID(e *keyEntry) string { return ix.orgIDs.get(e.org) }
 // use is shown to the millisecond.
 const lastUsedStep = int64(time.Millisecond)
 
-// touch records a use of the key at now (Unix nanoseconds).
-func (e *keyEntry) touch(now int64) {
-	if now-e.lastUsed.Load() >= lastUsedStep {
-		e.lastUsed.Store(now)
+// touch records a use of the key at now (Unix nanoseconds) and says
+// whether the last use moved. If it did not, the key is already among
+// those the next flush writes, or the last flush wrote this very value.
+func (e *keyEntry) touch(now int64) bool {
+	if now-e.lastUsed.Load() < lastUsedStep {
+		return false
 	}
+	e.lastUsed.Store(now)
+	return true
 }
 
 func (e *keyEntry) env() string { return envName(e.live) }

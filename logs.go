@@ -39,6 +39,7 @@ type pendingEntry struct {
 	env     string
 	reqID   string
 	count   uint32 // refusals folded into this one; 0 is 1
+	touched bool   // the key's last use moved (keyEntry.touch)
 }
 
 const (
@@ -57,7 +58,7 @@ const (
 // 64 KiB a request) until the flush.
 func (s *server) record(method, path string, status int, start time.Time, v *verdict, reqID string) {
 	e := pendingEntry{at: start.UnixNano(), latency: s.now().Sub(start), method: ownedMethod(method),
-		path: ownedPath(path), status: status, key: v.key, env: s.envForPath(path), reqID: reqID}
+		path: ownedPath(path), status: status, key: v.key, env: s.envForPath(path), reqID: reqID, touched: v.touched}
 	if v.key != nil {
 		e.env = v.key.env()
 	}

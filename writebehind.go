@@ -155,7 +155,9 @@ func (wb *writeBehind) Add(e pendingEntry, start time.Time, refused bool) {
 	wb.classes[statusClass(e.status)]++
 	if e.key != nil {
 		wb.usageCounts(usageKey{org: e.key.org, live: e.key.live, hour: start.Unix() / 3600 * 3600})[statusClass(e.status)]++
-		wb.touched[e.key] = struct{}{}
+		if e.touched {
+			wb.touched[e.key] = struct{}{}
+		}
 	}
 	n := len(wb.pending)
 	wb.mu.Unlock()

@@ -5,6 +5,7 @@
 //	bench [-rounds 7] [-duration 3s] [-connections 32] [-floors] [-only NAME] -keyhole path/to/keyhole
 //	bench scale -keyhole path/to/keyhole [-orgs 10000] [-keys 1000000]
 //	bench create -keyhole path/to/keyhole [-clients 32] [-duration 10s]
+//	perf script -F ip,sym -i perf.data | bench costs   (bench/profile.sh)
 //
 // The subcommands bare, revproxy, floor and proxyfloor are the servers it
 // starts itself to compare keyhole with.
@@ -55,6 +56,9 @@ func main() {
 			return
 		case "headers":
 			runHeaders(os.Args[2:])
+			return
+		case "costs":
+			runCosts(os.Args[2:])
 			return
 		case "nheaders":
 			serveHeaders(os.Args[2], atoi(os.Args[3]))

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"sort"
+	"strings"
+)
+
+// bench costs reads `perf script -F ip,sym` of a keyhole process under wrk
+// (bench/profile.sh records one) and names what each CPU sample was spent
+// on: the innermost keyhole function on its stack decides, so allocation
+// and map work count toward the keyhole step that asked for them. What no
+// keyhole function is on the stack of is net/http, the runtime and the
+// kernel: work the floor does too.
+
+// costRule names a cost by the functions that make it up.
+type costRule struct {
+	name   string
+	prefix []string
+}
+
+var costRules = []costRule{
+	{"request checks (method, path, header names)", []string{"main.checkMethod", "main.checkPath",
+		"main.checkHeader", "main.forwardedRequest", "main.extractKey", "main.isCanonical"}},
+	{"key parsing and hashing", []string{"main.keyFormat.", "main.hashKey", "main.lookupValue"}},
+	{"index lookup", []string{"main.(*keyIndex)."}},
+	{"revocation, expiry, environment (verify's own checks)", []string{"main.(*server).verify",
+		"main.(*server).checkRequest", "main.(*server).limitsFor", "main.(*server).envForPath"}},
+	{"scope rules", []string{"main.requiredScope", "main.(*scopeSet).", "main.matchRule"}},
+	{"limiter take", []string{"main.(*limiter).", "main.refill", "main.(*decision)."}},
+	{"request id", []string{"main.newRequestID"}},
+	{"last-used store", []string{"main.(*keyEntry).touch"}},
+	{"log entry, its lock, usage counts (writeBehind.Add)", []string{"main.(*server).record",
+		"main.(*writeBehind).Add", "main.(*writeBehind).usageCounts", "main.(*writeBehind).admitRefusal",
+		"main.ownedPath", "main.ownedMethod"}},
+	{"answer headers", []string{"main.setOwnHeaders", "main.setIdentityHeaders", "main.surface.owe",
+		"main.(*ownValues)."}},
+	{"answer body", []string{"main.writeWhoami", "main.appendIdentity", "main.appendVerifyAnswer",
+		"main.(*statusWriter).", "main.writeJSONBody", "main.appendJSONString"}},
+	{"verify body parse", []string{"main.parseVerifyBody", "main.(*jsonScanner)."}},
+	{"body read deadline (limitBodyReads)", []string{"main.(*server).limitBodyReads"}},
+	{"written behind (flush to bbolt)", []string{"main.(*writeBehind).", "main.(*store).", "main.(*committer).",
+		"go.etcd.io/bbolt."}},
+	{"reverse proxy (keyhole's part)", []string{"main.(*proxy).", "main.dropProxyHeaders", "main.copyBuffers"}},
+	{"collector pacing", []string{"main.(*gcPacer)."}},
+}
+
+const (
+	costOtherKeyhole = "other keyhole work (dispatch, the guarded handler itself)"
+	costClock        = "clock reads (time.Now in keyhole)"
+	costFloor        = "net/http, runtime, kernel (the floor does these too)"
+)
+
+func runCosts(args []string) {
+	if len(args) > 0 {
+		log.Fatal("usage: perf script -F ip,sym -i perf.data | bench costs")
+	}
+	counts, total := countCosts(os.Stdin)
+	if total == 0 {
+		log.Fatal("bench costs: no samples on stdin")
+	}
+	type row struct {
+		name string
+		n    int
+	}
+	var rows []row
+	for name, n := range counts {
+		rows = append(rows, row{name, n})
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].n > rows[j].n })
+	keyhole := 0
+	for _, r := range rows {
+		if r.name != costFloor {
+			keyhole += r.n
+		}
+	}
+	fmt.Printf("%d samples; keyhole's own work %.1f%% of the process's CPU\n", total, 100*float64(keyhole)/float64(total))
+	for _, r := range rows {
+		fmt.Printf("  %5.1f%%  %s\n", 100*float64(r.n)/float64(total), r.name)
+	}
+}
+
+// countCosts reads perf script's samples (frames leaf first, a blank line
+// after each) and counts them by cost.
+func countCosts(r io.Reader) (map[string]int, int) {
+	counts := map[string]int{}
+	total := 0
+	var frames []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	flush := func() {
+		if len(frames) > 0 {
+			counts[costOf(frames)]++
+			total++
+			frames = frames[:0]
+		}
+	}
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			flush()
+			continue
+		}
+		if _, sym, ok := strings.Cut(line, " "); ok {
+			frames = append(frames, sym)
+		}
+	}
+	flush()
+	return counts, total
+}
+
+// costOf walks a sample's frames from the leaf: runtime frames (malloc,
+// maps) count toward the keyhole function that called them, net/http's
+// (and httputil's, the proxy floor's) toward the floor, even when keyhole
+// called them, as the floor makes the same calls.
+func costOf(frames []string) string {
+	for i, f := range frames {
+		switch {
+		case f == "time.Now" && i+1 < len(frames) && strings.HasPrefix(frames[i+1], "main."):
+			return costClock
+		case strings.HasPrefix(f, "net/http.") || strings.HasPrefix(f, "net/http/httputil."):
+			return costFloor
+		case strings.HasPrefix(f, "main.") || strings.HasPrefix(f, "go.etcd.io/bbolt."):
+			return keyholeCost(f)
+		}
+	}
+	return costFloor
+}
+
+func keyholeCost(f string) string {
+	for _, rule := range costRules {
+		for _, p := range rule.prefix {
+			if strings.Contains(f, p) {
+				return rule.name
+			}
+		}
+	}
+	return costOtherKeyhole
+}
