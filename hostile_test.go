@@ -506,7 +506,8 @@ func TestAdminTokenLookupIsBlind(t *testing.T) {
 	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
-	token := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"ci"}`).json(t)["token"].(string)
+	issued := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"ci"}`).json(t)
+	token, tokenID := issued["token"].(string), issued["id"].(string)
 	a := &te.s.admins
 	hash := sha256.Sum256([]byte(token))
 	a.mu.RLock()
@@ -521,7 +522,7 @@ func TestAdminTokenLookupIsBlind(t *testing.T) {
 		t.Fatal("the map key's HMAC key is zero")
 	}
 	other := newTestEnv(t)
-	other.s.admins.addOrgToken(hash, org)
+	other.s.admins.addOrgToken(&tokenRecord{ID: tokenID, OrgID: org, Hash: hash})
 	if other.s.admins.tagKey == tagKey {
 		t.Fatal("two servers share the HMAC key")
 	}
@@ -538,14 +539,14 @@ func TestAdminTokenLookupIsBlind(t *testing.T) {
 		ok     bool
 		caller caller
 	}{
-		{token, true, caller{orgID: org}},
+		{token, true, caller{orgID: org, tokenID: tokenID, tokenName: "ci"}},
 		{testRootToken, true, caller{root: true}},
 		{near, false, caller{}},
 		{token[:len(token)-1], false, caller{}},
 		{"", false, caller{}},
 	}
 	for _, tt := range tests {
-		c, ok := a.lookup(tt.token)
+		c, ok := a.lookup(tt.token, te.clock.Now().UnixNano())
 		if ok != tt.ok || c != tt.caller {
 			t.Errorf("lookup(%.20q…) = %+v, %v; want %+v, %v", tt.token, c, ok, tt.caller, tt.ok)
 		}
