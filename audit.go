@@ -26,7 +26,7 @@ import (
 const (
 	actionOrgCreated    = "org.created"
 	actionKeyCreated    = "key.created"
-	actionKeyUpdated    = "key.updated" // an edit; fields names what it changed
+	actionKeyUpdated    = "key.updated" // an edit: store.UpdateKey(org, key, s.newAudit(c, actionKeyUpdated), change) names the changed fields
 	actionKeyRevoked    = "key.revoked"
 	actionKeyRolled     = "key.rolled"
 	actionTokenCreated  = "admin_token.created"
