@@ -26,9 +26,9 @@ import (
 //	meta/
 //	  version          -> "1"
 //	  root_token_hash  -> [32]byte SHA-256 of the root admin token
+//	  flag_token_hash  -> [32]byte SHA-256 of the --admin-token value last applied
 //	orgs/
 //	  <orgID>          -> orgRecord
-//	  flag_token_hash  -> [32]byte SHA-256 of the --admin-token value last applied
 //	tokens/
 //	  <tokenID>        -> tokenRecord (org admin tokens; hash only)
 //	tokenuse/
@@ -389,11 +389,10 @@ func (s *store) SetRootTokenHash(hash [32]byte, a auditEntry) error {
 
 // ApplyAdminTokenFlag makes hash, that of an --admin-token value, the root
 // token's, unless that value was applied before: a root token rolled or
-// reset since stays, until --admin-token gives another value. It says
-// whether the root token changed; only then is a written.
-func (s *store) ApplyAdminTokenFlag(hash [32]byte, a auditEntry) (changed bool, err error) {
-	err = s.commit.do(func(tx *bolt.Tx) error {
-		changed = false
+// reset since stays, until --admin-token gives another value. a is
+// written only when the root token changes.
+func (s *store) ApplyAdminTokenFlag(hash [32]byte, a auditEntry) error {
+	return s.commit.do(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if string(meta.Get(metaFlagToken)) == string(hash[:]) {
 			return nil
@@ -404,13 +403,11 @@ func (s *store) ApplyAdminTokenFlag(hash [32]byte, a auditEntry) (changed bool, 
 		if string(meta.Get(metaRootToken)) == string(hash[:]) {
 			return nil // a db from before the flag's hash was kept, started with the same value
 		}
-		changed = true
 		if err := meta.Put(metaRootToken, hash[:]); err != nil {
 			return err
 		}
 		return putAuditTx(tx, a)
 	})
-	return changed, err
 }
 
 // putNew writes one new JSON record and its audit entry in one

@@ -314,8 +314,7 @@ func (s *server) setRootToken(empty bool, stderr io.Writer) error {
 		if len(s.cfg.adminToken) < 16 {
 			s.log.Warn().Msg("--admin-token is shorter than 16 characters; anyone who guesses it controls keyhole")
 		}
-		_, err := s.store.ApplyAdminTokenFlag(hashKey(s.cfg.adminToken), systemAudit(actionRootSet, "--admin-token", s.now()))
-		return err
+		return s.store.ApplyAdminTokenFlag(hashKey(s.cfg.adminToken), systemAudit(actionRootSet, "--admin-token", s.now()))
 	}
 	if !empty {
 		return nil
