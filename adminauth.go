@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,78 +218,6 @@ func (a *adminTokens) touch(t *orgToken, token string, now int64) {
 	}
 	a.used[t] = struct{}{}
 	a.usedMu.Unlock()
-}
-
-// tokenPrefix is the displayable start of an org admin token: its brand
-// and kind, and the first 8 of its 32 hex digits.
-func tokenPrefix(token string) string {
-	i := strings.Index(token, orgTokenKind)
-	if i < 0 || len(token) < i+len(orgTokenKind)+8 {
-		return ""
-	}
-	return strings.Clone(token[:i+len(orgTokenKind)+8])
-}
-
-// takeUsed is what was used since the last call, by token id, for a flush.
-func (a *adminTokens) takeUsed() map[string]tokenUse {
-	a.usedMu.Lock()
-	used := a.used
-	a.used = nil
-	a.usedMu.Unlock()
-	uses := make(map[string]tokenUse, len(used))
-	for t := range used {
-		uses[t.id] = t.use()
-	}
-	return uses
-}
-
-// putBackUsed marks again the tokens of a flush that failed.
-func (a *adminTokens) putBackUsed(uses map[string]tokenUse) {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	for id := range uses {
-		if t := a.byID[id]; t != nil {
-			a.usedMu.Lock()
-			if a.used == nil {
-				a.used = make(map[*orgToken]struct{})
-			}
-			a.used[t] = struct{}{}
-			a.usedMu.Unlock()
-		}
-	}
-}
-
-func (t *orgToken) use() tokenUse {
-	u := tokenUse{lastUsed: t.lastUsed.Load()}
-	if p := t.prefix.Load(); p != nil {
-		u.prefix = *p
-	}
-	return u
-}
-
-// restoreUse is a token's use as the last flush wrote it, read at start.
-func (a *adminTokens) restoreUse(id string, u tokenUse) {
-	a.mu.RLock()
-	t := a.byID[id]
-	a.mu.RUnlock()
-	if t == nil {
-		return
-	}
-	t.lastUsed.Store(u.lastUsed)
-	if u.prefix != "" && t.prefix.Load() == nil {
-		t.prefix.Store(&u.prefix)
-	}
-}
-
-// useOf is a token's last use and prefix as known in memory.
-func (a *adminTokens) useOf(id string) tokenUse {
-	a.mu.RLock()
-	t := a.byID[id]
-	a.mu.RUnlock()
-	if t == nil {
-		return tokenUse{}
-	}
-	return t.use()
 }
 
 func boolInt(b bool) int {
