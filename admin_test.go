@@ -13,6 +13,8 @@ func TestAdminInputIsStrict(t *testing.T) {
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	keyID, _ := te.createKey(org, `{"name":"k","env":"live"}`)
+	tokID := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"t"}`).json(t)["id"].(string)
+	tokenPath := "/orgs/" + org + "/admin-tokens/" + tokID
 	big := `{"name":"` + strings.Repeat("a", 70<<10) + `"}`
 	tests := []struct {
 		name, path, body, wantInMessage string
@@ -52,6 +54,13 @@ func TestAdminInputIsStrict(t *testing.T) {
 		{"key window twice", "/orgs/" + org + "/keys", `{"name":"k","env":"live","rate_limits":[{"limit":5,"window":"1h","window":"1m"}]}`, `"window" appears twice`},
 		{"token name twice", "/orgs/" + org + "/admin-tokens", `{"name":"a","name":"a"}`, `"name" appears twice`},
 		{"roll capitalized", "/orgs/" + org + "/keys/" + keyID + "/roll", `{"Expires_In":"1h"}`, `"Expires_In"`},
+		{"token roll bad duration", tokenPath + "/roll", `{"expires_in":"forever"}`, `"expires_in"`},
+		{"token roll too long", tokenPath + "/roll", `{"expires_in":"9000h"}`, `"expires_in"`},
+		{"token roll unknown field", tokenPath + "/roll", `{"expires_in":"1h","grace":"1h"}`, `"grace"`},
+		{"token roll twice", tokenPath + "/roll", `{"expires_in":"1h","expires_in":"2h"}`, `"expires_in" appears twice`},
+		{"token revoke unknown field", tokenPath + "/revoke", `{"now":true}`, `"now"`},
+		{"token revoke not an object", tokenPath + "/revoke", `[]`, "JSON object"},
+		{"root roll unknown field", "/admin-token/roll", `{"token":"mine"}`, `"token"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,9 +76,13 @@ func TestAdminInputIsStrict(t *testing.T) {
 	}
 	orgs := te.root("GET", "/orgs", "").json(t)["orgs"].([]any)
 	keys := te.root("GET", "/orgs/"+org+"/keys?include_revoked=true", "").json(t)["keys"].([]any)
-	if len(orgs) != 1 || len(keys) != 1 || keys[0].(map[string]any)["revoked_at"] != nil {
-		t.Fatalf("bad requests changed state: %d orgs, keys %v", len(orgs), keys)
+	tokens := te.root("GET", "/orgs/"+org+"/admin-tokens?include_revoked=true", "").json(t)["admin_tokens"].([]any)
+	audit := te.root("GET", "/audit", "").json(t)["entries"].([]any)
+	if len(orgs) != 1 || len(keys) != 1 || keys[0].(map[string]any)["revoked_at"] != nil ||
+		len(tokens) != 1 || tokens[0].(map[string]any)["revoked_at"] != nil || len(audit) != 4 {
+		t.Fatalf("bad requests changed state: %d orgs, keys %v, tokens %v, %d audit entries", len(orgs), keys, tokens, len(audit))
 	}
+	mustStatus(t, "the root token after the bad rolls", te.root("GET", "/orgs", ""), 200)
 }
 
 func TestAdminAuth(t *testing.T) {
@@ -122,6 +135,7 @@ func TestOrgIsolation(t *testing.T) {
 		t.Fatalf("org admin token %q has the wrong shape", tokenA)
 	}
 	keyB, _ := te.createKey(b, `{"name":"kb","env":"live"}`)
+	tokB := te.root("POST", "/orgs/"+b+"/admin-tokens", `{"name":"b"}`).json(t)["id"].(string)
 	tests := []struct {
 		method, path, body string
 		want               int
@@ -140,10 +154,19 @@ func TestOrgIsolation(t *testing.T) {
 		{"GET", "/orgs/" + b + "/logs", "", 404},
 		{"GET", "/orgs/" + b + "/usage", "", 404},
 		{"GET", "/orgs/" + a + "/keys/" + keyB, "", 404},
+		{"GET", "/orgs/" + a + "/admin-tokens", "", 200},
+		{"GET", "/orgs/" + a + "/audit", "", 200},
+		{"GET", "/orgs/" + b + "/admin-tokens", "", 404},
+		{"POST", "/orgs/" + b + "/admin-tokens/" + tokB + "/revoke", "", 404},
+		{"POST", "/orgs/" + b + "/admin-tokens/" + tokB + "/roll", "", 404},
+		{"POST", "/orgs/" + a + "/admin-tokens/" + tokB + "/revoke", "", 404},
+		{"GET", "/orgs/" + b + "/audit", "", 404},
 		{"POST", "/orgs", `{"name":"c"}`, 403},
 		{"POST", "/orgs/" + a + "/admin-tokens", `{"name":"x"}`, 403},
 		{"GET", "/logs", "", 403},
 		{"GET", "/backup", "", 403},
+		{"GET", "/audit", "", 403},
+		{"POST", "/admin-token/roll", "", 403},
 	}
 	for _, tt := range tests {
 		r := te.admin(tokenA, tt.method, tt.path, tt.body)

@@ -10,15 +10,21 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
 )
 
-// caller is who presented an admin token.
+// caller is who presented an admin token, in which request and from
+// where: what the audit entry of a change it makes records.
 type caller struct {
-	root  bool
-	orgID string // for an org admin token
+	root      bool
+	orgID     string // for an org admin token
+	tokenID   string // the org admin token's id and name
+	tokenName string
+	client    string // the client's address, without the port
+	reqID     string
 }
 
 type access int
@@ -55,6 +61,7 @@ func (s *server) admin(need access, h adminHandler) httprouter.Handle {
 		reqID := newRequestID()
 		adminSurface.owe(w.Header(), reqID, nil) // on every answer, not only errors
 		c, aerr := s.authenticate(r)
+		c.reqID = reqID
 		if aerr == nil {
 			aerr = s.authorize(c, need, p.ByName("org"))
 		}
@@ -88,17 +95,27 @@ func (s *server) authorize(c caller, need access, orgID string) *apiError {
 }
 
 // adminTokens is the in-memory copy of the root token hash and org admin
-// token hashes; bbolt holds the durable copy.
+// token hashes; bbolt holds the durable copy. It changes only after the
+// change has committed (admintokens.go), so that a revoked token is
+// refused from the next request on.
 type adminTokens struct {
 	mu     sync.RWMutex
 	root   [32]byte
-	orgs   map[[32]byte]orgToken // by tag(hash); see lookup
-	tagKey [32]byte              // made with the map, never stored
+	orgs   map[[32]byte]*orgToken // tokens not revoked, by tag(hash); see lookup
+	byID   map[string]*orgToken   // every token, revoked ones too, for their last use
+	tagKey [32]byte               // made with the map, never stored
+
+	usedMu sync.Mutex
+	used   map[*orgToken]struct{} // used since the last flush (writeBehind)
 }
 
+// orgToken is an org admin token as lookup needs it.
 type orgToken struct {
-	hash  [32]byte
-	orgID string
+	hash            [32]byte
+	id, orgID, name string
+	expiresAt       atomic.Int64 // 0: never; a rolled token's end of grace
+	lastUsed        atomic.Int64
+	prefix          atomic.Pointer[string] // nil: issued before prefixes were kept, not used since
 }
 
 func (a *adminTokens) setRoot(hash [32]byte) {
@@ -107,14 +124,43 @@ func (a *adminTokens) setRoot(hash [32]byte) {
 	a.mu.Unlock()
 }
 
-func (a *adminTokens) addOrgToken(hash [32]byte, orgID string) {
+// addOrgToken makes a committed token known: usable unless revoked.
+func (a *adminTokens) addOrgToken(rec *tokenRecord) {
+	t := &orgToken{hash: rec.Hash, id: rec.ID, orgID: rec.OrgID, name: rec.Name}
+	t.expiresAt.Store(rec.ExpiresAt)
+	if rec.Prefix != "" {
+		t.prefix.Store(&rec.Prefix)
+	}
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.orgs == nil {
-		a.orgs = make(map[[32]byte]orgToken)
+		a.orgs = make(map[[32]byte]*orgToken)
+		a.byID = make(map[string]*orgToken)
 		rand.Read(a.tagKey[:])
 	}
-	a.orgs[a.tag(hash)] = orgToken{hash: hash, orgID: orgID}
-	a.mu.Unlock()
+	a.byID[t.id] = t
+	if rec.RevokedAt == 0 {
+		a.orgs[a.tag(t.hash)] = t
+	}
+}
+
+// update applies a committed revoke or roll of a token. Revocation is for
+// good and an expiry only ever comes sooner, so an update that arrives
+// after a later one (two calls racing once their commits are done)
+// cannot bring a token back.
+func (a *adminTokens) update(rec *tokenRecord) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t := a.byID[rec.ID]
+	if t == nil {
+		return
+	}
+	if rec.RevokedAt != 0 {
+		delete(a.orgs, a.tag(t.hash))
+	}
+	if at := t.expiresAt.Load(); rec.ExpiresAt != 0 && (at == 0 || rec.ExpiresAt < at) {
+		t.expiresAt.Store(rec.ExpiresAt)
+	}
 }
 
 // tag is the map key for a token hash: an HMAC under a key made at start.
@@ -125,28 +171,53 @@ func (a *adminTokens) tag(hash [32]byte) (t [32]byte) {
 	return t
 }
 
-// lookup says whom a presented token stands for, in a time that does not
-// depend on the stored secrets. The root hash is compared in constant time.
-// Org tokens are in a map, whose key comparisons stop at the first byte that
-// differs: keyed by the token hash itself, a guess's timing would tell how
-// far the SHA-256 of a chosen string agrees with a stored hash. Keyed by an
-// HMAC of the hash under a random key, it tells only how far two values
-// agree that the guesser cannot compute; the hash found is then compared in
-// constant time as well. Every lookup does the same work, root or not.
-func (a *adminTokens) lookup(token string) (caller, bool) {
+// lookup says whom a presented token stands for at now, in a time that
+// does not depend on the stored secrets. The root hash is compared in
+// constant time. Org tokens are in a map, whose key comparisons stop at
+// the first byte that differs: keyed by the token hash itself, a guess's
+// timing would tell how far the SHA-256 of a chosen string agrees with a
+// stored hash. Keyed by an HMAC of the hash under a random key, it tells
+// only how far two values agree that the guesser cannot compute; the hash
+// found is then compared in constant time as well. Every lookup does the
+// same work, root or not. A rolled token past its grace is refused; a
+// found token's use is noted for the write-behind (touch).
+func (a *adminTokens) lookup(token string, now int64) (caller, bool) {
 	hash := sha256.Sum256([]byte(token))
 	a.mu.RLock()
-	defer a.mu.RUnlock()
 	isRoot := subtle.ConstantTimeCompare(hash[:], a.root[:]) == 1
-	org, found := a.orgs[a.tag(hash)]
-	isOrg := subtle.ConstantTimeCompare(hash[:], org.hash[:])&boolInt(found) == 1
+	t, found := a.orgs[a.tag(hash)]
+	var stored [32]byte
+	if found {
+		stored = t.hash
+	}
+	a.mu.RUnlock()
+	isOrg := subtle.ConstantTimeCompare(hash[:], stored[:])&boolInt(found) == 1
 	switch {
 	case isRoot:
 		return caller{root: true}, true
-	case isOrg:
-		return caller{orgID: org.orgID}, true
+	case isOrg && (t.expiresAt.Load() == 0 || now < t.expiresAt.Load()):
+		a.touch(t, token, now)
+		return caller{orgID: t.orgID, tokenID: t.id, tokenName: t.name}, true
 	}
 	return caller{}, false
+}
+
+// touch notes that t, presented as token, was used at now: written behind,
+// at most once a flush, never in the request. A token issued before
+// prefixes were kept gets its prefix now.
+func (a *adminTokens) touch(t *orgToken, token string, now int64) {
+	t.lastUsed.Store(now)
+	if t.prefix.Load() == nil {
+		if p := tokenPrefix(token); p != "" {
+			t.prefix.Store(&p)
+		}
+	}
+	a.usedMu.Lock()
+	if a.used == nil {
+		a.used = make(map[*orgToken]struct{})
+	}
+	a.used[t] = struct{}{}
+	a.usedMu.Unlock()
 }
 
 func boolInt(b bool) int {
@@ -169,11 +240,12 @@ func (s *server) authenticate(r *http.Request) (caller, *apiError) {
 	if aerr != nil {
 		return caller{}, aerr
 	}
-	c, ok := s.admins.lookup(token)
+	c, ok := s.admins.lookup(token, s.now().UnixNano())
 	if !ok {
 		s.throttle.fail(client, s.now())
 		return caller{}, errAdminToken
 	}
+	c.client = clientIP(r)
 	return c, nil
 }
 

@@ -16,10 +16,11 @@ import (
 // which is at most 5; usage rows were 32 bytes, last-used times 8. Readers
 // take both; writers write the versioned form.
 const (
-	recordV1   = 0x01 // then the record as JSON: orgs, tokens, keys, limiter state
+	recordV1   = 0x01 // then the record as JSON: orgs, tokens, keys, limiter state, audit entries
 	segmentV1  = 0x81 // then log entries, as below
 	usageV1    = 0x01 // then the four status-class counts, u64 each
 	lastUsedV1 = 0x01 // then Unix nanoseconds, i64
+	tokenUseV1 = 0x01 // then last used, Unix nanoseconds i64, then the prefix learned on use, if any
 )
 
 var errBadValue = errors.New("malformed stored value")
@@ -88,6 +89,26 @@ func decodeLastUsed(v []byte) (int64, bool) {
 		return 0, false
 	}
 	return int64(binary.BigEndian.Uint64(v)), true
+}
+
+// tokenUse is what is written behind of an org admin token: when it was
+// last used, and the prefix learned from it then, for a token issued
+// before prefixes were kept ("" if known from its record).
+type tokenUse struct {
+	lastUsed int64
+	prefix   string
+}
+
+func encodeTokenUse(u tokenUse) []byte {
+	b := binary.BigEndian.AppendUint64([]byte{tokenUseV1}, uint64(u.lastUsed))
+	return append(b, u.prefix...)
+}
+
+func decodeTokenUse(v []byte) (tokenUse, bool) {
+	if len(v) < 9 || v[0] != tokenUseV1 {
+		return tokenUse{}, false
+	}
+	return tokenUse{lastUsed: int64(binary.BigEndian.Uint64(v[1:])), prefix: string(v[9:])}, true
 }
 
 // A request-log entry is stored in binary, several to a segment value:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,10 +26,13 @@ import (
 //	meta/
 //	  version          -> "1"
 //	  root_token_hash  -> [32]byte SHA-256 of the root admin token
+//	  flag_token_hash  -> [32]byte SHA-256 of the --admin-token value last applied
 //	orgs/
 //	  <orgID>          -> orgRecord
 //	tokens/
 //	  <tokenID>        -> tokenRecord (org admin tokens; hash only)
+//	tokenuse/
+//	  <tokenID>        -> last used and the prefix learned on use, binary (written behind)
 //	keys/
 //	  <orgID>/<keyID>  -> keyRecord (hash only, never the key)
 //	keyrows/
@@ -42,22 +47,30 @@ import (
 //	                      log entries, keyed by the first one's seq (a ring)
 //	usage/
 //	  <orgID>/<env>/<hour uint64 BE> -> usageCounts, 4 × uint64 BE (written behind)
+//	audit/
+//	  <seq uint64 BE>  -> auditEntry, written in the transaction of the change it records
+//	auditorgs/
+//	  <orgID>/<seq uint64 BE> -> empty: the org's entries, newest last
 var (
-	bucketMeta     = []byte("meta")
-	bucketOrgs     = []byte("orgs")
-	bucketTokens   = []byte("tokens")
-	bucketKeys     = []byte("keys")
-	bucketKeyRows  = []byte("keyrows")
-	bucketLastUsed = []byte("lastused")
-	bucketLimits   = []byte("buckets")
-	bucketLogs     = []byte("logs")
-	bucketUsage    = []byte("usage")
+	bucketMeta      = []byte("meta")
+	bucketOrgs      = []byte("orgs")
+	bucketTokens    = []byte("tokens")
+	bucketKeys      = []byte("keys")
+	bucketKeyRows   = []byte("keyrows")
+	bucketLastUsed  = []byte("lastused")
+	bucketLimits    = []byte("buckets")
+	bucketLogs      = []byte("logs")
+	bucketUsage     = []byte("usage")
+	bucketTokenUse  = []byte("tokenuse")
+	bucketAudit     = []byte("audit")
+	bucketAuditOrgs = []byte("auditorgs")
 
 	metaVersion   = []byte("version")
 	metaRootToken = []byte("root_token_hash")
+	metaFlagToken = []byte("flag_token_hash")
 
 	allBuckets = [][]byte{bucketMeta, bucketOrgs, bucketTokens, bucketKeys, bucketKeyRows,
-		bucketLastUsed, bucketLimits, bucketLogs, bucketUsage}
+		bucketLastUsed, bucketLimits, bucketLogs, bucketUsage, bucketTokenUse, bucketAudit, bucketAuditOrgs}
 )
 
 const layoutVersion = "1"
@@ -72,12 +85,19 @@ type orgRecord struct {
 	CreatedAt int64  `json:"created_at"`
 }
 
+// tokenRecord is an org admin token. Tokens issued before prefixes,
+// expiry and revocation were kept read with those zero: no prefix (it is
+// learned on the token's next use, see adminTokens.touch), never expiring,
+// not revoked.
 type tokenRecord struct {
 	ID        string   `json:"id"`
 	OrgID     string   `json:"org_id"`
 	Name      string   `json:"name"`
-	Hash      [32]byte `json:"hash"`
+	Prefix    string   `json:"prefix,omitempty"` // the displayable start, kh_orgadmin_1a2b3c4d
+	Hash      [32]byte `json:"hash"`             // SHA-256 of the whole token
 	CreatedAt int64    `json:"created_at"`
+	ExpiresAt int64    `json:"expires_at,omitempty"` // a rolled token's end of grace
+	RevokedAt int64    `json:"revoked_at,omitempty"`
 }
 
 type keyRecord struct {
@@ -101,10 +121,14 @@ type keyRecord struct {
 //
 // The verbs for the authoritative records, which a second engine (a
 // cluster's shared store) would have to implement, are few: PutOrg, Org,
-// Orgs; PutToken, Tokens; PutKey, PutKeys, UpdateKey, Key, OrgKeys,
-// EachKeyRow, KeyCount; RootTokenHash, SetRootTokenHash; IsEmpty. The rest
-// is this file's own business: what is written behind (logstore.go), bulk
-// seeding, backup and the page cache.
+// Orgs; PutToken, UpdateToken, Tokens, OrgTokens; PutKey, UpdateKey, Key,
+// OrgKeys, EachKeyRow, KeyCount; RootTokenHash, SetRootTokenHash,
+// ApplyAdminTokenFlag; Record, ReadAudit, PruneAudit (auditstore.go);
+// IsEmpty. Every verb that changes a record takes the audit entry of the
+// change and writes both in one transaction: no change exists without its
+// entry, and no entry without its change. The rest is this file's own
+// business: what is written behind (logstore.go), bulk seeding, backup and
+// the page cache.
 type store struct {
 	db     *bolt.DB
 	commit committer // admin writes, group-committed
@@ -353,20 +377,51 @@ func (s *store) RootTokenHash() (hash [32]byte, ok bool, err error) {
 	return hash, ok, err
 }
 
-func (s *store) SetRootTokenHash(hash [32]byte) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(metaRootToken, hash[:])
+// SetRootTokenHash replaces the root token, with its audit entry.
+func (s *store) SetRootTokenHash(hash [32]byte, a auditEntry) error {
+	return s.commit.do(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(metaRootToken, hash[:]); err != nil {
+			return err
+		}
+		return putAuditTx(tx, a)
 	})
 }
 
-// put writes one JSON record in a group-committed transaction.
-func (s *store) put(bucket []byte, key string, v any) error {
+// ApplyAdminTokenFlag makes hash, that of an --admin-token value, the root
+// token's, unless that value was applied before: a root token rolled or
+// reset since stays, until --admin-token gives another value. a is
+// written only when the root token changes.
+func (s *store) ApplyAdminTokenFlag(hash [32]byte, a auditEntry) error {
+	return s.commit.do(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if string(meta.Get(metaFlagToken)) == string(hash[:]) {
+			return nil
+		}
+		if err := meta.Put(metaFlagToken, hash[:]); err != nil {
+			return err
+		}
+		if string(meta.Get(metaRootToken)) == string(hash[:]) {
+			return nil // a db from before the flag's hash was kept, started with the same value
+		}
+		if err := meta.Put(metaRootToken, hash[:]); err != nil {
+			return err
+		}
+		return putAuditTx(tx, a)
+	})
+}
+
+// putNew writes one new JSON record and its audit entry in one
+// group-committed transaction.
+func (s *store) putNew(bucket []byte, key string, v any, a auditEntry) error {
 	buf, err := encodeRecord(v)
 	if err != nil {
 		return err
 	}
 	return s.commit.do(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).Put([]byte(key), buf)
+		if err := tx.Bucket(bucket).Put([]byte(key), buf); err != nil {
+			return err
+		}
+		return putAuditTx(tx, a)
 	})
 }
 
@@ -381,7 +436,10 @@ func (s *store) get(bucket []byte, key string, v any) error {
 	})
 }
 
-func (s *store) PutOrg(o orgRecord) error { return s.put(bucketOrgs, o.ID, o) }
+// PutOrg writes a new organization; a gets its id and fields.
+func (s *store) PutOrg(o orgRecord, a auditEntry) error {
+	return s.putNew(bucketOrgs, o.ID, o, a.about(o.ID, changedFields(&orgRecord{}, &o), o.ID))
+}
 
 func (s *store) Org(id string) (orgRecord, error) {
 	var o orgRecord
@@ -403,7 +461,48 @@ func (s *store) Orgs() ([]orgRecord, error) {
 	return orgs, err
 }
 
-func (s *store) PutToken(t tokenRecord) error { return s.put(bucketTokens, t.ID, t) }
+// PutToken writes a new org admin token; a gets its ids and fields.
+func (s *store) PutToken(t tokenRecord, a auditEntry) error {
+	return s.putNew(bucketTokens, t.ID, t, a.about(t.OrgID, changedFields(&tokenRecord{}, &t), t.ID))
+}
+
+// UpdateToken is UpdateKey for an org admin token of orgID: one
+// read-modify-write, with the new tokens change returns (a roll's), and
+// the audit entry, in one transaction; a change that changes nothing
+// writes nothing.
+func (s *store) UpdateToken(orgID, tokenID string, a auditEntry, change func(t *tokenRecord) ([]*tokenRecord, error)) (tokenRecord, []*tokenRecord, error) {
+	var t tokenRecord
+	var added []*tokenRecord
+	err := s.commit.do(func(tx *bolt.Tx) error {
+		var err error
+		t, added, err = readModifyWrite(tx, bucketTokens, tokenID, orgID, a, change, putTokenTx)
+		return err
+	})
+	return t, added, err
+}
+
+func putTokenTx(tx *bolt.Tx, t *tokenRecord) error {
+	buf, err := encodeRecord(t)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketTokens).Put([]byte(t.ID), buf)
+}
+
+// OrgTokens lists one organization's admin tokens, oldest first.
+func (s *store) OrgTokens(orgID string) ([]tokenRecord, error) {
+	all, err := s.Tokens()
+	tokens := []tokenRecord{}
+	for _, t := range all {
+		if t.OrgID == orgID {
+			tokens = append(tokens, t)
+		}
+	}
+	slices.SortFunc(tokens, func(a, b tokenRecord) int {
+		return cmp.Or(cmp.Compare(a.CreatedAt, b.CreatedAt), cmp.Compare(a.ID, b.ID))
+	})
+	return tokens, err
+}
 
 func (s *store) Tokens() ([]tokenRecord, error) {
 	var tokens []tokenRecord
@@ -422,26 +521,17 @@ func (s *store) Tokens() ([]tokenRecord, error) {
 
 func keyPath(orgID, keyID string) string { return orgID + "/" + keyID }
 
-// PutKey writes a key record and its row in one group-committed
-// transaction. A new record (Row 0) gets its row number here.
-func (s *store) PutKey(k *keyRecord) error { return s.PutKeys(k) }
-
-// PutKeys writes several key records in one transaction.
-func (s *store) PutKeys(keys ...*keyRecord) error {
-	rows := make([]uint64, len(keys))
-	for i, k := range keys {
-		rows[i] = k.Row
-	}
-	err := s.commit.do(func(tx *bolt.Tx) error {
-		for i, k := range keys {
-			k.Row = rows[i] // a retried batch starts over
-			if err := putKeyTx(tx, k); err != nil {
-				return err
-			}
+// PutKey writes a new key record, its row and its audit entry in one
+// group-committed transaction. The record gets its row number here.
+func (s *store) PutKey(k *keyRecord, a auditEntry) error {
+	a = a.about(k.OrgID, changedFields(&keyRecord{}, k), k.ID)
+	return s.commit.do(func(tx *bolt.Tx) error {
+		k.Row = 0 // a retried transaction starts over
+		if err := putKeyTx(tx, k); err != nil {
+			return err
 		}
-		return nil
+		return putAuditTx(tx, a)
 	})
-	return err
 }
 
 // PutBulk writes many records in one transaction of its own, outside the
@@ -468,35 +558,79 @@ func (s *store) PutBulk(orgs []orgRecord, keys []*keyRecord) error {
 }
 
 // UpdateKey reads a key record, lets change edit it, and writes it back,
-// with the new records change returns (a roll's new key), in one
-// group-committed transaction: a read-modify-write that no other write
-// comes between. change runs on the record as stored, maybe more than once
-// (see committer.do): it must build what it returns afresh each time. An
-// error from it is returned as it is, and nothing is written.
-func (s *store) UpdateKey(orgID, keyID string, change func(k *keyRecord) ([]*keyRecord, error)) (keyRecord, []*keyRecord, error) {
+// with the new records change returns (a roll's new key) and the audit
+// entry a, in one group-committed transaction: a read-modify-write that no
+// other write comes between. change runs on the record as stored, maybe
+// more than once (see committer.do): it must build what it returns afresh
+// each time. An error from it is returned as it is, and nothing is written.
+//
+// The store completes a: its organization, its targets (this key, then
+// the new ones) and the names of the fields change changed, found by
+// comparing the record before and after (changedFields). So an edit
+// records which fields it changed, never their values, without saying so
+// itself; a change that changes nothing and adds nothing writes nothing,
+// entry included.
+func (s *store) UpdateKey(orgID, keyID string, a auditEntry, change func(k *keyRecord) ([]*keyRecord, error)) (keyRecord, []*keyRecord, error) {
 	var k keyRecord
 	var added []*keyRecord
 	err := s.commit.do(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketKeys).Get([]byte(keyPath(orgID, keyID)))
-		if v == nil {
-			return errNotFound
-		}
-		k = keyRecord{}
-		if err := decodeRecord(v, &k); err != nil {
-			return err
-		}
 		var err error
-		if added, err = change(&k); err != nil {
-			return err
-		}
-		for _, r := range append([]*keyRecord{&k}, added...) {
-			if err := putKeyTx(tx, r); err != nil {
-				return err
-			}
-		}
-		return nil
+		k, added, err = readModifyWrite(tx, bucketKeys, keyPath(orgID, keyID), orgID, a, change, putKeyTx)
+		return err
 	})
 	return k, added, err
+}
+
+// auditable is a record an audit entry can name: a key or a token.
+type auditable interface {
+	recordID() string
+	recordOrg() string
+}
+
+func (k *keyRecord) recordID() string    { return k.ID }
+func (k *keyRecord) recordOrg() string   { return k.OrgID }
+func (t *tokenRecord) recordID() string  { return t.ID }
+func (t *tokenRecord) recordOrg() string { return t.OrgID }
+
+// readModifyWrite is UpdateKey's and UpdateToken's transaction: read the
+// record at key of bucket (of orgID), let change edit a copy, and write
+// it, the records change added and a, completed, with put.
+func readModifyWrite[T any, P interface {
+	*T
+	auditable
+}](tx *bolt.Tx, bucket []byte, key, orgID string, a auditEntry, change func(P) ([]P, error), put func(*bolt.Tx, P) error) (T, []P, error) {
+	var before, rec T
+	v := tx.Bucket(bucket).Get([]byte(key))
+	if v == nil {
+		return rec, nil, errNotFound
+	}
+	if err := decodeRecord(v, &before); err != nil {
+		return rec, nil, err
+	}
+	if err := decodeRecord(v, &rec); err != nil { // a copy of its own: change may edit its slices
+		return rec, nil, err
+	}
+	if P(&rec).recordOrg() != orgID {
+		return rec, nil, errNotFound
+	}
+	added, err := change(&rec)
+	if err != nil {
+		return rec, nil, err
+	}
+	fields := changedFields(&before, &rec)
+	if len(fields) == 0 && len(added) == 0 {
+		return rec, nil, nil
+	}
+	targets := []string{P(&rec).recordID()}
+	for _, r := range append([]P{&rec}, added...) {
+		if err := put(tx, r); err != nil {
+			return rec, nil, err
+		}
+		if r != &rec {
+			targets = append(targets, r.recordID())
+		}
+	}
+	return rec, added, putAuditTx(tx, a.about(orgID, fields, targets...))
 }
 
 // putKeyTx writes the record and its row; rows are appended in creation

@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestRestartKeepsKeys reopens the real bbolt file: keys, revocations, tokens
@@ -23,40 +28,96 @@ func TestRestartKeepsKeys(t *testing.T) {
 	mustStatus(t, "org admin token after restart", te.admin(token, "GET", "/orgs/"+org, ""), 200)
 }
 
-// TestSecretsNeverStored checks the plaintext key and tokens appear in no
-// byte of the db file and in nothing the server printed or logged.
+// TestSecretsNeverStored checks the plaintext keys and tokens appear in no
+// byte of the db file and in nothing the server printed or logged, and
+// that no listing, log or audit entry holds one or a hash of one.
 func TestSecretsNeverStored(t *testing.T) {
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	var secrets []string
 	for _, style := range []string{stylePrefixed, styleSplit} {
 		te.s.format.style = style
-		_, key := te.createKey(org, `{"name":"k","env":"live"}`)
+		id, key := te.createKey(org, `{"name":"k","env":"live"}`)
 		secrets = append(secrets, key, key[len(key)-32:])
 		te.whoami(envLive, key)
 		te.whoami(envTest, key)
 		te.do("POST", "/v1/keys/verify", `{"key":"`+key+`"}`)
+		rolled := te.root("POST", "/orgs/"+org+"/keys/"+id+"/roll", `{"expires_in":"1h"}`).json(t)["key"].(string)
+		secrets = append(secrets, rolled, rolled[len(rolled)-32:])
 	}
-	token := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"t"}`).json(t)["token"].(string)
-	secrets = append(secrets, token, testRootToken)
-	list := te.root("GET", "/orgs/"+org+"/keys?include_revoked=true", "")
-	logs := te.root("GET", "/orgs/"+org+"/logs", "")
+	tokID, token := te.issueOrgToken(org, "t")
+	te.admin(token, "GET", "/orgs/"+org, "")
+	rolledToken := te.admin(token, "POST", "/orgs/"+org+"/admin-tokens/"+tokID+"/roll", `{"expires_in":"1h"}`).json(t)["token"].(string)
+	newRoot := te.root("POST", "/admin-token/roll", "").json(t)["token"].(string)
+	secrets = append(secrets, token, rolledToken, testRootToken, newRoot)
+	answers := map[string]response{}
+	for what, path := range map[string]string{"key listing": "/orgs/" + org + "/keys?include_revoked=true",
+		"logs": "/orgs/" + org + "/logs", "token listing": "/orgs/" + org + "/admin-tokens?include_revoked=true",
+		"audit": "/audit", "org audit": "/orgs/" + org + "/audit"} {
+		answers[what] = te.admin(newRoot, "GET", path, "")
+		mustStatus(t, what, answers[what], 200)
+	}
 	te.restart()
 	db, err := os.ReadFile(te.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	searched := map[string][]byte{"db file": db, "server output": te.stderr.Bytes()}
+	for what, r := range answers {
+		searched[what] = r.body
+	}
 	for _, sec := range secrets {
-		for what, b := range map[string][]byte{"db file": db, "server output": te.stderr.Bytes(),
-			"key listing": list.body, "logs": logs.body} {
+		for what, b := range searched {
 			if bytes.Contains(b, []byte(sec)) {
 				t.Errorf("%s contains the secret %s…", what, sec[:12])
 			}
 		}
 	}
-	if bytes.Contains(list.body, []byte(`"hash"`)) || bytes.Contains(list.body, []byte(`"key"`)) {
-		t.Errorf("key listing shows a hash or key: %s", list.body)
+	searched = map[string][]byte{"audit entries in the db": auditValues(t, te)}
+	for what, r := range answers {
+		searched[what] = r.body
 	}
+	for _, sec := range secrets {
+		for what, b := range searched {
+			if form := hashForm(b, hashKey(sec)); form != "" {
+				t.Errorf("%s contains the hash of %s… (%s)", what, sec[:12], form)
+			}
+		}
+	}
+	for _, what := range []string{"key listing", "token listing"} {
+		if b := answers[what].body; bytes.Contains(b, []byte(`"hash"`)) || bytes.Contains(b, []byte(`"key"`)) || bytes.Contains(b, []byte(`"token"`)) {
+			t.Errorf("%s shows a hash, key or token: %s", what, b)
+		}
+	}
+}
+
+// auditValues is every stored audit entry, as bytes.
+func auditValues(t *testing.T, te *testEnv) []byte {
+	var all []byte
+	err := te.s.store.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
+			all = append(append(all, v...), '\n')
+			return nil
+		})
+	})
+	if err != nil || len(all) == 0 {
+		t.Fatalf("reading the audit entries: %v (%d bytes)", err, len(all))
+	}
+	return all
+}
+
+// hashForm names the form in which b holds hash, if it does: raw, hex,
+// base64, or as encoding/json writes a [32]byte.
+func hashForm(b []byte, hash [32]byte) string {
+	asJSON, _ := json.Marshal(hash)
+	forms := map[string][]byte{"raw": hash[:], "hex": []byte(hex.EncodeToString(hash[:])),
+		"base64": []byte(base64.StdEncoding.EncodeToString(hash[:])), "JSON": asJSON[1 : len(asJSON)-1]}
+	for name, f := range forms {
+		if bytes.Contains(b, f) {
+			return name
+		}
+	}
+	return ""
 }
 
 func TestHotRowRoundTrip(t *testing.T) {

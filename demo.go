@@ -13,13 +13,13 @@ type demoKey struct {
 
 // seedDemo creates org demo with one test and one live key.
 func (s *server) seedDemo() error {
-	org, err := s.newOrg("demo")
+	org, err := s.newOrg("demo", systemAudit(actionOrgCreated, "--demo", s.now()))
 	if err != nil {
 		return err
 	}
 	for _, env := range []string{envTest, envLive} {
 		rec := keyRecord{OrgID: org.ID, Name: "demo " + env + " key", Env: env, Scopes: []string{"*"}}
-		key, err := s.issueKey(&rec)
+		key, err := s.issueKey(&rec, systemAudit(actionKeyCreated, "--demo", s.now()))
 		if err != nil {
 			return err
 		}

@@ -50,7 +50,7 @@ type nameRequest struct {
 	Name string `json:"name"`
 }
 
-func (s *server) createOrg(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ caller) *apiError {
+func (s *server) createOrg(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c caller) *apiError {
 	var req nameRequest
 	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
 		return aerr
@@ -58,7 +58,7 @@ func (s *server) createOrg(w http.ResponseWriter, r *http.Request, _ httprouter.
 	if aerr := validName("name", req.Name); aerr != nil {
 		return aerr
 	}
-	o, err := s.newOrg(req.Name)
+	o, err := s.newOrg(req.Name, s.newAudit(c, actionOrgCreated))
 	if err != nil {
 		return s.internal(err, "creating org")
 	}
@@ -66,9 +66,9 @@ func (s *server) createOrg(w http.ResponseWriter, r *http.Request, _ httprouter.
 	return nil
 }
 
-func (s *server) newOrg(name string) (orgRecord, error) {
+func (s *server) newOrg(name string, a auditEntry) (orgRecord, error) {
 	o := orgRecord{ID: newID("org"), Name: name, CreatedAt: s.now().UnixNano()}
-	return o, s.store.PutOrg(o)
+	return o, s.store.PutOrg(o, a)
 }
 
 func (s *server) listOrgs(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, c caller) *apiError {
@@ -92,34 +92,6 @@ func (s *server) getOrg(w http.ResponseWriter, _ *http.Request, p httprouter.Par
 		return s.internal(err, "loading org")
 	}
 	writeJSON(w, 200, viewOrg(o))
-	return nil
-}
-
-type tokenView struct {
-	ID        string `json:"id"`
-	OrgID     string `json:"org_id"`
-	Name      string `json:"name"`
-	CreatedAt string `json:"created_at"`
-	Token     string `json:"token"`
-}
-
-func (s *server) createAdminToken(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
-	var req nameRequest
-	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
-		return aerr
-	}
-	if aerr := validName("name", req.Name); aerr != nil {
-		return aerr
-	}
-	token := s.cfg.brand + "_orgadmin_" + randomHex(16)
-	rec := tokenRecord{ID: newID("tok"), OrgID: p.ByName("org"), Name: req.Name,
-		Hash: hashKey(token), CreatedAt: s.now().UnixNano()}
-	if err := s.store.PutToken(rec); err != nil {
-		return s.internal(err, "creating admin token")
-	}
-	s.admins.addOrgToken(rec.Hash, rec.OrgID)
-	writeJSON(w, 201, tokenView{ID: rec.ID, OrgID: rec.OrgID, Name: rec.Name,
-		CreatedAt: formatTime(rec.CreatedAt), Token: token})
 	return nil
 }
 
@@ -163,7 +135,7 @@ type createKeyRequest struct {
 	ExpiresAt  *string     `json:"expires_at"`
 }
 
-func (s *server) createKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+func (s *server) createKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError {
 	var req createKeyRequest
 	if aerr := decodeStrict(w, r, &req, false); aerr != nil {
 		return aerr
@@ -172,7 +144,7 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, p httprouter.
 	if aerr != nil {
 		return aerr
 	}
-	key, err := s.issueKey(&rec)
+	key, err := s.issueKey(&rec, s.newAudit(c, actionKeyCreated))
 	if err != nil {
 		return s.internal(err, "creating key")
 	}
@@ -231,15 +203,16 @@ func problem(err error, fallback string) string {
 	return err.Error()
 }
 
-// issueKey gives rec an id, a fresh key and its hash, commits it, and only
-// then makes it usable. It returns the plaintext key, which is kept nowhere.
-func (s *server) issueKey(rec *keyRecord) (string, error) {
+// issueKey gives rec an id, a fresh key and its hash, commits it with its
+// audit entry a, and only then makes it usable. It returns the plaintext
+// key, which is kept nowhere.
+func (s *server) issueKey(rec *keyRecord, a auditEntry) (string, error) {
 	key, lookup := s.format.newKey(rec.Env)
 	rec.ID = newID("key")
 	rec.Prefix = lookup
 	rec.Hash = hashKey(key)
 	rec.CreatedAt = s.now().UnixNano()
-	if err := s.store.PutKey(rec); err != nil {
+	if err := s.store.PutKey(rec, a); err != nil {
 		return "", err
 	}
 	s.index.add(rec)
@@ -298,7 +271,7 @@ func (s *server) getKey(w http.ResponseWriter, _ *http.Request, p httprouter.Par
 }
 
 // revokeKey is idempotent: revoking a revoked key answers its record.
-func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
+func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError {
 	if aerr := decodeStrict(w, r, &struct{}{}, true); aerr != nil {
 		return aerr
 	}
@@ -310,13 +283,13 @@ func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.
 		return aerr
 	}
 	now := s.now().UnixNano()
-	k, _, err := s.store.UpdateKey(k.OrgID, k.ID, func(k *keyRecord) ([]*keyRecord, error) {
+	k, _, err := s.store.UpdateKey(k.OrgID, k.ID, s.newAudit(c, actionKeyRevoked), func(k *keyRecord) ([]*keyRecord, error) {
 		if k.RevokedAt == 0 {
 			k.RevokedAt = now
 		}
 		return nil, nil
 	})
-	if aerr := s.storeError(err, "revoking key"); aerr != nil {
+	if aerr := s.storeError(err, "Key", "revoking key"); aerr != nil {
 		return aerr
 	}
 	s.index.update(&k)
@@ -325,8 +298,8 @@ func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.
 }
 
 // storeError is the answer for an error from a store verb: an apiError
-// from the verb's own checks as it is, a missing record as 404.
-func (s *server) storeError(err error, what string) *apiError {
+// from the verb's own checks as it is, a missing record (a record) as 404.
+func (s *server) storeError(err error, record, what string) *apiError {
 	var aerr *apiError
 	switch {
 	case err == nil:
@@ -334,7 +307,7 @@ func (s *server) storeError(err error, what string) *apiError {
 	case errors.As(err, &aerr):
 		return aerr
 	case errors.Is(err, errNotFound):
-		return notFound("Key")
+		return notFound(record)
 	}
 	return s.internal(err, what)
 }
@@ -345,26 +318,34 @@ type rollRequest struct {
 
 const maxGrace = 366 * 24 * time.Hour
 
+// decodeGrace reads a roll's body: the grace period of what it replaces.
+func decodeGrace(w http.ResponseWriter, r *http.Request) (time.Duration, *apiError) {
+	var req rollRequest
+	if aerr := decodeStrict(w, r, &req, true); aerr != nil {
+		return 0, aerr
+	}
+	if req.ExpiresIn == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(req.ExpiresIn)
+	if err != nil || d < 0 || d > maxGrace {
+		return 0, invalidRequest(`Field "expires_in" must be a duration like 24h, between 0s and 8784h.`)
+	}
+	return d, nil
+}
+
 // rollKey issues a new key like the old one, expiry included, so that a
 // roll never extends a temporary key's life; the old one expires after the
 // grace period, or sooner if it was due to. Both records commit in one
 // read-modify-write of the old one.
-func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
-	var req rollRequest
-	if aerr := decodeStrict(w, r, &req, true); aerr != nil {
+func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError {
+	grace, aerr := decodeGrace(w, r)
+	if aerr != nil {
 		return aerr
-	}
-	var grace time.Duration
-	if req.ExpiresIn != "" {
-		d, err := time.ParseDuration(req.ExpiresIn)
-		if err != nil || d < 0 || d > maxGrace {
-			return invalidRequest(`Field "expires_in" must be a duration like 24h, between 0s and 8784h.`)
-		}
-		grace = d
 	}
 	now := s.now()
 	var key string
-	old, added, err := s.store.UpdateKey(p.ByName("org"), p.ByName("key"), func(old *keyRecord) ([]*keyRecord, error) {
+	old, added, err := s.store.UpdateKey(p.ByName("org"), p.ByName("key"), s.newAudit(c, actionKeyRolled), func(old *keyRecord) ([]*keyRecord, error) {
 		var fresh *keyRecord
 		var aerr *apiError
 		key, fresh, aerr = s.rolled(old, grace, now)
@@ -373,7 +354,7 @@ func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Pa
 		}
 		return []*keyRecord{fresh}, nil
 	})
-	if aerr := s.storeError(err, "rolling key"); aerr != nil {
+	if aerr := s.storeError(err, "Key", "rolling key"); aerr != nil {
 		return aerr
 	}
 	s.index.add(added[0])
@@ -403,12 +384,16 @@ func (s *server) rolled(old *keyRecord, grace time.Duration, now time.Time) (str
 	return key, fresh, nil
 }
 
-// backup answers a consistent copy of the db. The copy is first written to
+// backup answers a consistent copy of the db, once its audit entry has
+// committed: the copy holds it. The copy is first written to
 // an unlinked temporary file, and only then sent: the bbolt read transaction
 // that makes it consistent lasts as long as a local disk copy, not as long
 // as the client takes to download, and while it is open, a commit that must
 // grow the file's memory map waits for it.
-func (s *server) backup(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, _ caller) *apiError {
+func (s *server) backup(w http.ResponseWriter, _ *http.Request, _ httprouter.Params, c caller) *apiError {
+	if err := s.store.Record(s.newAudit(c, actionBackupTaken)); err != nil {
+		return s.internal(err, "recording the backup")
+	}
 	f, n, err := s.store.snapshot()
 	if err != nil {
 		return s.internal(err, "writing backup")

@@ -367,7 +367,9 @@ func TestAdminSecurityHeaders(t *testing.T) {
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	keyID, _ := te.createKey(org, `{"name":"k","env":"live"}`)
-	orgToken := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"ci"}`).json(t)["token"].(string)
+	issued := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"ci"}`).json(t)
+	orgToken, tokID := issued["token"].(string), issued["id"].(string)
+	rollMe := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"roll me"}`).json(t)["id"].(string)
 	tests := []struct {
 		name, method, path, token, body string
 		status                          int
@@ -376,6 +378,10 @@ func TestAdminSecurityHeaders(t *testing.T) {
 		{"create key", "POST", "/orgs/" + org + "/keys", testRootToken, `{"name":"n","env":"test"}`, 201, `"key":"kh_test_`},
 		{"roll key", "POST", "/orgs/" + org + "/keys/" + keyID + "/roll", testRootToken, `{"expires_in":"1h"}`, 201, `"key":"kh_live_`},
 		{"create admin token", "POST", "/orgs/" + org + "/admin-tokens", testRootToken, `{"name":"x"}`, 201, `"token":"kh_orgadmin_`},
+		{"roll admin token", "POST", "/orgs/" + org + "/admin-tokens/" + rollMe + "/roll", orgToken, `{"expires_in":"1h"}`, 201, `"token":"kh_orgadmin_`},
+		{"list admin tokens", "GET", "/orgs/" + org + "/admin-tokens", orgToken, "", 200, `"id":"` + tokID + `"`},
+		{"org audit", "GET", "/orgs/" + org + "/audit", orgToken, "", 200, `"action":"admin_token.rolled"`},
+		{"audit", "GET", "/audit", testRootToken, "", 200, `"action":"org.created"`},
 		{"backup", "GET", "/backup", testRootToken, "", 200, ""},
 		{"list keys", "GET", "/orgs/" + org + "/keys", testRootToken, "", 200, ""},
 		{"logs as org admin", "GET", "/orgs/" + org + "/logs", orgToken, "", 200, ""},
@@ -386,6 +392,7 @@ func TestAdminSecurityHeaders(t *testing.T) {
 		{"other org", "GET", "/orgs/org_nope", orgToken, "", 404, ""},
 		{"no such endpoint", "GET", "/nothing", testRootToken, "", 404, ""},
 		{"wrong method", "DELETE", "/orgs", testRootToken, "", 405, ""},
+		{"roll root token", "POST", "/admin-token/roll", testRootToken, "", 201, `"token":"kh_admin_`}, // last: the root token changes
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -506,7 +513,8 @@ func TestAdminTokenLookupIsBlind(t *testing.T) {
 	t.Parallel()
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
-	token := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"ci"}`).json(t)["token"].(string)
+	issued := te.root("POST", "/orgs/"+org+"/admin-tokens", `{"name":"ci"}`).json(t)
+	token, tokenID := issued["token"].(string), issued["id"].(string)
 	a := &te.s.admins
 	hash := sha256.Sum256([]byte(token))
 	a.mu.RLock()
@@ -521,7 +529,7 @@ func TestAdminTokenLookupIsBlind(t *testing.T) {
 		t.Fatal("the map key's HMAC key is zero")
 	}
 	other := newTestEnv(t)
-	other.s.admins.addOrgToken(hash, org)
+	other.s.admins.addOrgToken(&tokenRecord{ID: tokenID, OrgID: org, Hash: hash})
 	if other.s.admins.tagKey == tagKey {
 		t.Fatal("two servers share the HMAC key")
 	}
@@ -538,14 +546,14 @@ func TestAdminTokenLookupIsBlind(t *testing.T) {
 		ok     bool
 		caller caller
 	}{
-		{token, true, caller{orgID: org}},
+		{token, true, caller{orgID: org, tokenID: tokenID, tokenName: "ci"}},
 		{testRootToken, true, caller{root: true}},
 		{near, false, caller{}},
 		{token[:len(token)-1], false, caller{}},
 		{"", false, caller{}},
 	}
 	for _, tt := range tests {
-		c, ok := a.lookup(tt.token)
+		c, ok := a.lookup(tt.token, te.clock.Now().UnixNano())
 		if ok != tt.ok || c != tt.caller {
 			t.Errorf("lookup(%.20q…) = %+v, %v; want %+v, %v", tt.token, c, ok, tt.caller, tt.ok)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -112,22 +113,33 @@ type logQuery struct {
 	status string // "429" or a class like "4xx"
 }
 
-func parseLogQuery(r *http.Request) (logQuery, *apiError) {
-	v := r.URL.Query()
-	q := logQuery{limit: defaultLogLimit, keyID: v.Get("key_id"), env: v.Get("env"), status: v.Get("status")}
+// parsePage reads the page size and cursor of a paged listing (the
+// request log, the audit log): limit, and before, a "next" it answered.
+func parsePage(v url.Values) (limit int, before uint64, aerr *apiError) {
+	limit = defaultLogLimit
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxLogLimit {
-			return q, invalidRequest(`Parameter "limit" must be between 1 and %d.`, maxLogLimit)
+			return 0, 0, invalidRequest(`Parameter "limit" must be between 1 and %d.`, maxLogLimit)
 		}
-		q.limit = n
+		limit = n
 	}
 	if s := v.Get("before"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil || n == 0 {
-			return q, invalidRequest(`Parameter "before" must be a cursor from "next".`)
+			return 0, 0, invalidRequest(`Parameter "before" must be a cursor from "next".`)
 		}
-		q.before = n
+		before = n
+	}
+	return limit, before, nil
+}
+
+func parseLogQuery(r *http.Request) (logQuery, *apiError) {
+	v := r.URL.Query()
+	q := logQuery{keyID: v.Get("key_id"), env: v.Get("env"), status: v.Get("status")}
+	var aerr *apiError
+	if q.limit, q.before, aerr = parsePage(v); aerr != nil {
+		return q, aerr
 	}
 	if q.env != "" && q.env != envTest && q.env != envLive {
 		return q, invalidRequest(`Parameter "env" must be "test" or "live".`)

@@ -20,6 +20,7 @@ type writeBatch struct {
 	usage     map[string]*usageCounts
 	lastUsed  map[[8]byte]int64
 	buckets   map[[8]byte]bucketState
+	tokenUse  map[string]tokenUse // org admin tokens' last use, by token id
 	// pruneUsageBefore, if not 0, drops usage rows of hours before it
 	// (Unix seconds).
 	pruneUsageBefore int64
@@ -39,8 +40,21 @@ func (st *store) WriteBehind(b *writeBatch) error {
 				return err
 			}
 		}
-		return writeTouched(tx, b.lastUsed, b.buckets)
+		if err := writeTouched(tx, b.lastUsed, b.buckets); err != nil {
+			return err
+		}
+		return writeTokenUse(tx, b.tokenUse)
 	})
+}
+
+func writeTokenUse(tx *bolt.Tx, uses map[string]tokenUse) error {
+	b := tx.Bucket(bucketTokenUse)
+	for id, u := range uses {
+		if err := b.Put([]byte(id), encodeTokenUse(u)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeEntries appends each log's new entries to its ring as segments: one
@@ -158,10 +172,20 @@ func writeTouched(tx *bolt.Tx, lastUsed map[[8]byte]int64, buckets map[[8]byte]b
 }
 
 // LoadWrittenBehind reads back last-used times and rate-limit state at
-// start, each by key id.
-func (st *store) LoadWrittenBehind(lastUsed func(id [8]byte, at int64), bucket func(id [8]byte, b bucketState)) error {
+// start, each by key id, and the admin tokens' use by token id.
+func (st *store) LoadWrittenBehind(lastUsed func(id [8]byte, at int64), bucket func(id [8]byte, b bucketState),
+	tokenUses func(id string, u tokenUse)) error {
 	return st.db.View(func(tx *bolt.Tx) error {
-		err := tx.Bucket(bucketLastUsed).ForEach(func(k, v []byte) error {
+		err := tx.Bucket(bucketTokenUse).ForEach(func(k, v []byte) error {
+			if u, ok := decodeTokenUse(v); ok {
+				tokenUses(string(k), u)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketLastUsed).ForEach(func(k, v []byte) error {
 			id, ok := parseKeyID(string(k))
 			if at, valid := decodeLastUsed(v); ok && valid {
 				lastUsed(id, at)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,8 @@ type config struct {
 	flushInterval time.Duration
 	adminToken    string
 	demo          bool
+	// auditRetention is how long audit entries are kept.
+	auditRetention time.Duration
 
 	rateLimits []rateLimit
 
@@ -149,6 +152,8 @@ func parseServeFlags(args []string, getenv func(string) string) (config, error) 
 	fs.DurationVar(&c.flushInterval, "flush-interval", time.Second, "most time logs, counters and last-used wait in memory")
 	fs.StringVar(&c.adminToken, "admin-token", "", "sets the root admin token")
 	fs.BoolVar(&c.demo, "demo", false, "on an empty db, create org demo with a test and a live key")
+	c.auditRetention = defaultAuditKeep
+	fs.Var(daysFlag{&c.auditRetention}, "audit-retention", "how long audit entries are kept, like 365d or 720h")
 	if err := parseWithEnv(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -176,6 +181,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--log-retention must be at least 1")
 	case c.flushInterval <= 0:
 		return fmt.Errorf("--flush-interval must be positive")
+	case c.auditRetention < time.Hour:
+		return fmt.Errorf("--audit-retention must be at least 1h")
 	case c.dbPath == "":
 		return fmt.Errorf("--db must name a file")
 	}
@@ -184,6 +191,36 @@ func (c *config) validate() error {
 			return fmt.Errorf("base paths must not be under %s, which keyhole serves itself", reserved)
 		}
 	}
+	return nil
+}
+
+// daysFlag is a duration flag that also takes whole days, like 365d.
+type daysFlag struct{ d *time.Duration }
+
+func (f daysFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	if *f.d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", *f.d/(24*time.Hour))
+	}
+	return f.d.String()
+}
+
+func (f daysFlag) Set(s string) error {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 32)
+		if err != nil || n < 0 || n > 100*366 {
+			return fmt.Errorf("want a duration like 365d or 720h")
+		}
+		*f.d = time.Duration(n) * 24 * time.Hour
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration like 365d or 720h")
+	}
+	*f.d = d
 	return nil
 }
 
@@ -224,12 +261,16 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, ready chan<- strin
 		return err
 	}
 	startGCPacer(ctx)
-	if err := s.firstStart(stderr); err != nil {
-		return err
-	}
+	// Listen before the first start makes anything to show: if the address
+	// is taken, no root token or demo key is made that nobody would see,
+	// and the next start, on a still empty db, shows them.
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.addr, err)
+	}
+	if err := s.firstStart(stderr); err != nil {
+		ln.Close()
+		return err
 	}
 	fmt.Fprintf(stderr, "keyhole: listening on http://%s\n", ln.Addr())
 	if cfg.demo {
@@ -242,25 +283,15 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, ready chan<- strin
 }
 
 // firstStart sets the root token from --admin-token, or on an empty db makes
-// one and prints it once; with --demo it also seeds the demo org.
+// one and prints it once; with --demo it also seeds the demo org. serve
+// calls it once it listens.
 func (s *server) firstStart(stderr io.Writer) error {
 	empty, err := s.store.IsEmpty()
 	if err != nil {
 		return err
 	}
-	if s.cfg.adminToken != "" {
-		if len(s.cfg.adminToken) < 16 {
-			s.log.Warn().Msg("--admin-token is shorter than 16 characters; anyone who guesses it controls keyhole")
-		}
-		if err := s.store.SetRootTokenHash(hashKey(s.cfg.adminToken)); err != nil {
-			return err
-		}
-	} else if empty {
-		token := s.cfg.brand + "_admin_" + randomHex(16)
-		if err := s.store.SetRootTokenHash(hashKey(token)); err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "keyhole: root admin token (shown once; store it now):\n\n    %s\n\n", token)
+	if err := s.setRootToken(empty, stderr); err != nil {
+		return err
 	}
 	hash, ok, err := s.store.RootTokenHash()
 	if err != nil {
@@ -272,6 +303,27 @@ func (s *server) firstStart(stderr io.Writer) error {
 	if s.cfg.demo && empty {
 		return s.seedDemo()
 	}
+	return nil
+}
+
+// setRootToken applies --admin-token (a value not applied before: a
+// restart with the same one keeps a token rolled since), or makes the
+// first root token of an empty db and prints it.
+func (s *server) setRootToken(empty bool, stderr io.Writer) error {
+	if s.cfg.adminToken != "" {
+		if len(s.cfg.adminToken) < 16 {
+			s.log.Warn().Msg("--admin-token is shorter than 16 characters; anyone who guesses it controls keyhole")
+		}
+		return s.store.ApplyAdminTokenFlag(hashKey(s.cfg.adminToken), systemAudit(actionRootSet, "--admin-token", s.now()))
+	}
+	if !empty {
+		return nil
+	}
+	token := s.cfg.brand + "_admin_" + randomHex(16)
+	if err := s.store.SetRootTokenHash(hashKey(token), systemAudit(actionRootCreated, "first start", s.now())); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "keyhole: root admin token (shown once; store it now):\n\n    %s\n\n", token)
 	return nil
 }
 
@@ -294,7 +346,7 @@ func adminTokenCmd(args []string, stdout io.Writer) error {
 	}
 	defer st.Close()
 	token := *brand + "_admin_" + randomHex(16)
-	if err := st.SetRootTokenHash(hashKey(token)); err != nil {
+	if err := st.SetRootTokenHash(hashKey(token), systemAudit(actionRootReset, "keyhole admin-token reset", time.Now())); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s\n", token)

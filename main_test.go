@@ -2,7 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -75,4 +80,43 @@ func TestSeedReadsEnvironment(t *testing.T) {
 	if n, err := st.KeyCount(); err != nil || n != 3 {
 		t.Fatalf("KEYHOLE_DB's db holds %d keys, %v; want 3", n, err)
 	}
+}
+
+// TestFirstStartTokenWhenPortTaken: a first start whose address is taken
+// exits with the listen error, having made and shown no root token and no
+// demo keys; the next start, on the same still-empty db, shows a root
+// token that works and makes the demo keys.
+func TestFirstStartTokenWhenPortTaken(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	db := filepath.Join(t.TempDir(), "first.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, keyholeBinary(t), "serve", "--addr", taken.Addr().String(), "--db", db, "--demo")
+	cmd.Env = append(os.Environ(), "KEYHOLE_ADMIN_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("keyhole on a taken port: %v; want exit status 1 and the listen error\n%s", err, out)
+	}
+	tokenRE := regexp.MustCompile(`kh_admin_[0-9a-f]{32}`)
+	if tokenRE.Match(out) || strings.Contains(string(out), "kh_live_") {
+		t.Fatalf("the failed start showed a root token or demo key, which the next start will not show again:\n%s", out)
+	}
+
+	c := startKeyhole(t, "--db", db, "--demo")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if strings.Contains(c.output(), "whoami   # 401") { // the demo hint's last line, after "listening"
+			break
+		}
+	}
+	token := tokenRE.FindString(c.output())
+	if token == "" || !strings.Contains(c.output(), "keyhole demo:") {
+		t.Fatalf("the start after the failed one showed no root token or no demo keys:\n%s", c.output())
+	}
+	mustStatus(t, "the root token shown", c.admin(token, "GET", "/orgs", ""), 200)
 }

@@ -166,7 +166,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatalf("walkthrough failed: %v\n%s\nserver:\n%s", err, out, c.output())
 	}
-	for _, want := range []string{`"environment_mismatch"`, `"valid":true`, `"invalid_or_revoked"`, "Ratelimit-Policy"} {
+	for _, want := range []string{`"environment_mismatch"`, `"valid":true`, `"invalid_or_revoked"`, "Ratelimit-Policy",
+		`"last_used_at"`, "Admin token is invalid or revoked.", `"action":"admin_token.revoked"`,
+		`"action":"key.revoked"`, `"action":"backup.taken"`, `"action":"root_token.rolled"`} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("walkthrough output lacks %s:\n%s", want, out)
 		}

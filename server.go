@@ -83,6 +83,10 @@ func (s *server) routes() {
 	rt.GET(a+"/orgs", s.admin(anyAdmin, s.listOrgs))
 	rt.GET(a+"/orgs/:org", s.admin(orgAdmin, s.getOrg))
 	rt.POST(a+"/orgs/:org/admin-tokens", s.admin(rootOnly, s.createAdminToken))
+	rt.GET(a+"/orgs/:org/admin-tokens", s.admin(orgAdmin, s.listAdminTokens))
+	rt.POST(a+"/orgs/:org/admin-tokens/:token/revoke", s.admin(orgAdmin, s.revokeAdminToken))
+	rt.POST(a+"/orgs/:org/admin-tokens/:token/roll", s.admin(orgAdmin, s.rollAdminToken))
+	rt.POST(a+"/admin-token/roll", s.admin(rootOnly, s.rollRootToken))
 	rt.POST(a+"/orgs/:org/keys", s.admin(orgAdmin, s.createKey))
 	rt.GET(a+"/orgs/:org/keys", s.admin(orgAdmin, s.listKeys))
 	rt.GET(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.getKey))
@@ -90,7 +94,9 @@ func (s *server) routes() {
 	rt.POST(a+"/orgs/:org/keys/:key/roll", s.admin(orgAdmin, s.rollKey))
 	rt.GET(a+"/orgs/:org/logs", s.admin(orgAdmin, s.orgLogs))
 	rt.GET(a+"/orgs/:org/usage", s.admin(orgAdmin, s.orgUsage))
+	rt.GET(a+"/orgs/:org/audit", s.admin(orgAdmin, s.orgAudit))
 	rt.GET(a+"/logs", s.admin(rootOnly, s.serverLogs))
+	rt.GET(a+"/audit", s.admin(rootOnly, s.allAudit))
 	rt.GET(a+"/backup", s.admin(rootOnly, s.backup))
 	s.routeConsole(rt)
 	s.router = rt
@@ -139,6 +145,8 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 	flushCtx, stopFlusher := context.WithCancel(context.Background())
 	flushed := make(chan error, 1)
 	go func() { flushed <- s.behind.Run(flushCtx, s.cfg.flushInterval, s.log) }()
+	stopPruner := s.startAuditPruner()
+	defer stopPruner() // it ends before the store closes
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -210,7 +218,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 	if err := guardDB(s.loadState); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
 	}
-	s.behind = newWriteBehind(st, s.index, s.limiter, cfg.logRetention, now)
+	s.behind = newWriteBehind(st, s.index, s.limiter, &s.admins, cfg.logRetention, now)
 	s.routes()
 	return s, nil
 }
@@ -236,20 +244,20 @@ func (s *server) loadState() error {
 	if err != nil {
 		return fmt.Errorf("loading keys: %w", err)
 	}
-	err = s.store.LoadWrittenBehind(func(id [8]byte, at int64) {
-		if lu := lastUsed[id]; lu != nil {
-			lu.Store(at)
-		}
-	}, s.limiter.restore)
-	if err != nil {
-		return fmt.Errorf("loading usage state: %w", err)
-	}
 	tokens, err := s.store.Tokens()
 	if err != nil {
 		return fmt.Errorf("loading admin tokens: %w", err)
 	}
-	for _, t := range tokens {
-		s.admins.addOrgToken(t.Hash, t.OrgID)
+	for i := range tokens {
+		s.admins.addOrgToken(&tokens[i])
+	}
+	err = s.store.LoadWrittenBehind(func(id [8]byte, at int64) {
+		if lu := lastUsed[id]; lu != nil {
+			lu.Store(at)
+		}
+	}, s.limiter.restore, s.admins.restoreUse)
+	if err != nil {
+		return fmt.Errorf("loading usage state: %w", err)
 	}
 	if err := s.store.DropMappedPages(); err != nil {
 		s.log.Warn().Err(err).Msg("dropping mapped db pages after load")

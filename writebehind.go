@@ -11,7 +11,8 @@ import (
 
 // writeBehind holds what the guarded surface writes behind its answers: log
 // entries, usage counts, last-used times and (from the limiter) rate-limit
-// state. The request path adds to memory under one short lock; Flush hands
+// state; and the admin tokens' last use, so that no admin request waits
+// on a write of its own either. The request path adds to memory under one short lock; Flush hands
 // everything to the store, which writes it in one transaction; Run flushes
 // every interval and once more when it ends. When the disk falls behind by
 // more than maxPending entries, new log entries are dropped and counted;
@@ -21,7 +22,8 @@ type writeBehind struct {
 	store     *store
 	index     *keyIndex // the org ids of entries and usage rows
 	limiter   *limiter
-	retention int // --log-retention
+	admins    *adminTokens // their last use
+	retention int          // --log-retention
 	now       func() time.Time
 
 	mu      sync.Mutex
@@ -45,9 +47,9 @@ type writeBehind struct {
 	segments  []byte         // encoded entries of the flush under way
 }
 
-func newWriteBehind(st *store, ix *keyIndex, lim *limiter, retention int, now func() time.Time) *writeBehind {
+func newWriteBehind(st *store, ix *keyIndex, lim *limiter, admins *adminTokens, retention int, now func() time.Time) *writeBehind {
 	return &writeBehind{
-		store: st, index: ix, limiter: lim, retention: retention, now: now,
+		store: st, index: ix, limiter: lim, admins: admins, retention: retention, now: now,
 		usage:   make(map[usageKey]*usageCounts),
 		touched: make(map[*keyEntry]struct{}),
 		folds:   make(map[foldKey]*fold),
@@ -215,11 +217,13 @@ func (wb *writeBehind) Flush() (err error) {
 	wb.touched = make(map[*keyEntry]struct{})
 	wb.mu.Unlock()
 	buckets := wb.limiter.takeDirty()
-	if len(pending) == 0 && len(usage) == 0 && len(touched) == 0 && len(buckets) == 0 {
+	tokenUses := wb.admins.takeUsed()
+	if len(pending) == 0 && len(usage) == 0 && len(touched) == 0 && len(buckets) == 0 && len(tokenUses) == 0 {
 		return nil
 	}
 	now := wb.now()
 	b := wb.batch(pending, usage, touched, buckets)
+	b.tokenUse = tokenUses
 	if prune := now.Sub(wb.lastPrune) > time.Hour; prune {
 		b.pruneUsageBefore = now.Add(-usageRetention).Unix()
 	}
@@ -228,6 +232,7 @@ func (wb *writeBehind) Flush() (err error) {
 		for id := range buckets {
 			wb.limiter.redirty(id)
 		}
+		wb.admins.putBackUsed(tokenUses)
 		return err
 	}
 	if b.pruneUsageBefore != 0 {
