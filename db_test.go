@@ -47,7 +47,7 @@ func TestSecretsNeverStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sec := range secrets {
-		for what, b := range map[string][]byte{"db file": db, "server output": te.stderr.Bytes(),
+		for what, b := range map[string][]byte{"db file": db, "server log": te.stderr.Bytes(), "server stdout": te.stdout.Bytes(),
 			"key listing": list.body, "logs": logs.body} {
 			if bytes.Contains(b, []byte(sec)) {
 				t.Errorf("%s contains the secret %s…", what, sec[:12])

@@ -134,7 +134,7 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: orDefault(s.cfg.readHeaderTimeout, defaultReadHeaderTimeout),
 		IdleTimeout:       orDefault(s.cfg.idleTimeout, defaultIdleTimeout),
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          nil,
+		ErrorLog:          stdLogger(s.log),
 	}
 	flushCtx, stopFlusher := context.WithCancel(context.Background())
 	flushed := make(chan error, 1)
