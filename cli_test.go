@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -288,5 +290,31 @@ func TestStdLoggerLines(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &entry); err != nil || entry.Level != "warn" ||
 		entry.Message != "http: TLS handshake error from 127.0.0.1:1" {
 		t.Fatalf("standard library log line = %q (%v); want a warn line with its message", buf.String(), err)
+	}
+}
+
+// TestHealthHEAD: load balancers and uptime checks probe with HEAD; the
+// real server answers it on /healthz and /readyz as it answers GET, with
+// no body.
+func TestHealthHEAD(t *testing.T) {
+	t.Parallel()
+	c := startKeyhole(t, "--db", filepath.Join(t.TempDir(), "k.db"), "--admin-token", testRootToken)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		get, err := http.Get(c.url() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		get.Body.Close()
+		head, err := http.Head(c.url() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(head.Body)
+		head.Body.Close()
+		if head.StatusCode != 200 || get.StatusCode != 200 || len(body) != 0 ||
+			head.Header.Get("Content-Type") != get.Header.Get("Content-Type") {
+			t.Errorf("HEAD %s = %d %q %q; want 200 like GET's %d %q, no body", path, head.StatusCode,
+				head.Header.Get("Content-Type"), body, get.StatusCode, get.Header.Get("Content-Type"))
+		}
 	}
 }

@@ -152,6 +152,10 @@ var ownHeaderNames = []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-
 // id and, for an identified key (d not nil), the headers of SPEC 4. The
 // per-request values are one string and one slice; limits and policies
 // are precomputed.
+//
+// RateLimit's t is the seconds until more quota: on a 429 that is
+// Retry-After, when a token is back in the window that refused; otherwise
+// X-RateLimit-Reset's, when the window is full again.
 func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	if d == nil {
 		h["X-Request-Id"] = []string{reqID}
@@ -162,18 +166,20 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	remaining := len(b)
 	b = strconv.AppendInt(b, d.reset, 10)
 	reset := len(b)
+	tFrom, tTo := remaining, reset // t is X-RateLimit-Reset's value…
+	if !d.allowed {
+		b = strconv.AppendInt(b, d.retryAfter, 10)
+		tFrom, tTo = reset, len(b) // …or, on a 429, Retry-After's
+	}
+	retry := len(b)
 	b = append(b, '"')
 	b = append(b, d.limits[d.tightest].Window...)
 	b = append(b, `";r=`...)
 	b = append(b, b[:remaining]...)
 	b = append(b, ";t="...)
-	b = append(b, b[remaining:reset]...)
-	rateLimit := len(b)
-	if !d.allowed {
-		b = strconv.AppendInt(b, d.retryAfter, 10)
-	}
+	b = append(b, b[tFrom:tTo]...)
 	all := string(b)
-	vals := []string{reqID, all[:remaining], all[remaining:reset], all[reset:rateLimit], all[rateLimit:]}
+	vals := []string{reqID, all[:remaining], all[remaining:reset], all[retry:], all[reset:retry]}
 	h["X-Request-Id"] = vals[0:1:1]
 	h["X-Ratelimit-Limit"] = d.set.limitValue[d.tightest]
 	h["X-Ratelimit-Remaining"] = vals[1:2:2]

@@ -70,8 +70,10 @@ func (s *server) routes() {
 		adminSurface.fail(w, errInternal, newRequestID(), nil)
 	}
 
-	rt.HandlerFunc("GET", "/healthz", s.serveHealth)
-	rt.HandlerFunc("GET", "/readyz", s.serveReady)
+	for _, m := range []string{"GET", "HEAD"} { // HEAD: load balancers' and uptime checkers' probes
+		rt.HandlerFunc(m, "/healthz", s.serveHealth)
+		rt.HandlerFunc(m, "/readyz", s.serveReady)
+	}
 	rt.HandlerFunc("GET", "/metrics", s.serveMetrics)
 	rt.HandlerFunc("POST", verifyPath, s.serveVerify)
 	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
