@@ -161,8 +161,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	db := filepath.Join(t.TempDir(), "walkthrough.db")
 	c := startKeyhole(t, "--db", db, "--admin-token", "walkthrough-root-token-change-me")
-	script := "set -euo pipefail\n" + strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url())
-	script = strings.ReplaceAll(script, "/tmp/keyhole-backup.db", filepath.Join(t.TempDir(), "backup.db"))
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	script := "set -euo pipefail\numask 022\n" + strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url())
+	script = strings.ReplaceAll(script, "/tmp/keyhole-backup.db", backup)
 	cmd := exec.Command("bash", "-c", script)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -173,6 +174,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 			t.Errorf("walkthrough output lacks %s:\n%s", want, out)
 		}
 	}
+	checkMode(t, backup, 0o600)
 }
 
 // skipShort skips a slow test under -short, a quick run by hand; never
