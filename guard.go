@@ -248,7 +248,10 @@ func (s *server) serveGuarded(w http.ResponseWriter, r *http.Request) {
 	sw.dec, sw.decided = v.dec, v.decided
 	// Deferred, so that a proxied response the upstream breaks off midway
 	// (ReverseProxy then panics with http.ErrAbortHandler) is logged too.
-	defer func() { s.record(r.Method, r.URL.Path, sw.logged(), start, &v, sw.reqID) }()
+	defer func() {
+		status := sw.logged()
+		s.metrics.observe(surfGuarded, status, s.record(r.Method, r.URL.Path, status, start, &v, sw.reqID))
+	}()
 	s.answerGuarded(sw, r, &v)
 }
 
@@ -297,7 +300,7 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 		// without another entry in the header map.
 		w.WriteHeader(200)
 	}
-	s.record(method, path, status, start, &v, reqID)
+	s.metrics.observe(surfAuth, status, s.record(method, path, status, start, &v, reqID))
 }
 
 // forwardedRequest reads the method and path of the request a front proxy

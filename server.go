@@ -25,6 +25,7 @@ type server struct {
 	// defaultLimits are --rate-limits, for keys without their own.
 	defaultLimits *limitSet
 	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
+	metrics       *promMetrics
 	rules         []scopeRule
 	format        keyFormat
 	envError      *apiError
@@ -51,7 +52,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveAuth(w, r)
 		return
 	}
-	s.router.ServeHTTP(w, r)
+	if r.URL.Path == verifyPath && r.Method == http.MethodPost { // likewise
+		s.serveVerify(w, r)
+		return
+	}
+	s.serveRouted(w, r)
 }
 
 func (s *server) routes() {
@@ -213,6 +218,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
 	}
 	s.behind = newWriteBehind(st, s.index, s.limiter, cfg.logRetention, now)
+	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
 }
