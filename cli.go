@@ -327,7 +327,7 @@ func commandHelp(fs *flag.FlagSet) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: keyhole %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
 	if cmd.name == "serve" {
-		b.WriteString("See README.md for what each does; SPEC.md is the contract.\n")
+		b.WriteString("README.md says more of each; the log goes to stderr, a new root token to stdout.\n")
 	}
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	n := 0

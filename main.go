@@ -209,10 +209,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, logger zerolog.Log
 		return fmt.Errorf("listen %s: %w", cfg.addr, err)
 	}
 	addr := ln.Addr().String()
-	s.log.Info().Str("addr", addr).Str("version", describeBuild(version, buildInfo())).Msg("listening on http://" + addr)
 	if cfg.demo {
 		s.printDemoHint(stdout, addr)
 	}
+	// Last: whoever waits for this line finds everything else printed.
+	s.log.Info().Str("addr", addr).Str("version", describeBuild(version, buildInfo())).Msg("listening on http://" + addr)
 	if ready != nil {
 		ready <- addr
 	}
