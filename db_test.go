@@ -62,7 +62,7 @@ func TestSecretsNeverStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	searched := map[string][]byte{"db file": db, "server output": te.stderr.Bytes()}
+	searched := map[string][]byte{"db file": db, "server log": te.stderr.Bytes(), "server stdout": te.stdout.Bytes()}
 	for what, r := range answers {
 		searched[what] = r.body
 	}

@@ -29,12 +29,14 @@ func (s *server) seedDemo() error {
 	return nil
 }
 
-// printDemoHint prints ready-to-paste commands once, then forgets the keys.
+// printDemoHint prints ready-to-paste commands once to w, the operator's
+// stdout (they hold the keys), then forgets the keys.
 func (s *server) printDemoHint(w io.Writer, addr string) {
 	if len(s.demoKeys) == 0 {
-		fmt.Fprintf(w, "keyhole: --demo: the db already has data, so no demo keys were made (use a fresh --db to see them)\n")
+		s.log.Warn().Msg("--demo: the db already has data, so no demo keys were made (use a fresh --db to see them)")
 		return
 	}
+	s.log.Info().Str("org_id", s.demoOrg).Msg("--demo: made org demo with a test and a live key; printed curl commands with them to stdout")
 	base := "http://" + addr
 	fmt.Fprintf(w, "\nkeyhole demo: org %q (id %s) with one test and one live key. Try:\n\n", "demo", s.demoOrg)
 	for _, k := range s.demoKeys {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,6 +41,11 @@ server {
         auth_request_set $keyhole_request_id $upstream_http_x_request_id;
         auth_request_set $keyhole_status     $upstream_status;
         auth_request_set $keyhole_retry      $upstream_http_retry_after;
+        auth_request_set $keyhole_rl_limit   $upstream_http_x_ratelimit_limit;
+        auth_request_set $keyhole_rl_left    $upstream_http_x_ratelimit_remaining;
+        auth_request_set $keyhole_rl_reset   $upstream_http_x_ratelimit_reset;
+        auth_request_set $keyhole_rl_policy  $upstream_http_ratelimit_policy;
+        auth_request_set $keyhole_rl         $upstream_http_ratelimit;
         error_page 500 = @keyhole_error;
 
         proxy_set_header X-Keyhole-Org    $keyhole_org;
@@ -51,6 +57,19 @@ server {
         proxy_set_header X-Api-Key        "";
         proxy_set_header HTTP2-Settings   "";
         proxy_pass http://api;
+
+        # keyhole's rate-limit headers on the answer, in place of any the
+        # upstream sends (an empty value adds nothing)
+        proxy_hide_header X-RateLimit-Limit;
+        proxy_hide_header X-RateLimit-Remaining;
+        proxy_hide_header X-RateLimit-Reset;
+        proxy_hide_header RateLimit-Policy;
+        proxy_hide_header RateLimit;
+        add_header X-RateLimit-Limit     $keyhole_rl_limit always;
+        add_header X-RateLimit-Remaining $keyhole_rl_left always;
+        add_header X-RateLimit-Reset     $keyhole_rl_reset always;
+        add_header RateLimit-Policy      $keyhole_rl_policy always;
+        add_header RateLimit             $keyhole_rl always;
     }
 
     location = /_keyhole {
@@ -66,7 +85,12 @@ server {
     # into 500: give keyhole's 429 and 400 back as they are.
     location @keyhole_error {
         if ($keyhole_status = 429) {
-            add_header Retry-After $keyhole_retry always;
+            add_header Retry-After           $keyhole_retry always;
+            add_header X-RateLimit-Limit     $keyhole_rl_limit always;
+            add_header X-RateLimit-Remaining $keyhole_rl_left always;
+            add_header X-RateLimit-Reset     $keyhole_rl_reset always;
+            add_header RateLimit-Policy      $keyhole_rl_policy always;
+            add_header RateLimit             $keyhole_rl always;
             return 429;
         }
         if ($keyhole_status = 400) {
@@ -87,10 +111,21 @@ const caddySnippet = `
 		request_header -X-Keyhole-Env
 		request_header -X-Keyhole-Scopes
 		request_header -X-Request-Id
+		request_header -X-RateLimit-*
+		request_header -RateLimit*
 		forward_auth KEYHOLE {
 			uri /v1/auth
-			copy_headers X-Keyhole-Org X-Keyhole-Key-Id X-Keyhole-Env X-Keyhole-Scopes X-Request-Id
+			copy_headers X-Keyhole-Org X-Keyhole-Key-Id X-Keyhole-Env X-Keyhole-Scopes X-Request-Id X-RateLimit-Limit X-RateLimit-Remaining X-RateLimit-Reset RateLimit-Policy RateLimit
 		}
+		# copy_headers puts keyhole's rate-limit headers on the request:
+		# move them to the answer.
+		header X-RateLimit-Limit {http.request.header.X-RateLimit-Limit}
+		header X-RateLimit-Remaining {http.request.header.X-RateLimit-Remaining}
+		header X-RateLimit-Reset {http.request.header.X-RateLimit-Reset}
+		header RateLimit-Policy {http.request.header.RateLimit-Policy}
+		header RateLimit {http.request.header.RateLimit}
+		request_header -X-RateLimit-*
+		request_header -RateLimit*
 		# reverse_proxy drops the headers a client's Connection header
 		# names, keyhole's too, and passes on any Upgrade, h2c too: keep
 		# Connection only for a WebSocket upgrade, and only as that.
@@ -112,6 +147,9 @@ const caddySnippet = `
 		reverse_proxy API {
 			header_up -Authorization
 			header_up -X-Api-Key
+			# keyhole's rate-limit headers stand, not the upstream's
+			header_down -X-RateLimit-*
+			header_down -RateLimit*
 		}
 	}
 `
@@ -135,6 +173,12 @@ const traefikSnippet = `http:
           - X-Keyhole-Env
           - X-Keyhole-Scopes
           - X-Request-Id
+          # upstream only: Traefik cannot put them on the answer
+          - X-RateLimit-Limit
+          - X-RateLimit-Remaining
+          - X-RateLimit-Reset
+          - RateLimit-Policy
+          - RateLimit
     drop-headers:
       headers:
         customRequestHeaders:  # an empty value removes the header
@@ -225,6 +269,7 @@ http {
 		spoof:            "X-Forwarded-Uri",
 		underscoreStatus: 200, // nginx drops the names before keyhole sees them
 		upgradeStatus:    400,
+		rateLimitAnswer:  true,
 	})
 }
 
@@ -264,6 +309,7 @@ http://%s {
 		websocket:        true,
 		underscoreStatus: 400,
 		upgradeStatus:    400,
+		rateLimitAnswer:  true,
 	})
 }
 
@@ -320,6 +366,7 @@ log:
 		underscoreStatus: 400,
 		upgradeStatus:    404, // the router's rule, before keyhole is asked
 		cleansPaths:      true,
+		rateLimitToAPI:   true, // and not to the client: authResponseHeaders go upstream only
 	})
 }
 
@@ -342,6 +389,11 @@ type front struct {
 	upgradeStatus int
 	// cleansPaths says the proxy resolves /../ itself before asking keyhole.
 	cleansPaths bool
+	// rateLimitAnswer says keyhole's rate-limit headers of a 200 reach the
+	// client on the API's answer (in place of the API's own).
+	rateLimitAnswer bool
+	// rateLimitToAPI says they reach the API instead.
+	rateLimitToAPI bool
 }
 
 // frontEnv is a keyhole process with a rules file, its keys, and the
@@ -387,6 +439,8 @@ func frontUpstream(w http.ResponseWriter, r *http.Request) {
 	upgrade := r.Header.Get("Upgrade")
 	if upgrade == "" || !hasToken(r.Header.Values("Connection"), "upgrade") {
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-RateLimit-Remaining", "5000") // an API's own, which keyhole's replace where they can
+		w.Header().Set("RateLimit", upstreamRateLimit)
 		fmt.Fprintf(w, `{"upstream":true,"path":%q}`+"\n", r.URL.Path)
 		return
 	}
@@ -402,6 +456,44 @@ func frontUpstream(w http.ResponseWriter, r *http.Request) {
 	line, _ := brw.ReadString('\n')
 	brw.WriteString("echo " + line)
 	brw.Flush()
+}
+
+const upstreamRateLimit = `"api";r=5000;t=1`
+
+// keyholeRateLimit is what keyhole's rate-limit headers look like for a key
+// of 100/1m that has been used.
+var keyholeRateLimit = map[string]*regexp.Regexp{
+	"X-Ratelimit-Limit":     regexp.MustCompile(`^100$`),
+	"X-Ratelimit-Remaining": regexp.MustCompile(`^\d{1,2}$`),
+	"X-Ratelimit-Reset":     regexp.MustCompile(`^\d+$`),
+	"Ratelimit-Policy":      regexp.MustCompile(`^"1m";q=100;w=60$`),
+	"Ratelimit":             regexp.MustCompile(`^"1m";r=\d{1,2};t=\d+$`),
+}
+
+// checkRateLimitHeaders fails unless h has keyhole's rate-limit headers,
+// one of each, that agree with each other.
+func checkRateLimitHeaders(t *testing.T, where string, h http.Header) {
+	t.Helper()
+	for name, re := range keyholeRateLimit {
+		if got := h.Values(name); len(got) != 1 || !re.MatchString(got[0]) {
+			t.Errorf("%s: %s = %q; want one of keyhole's, matching %s", where, name, got, re)
+		}
+	}
+	if want := `"1m";r=` + h.Get("X-Ratelimit-Remaining") + ";t=" + h.Get("X-Ratelimit-Reset"); h.Get("Ratelimit") != want {
+		t.Errorf("%s: RateLimit = %q; want %q, as the X-RateLimit-* say", where, h.Get("Ratelimit"), want)
+	}
+}
+
+// checkAnswerRateLimit checks the rate-limit headers of an answer of the
+// API that got through f: keyhole's where f can deliver them, else the
+// API's own, as they were.
+func checkAnswerRateLimit(t *testing.T, f front, h http.Header) {
+	t.Helper()
+	if f.rateLimitAnswer {
+		checkRateLimitHeaders(t, "the answer to the client", h)
+	} else if got := h.Values("Ratelimit"); len(got) != 1 || got[0] != upstreamRateLimit {
+		t.Errorf("the answer's RateLimit = %q; want the API's own %q", got, upstreamRateLimit)
+	}
 }
 
 // hasToken says whether a comma-separated header holds token, in any case.
@@ -512,6 +604,9 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 		checkForwardedIdentity(t, seen.header, want)
 		checkRequestID(t, seen.header, clientID)
 		checkNothingSmuggled(t, seen.header)
+		if f.rateLimitToAPI {
+			checkRateLimitHeaders(t, "the request to the API", seen.header)
+		}
 		return seen
 	}
 	// refused checks a refusal that never reached the upstream.
@@ -523,14 +618,18 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 		if n := len(fe.up.requests()); n != before {
 			t.Fatalf("the upstream was reached by a request that was refused")
 		}
-		if wantStatus == 429 && r.header.Get("Retry-After") == "" {
-			t.Errorf("429 without Retry-After")
+		if retry := r.header.Get("Retry-After"); wantStatus == 429 && (retry == "" ||
+			r.header.Get("X-Ratelimit-Remaining") != "0" || r.header.Get("Ratelimit") != `"1m";r=0;t=`+retry) {
+			t.Errorf("429 Retry-After %q, X-RateLimit-Remaining %q, RateLimit %q; want RateLimit's t to be Retry-After, nothing left",
+				retry, r.header.Get("X-Ratelimit-Remaining"), r.header.Get("Ratelimit"))
+		}
+		// A refusal of an identified key carries its rate-limit headers.
+		if identified := wantCode == "environment_mismatch" || wantCode == "insufficient_scope"; identified &&
+			(f.bodies || f.rateLimitAnswer) && r.header.Get("X-Ratelimit-Limit") == "" {
+			t.Errorf("%d %s without keyhole's rate-limit headers", wantStatus, wantCode)
 		}
 		if !f.bodies || wantCode == "" {
 			return
-		}
-		if wantStatus == 429 && r.header.Get("X-Ratelimit-Remaining") != "0" {
-			t.Errorf("429 X-RateLimit-Remaining = %q; want 0", r.header.Get("X-Ratelimit-Remaining"))
 		}
 		var e errorBody
 		if err := json.Unmarshal(r.body, &e); err != nil || e.Error.Code != wantCode {
@@ -554,6 +653,8 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 		{"test key on the test base", "POST", "/api/v1/dev/sms/send", bearer(fe.test), fe.testID, "test", "sms:send"},
 		{"key without scopes, spoofing some", "GET", "/api/v1/prod/things", with(bearer(fe.plain), spoofed...), fe.plainID, "live", ""},
 		{"client's own request id", "GET", "/api/v1/prod/things", with(bearer(fe.live), "X-Request-Id", clientID), fe.liveID, "live", "sms:send"},
+		{"client's own rate-limit headers", "GET", "/api/v1/prod/things", with(bearer(fe.live), "RateLimit", `"1m";r=5000;t=0`,
+			"X-RateLimit-Remaining", "5000", "RateLimit-Policy", `"1m";q=5000;w=60`), fe.liveID, "live", "sms:send"},
 		// A proxy that drops the headers a client's Connection header names,
 		// after setting keyhole's, sends the API no identity, or the client's.
 		{"Connection naming keyhole's headers", "GET", "/api/v1/prod/things",
@@ -574,6 +675,7 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 				t.Fatalf("%s %s = %d %q; want 200 from the upstream", tt.method, tt.path, r.status, r.body)
 			}
 			reached(t, before, tt.method, tt.path, tt.wantID, tt.wantEnv, tt.wantScopes)
+			checkAnswerRateLimit(t, f, r.header)
 		})
 	}
 

@@ -56,11 +56,11 @@ func newFuzzEnv(tb testing.TB, modify ...func(*config)) (*testEnv, func()) {
 		tb.Fatal(err)
 	}
 	st.db.NoSync = true // durability is not fuzzed here, and an fsync per 201 slows fuzzing
-	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stdout: new(bytes.Buffer), stderr: new(bytes.Buffer)}
 	te.testClient = &testClient{handler: te} // te.t is set inside f.Fuzz
 	s, err := newServer(cfg, st, te.clock.Now, zerolog.New(te.stderr))
 	if err == nil {
-		err = s.firstStart(te.stderr)
+		err = s.firstStart(te.stdout)
 	}
 	if err != nil {
 		st.Close()

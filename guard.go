@@ -154,6 +154,10 @@ var ownHeaderNames = []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-
 // id and, for an identified key (d not nil), the headers of SPEC 4. The
 // per-request values are one string and one slice; limits and policies
 // are precomputed.
+//
+// RateLimit's t is the seconds until more quota: on a 429 that is
+// Retry-After, when a token is back in the window that refused; otherwise
+// X-RateLimit-Reset's, when the window is full again.
 func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	if d == nil {
 		h["X-Request-Id"] = []string{reqID}
@@ -164,18 +168,20 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	remaining := len(b)
 	b = strconv.AppendInt(b, d.reset, 10)
 	reset := len(b)
+	tFrom, tTo := remaining, reset // t is X-RateLimit-Reset's value…
+	if !d.allowed {
+		b = strconv.AppendInt(b, d.retryAfter, 10)
+		tFrom, tTo = reset, len(b) // …or, on a 429, Retry-After's
+	}
+	retry := len(b)
 	b = append(b, '"')
 	b = append(b, d.limits[d.tightest].Window...)
 	b = append(b, `";r=`...)
 	b = append(b, b[:remaining]...)
 	b = append(b, ";t="...)
-	b = append(b, b[remaining:reset]...)
-	rateLimit := len(b)
-	if !d.allowed {
-		b = strconv.AppendInt(b, d.retryAfter, 10)
-	}
+	b = append(b, b[tFrom:tTo]...)
 	all := o.seal(b)
-	o.vals = [5]string{reqID, all[:remaining], all[remaining:reset], all[reset:rateLimit], all[rateLimit:]}
+	o.vals = [5]string{reqID, all[:remaining], all[remaining:reset], all[retry:], all[reset:retry]}
 	h["X-Request-Id"] = o.vals[0:1:1]
 	h["X-Ratelimit-Limit"] = d.set.limitValue[d.tightest]
 	h["X-Ratelimit-Remaining"] = o.vals[1:2:2]
@@ -261,7 +267,10 @@ func (s *server) serveGuarded(w http.ResponseWriter, r *http.Request) {
 	sw.dec, sw.decided = v.dec, v.decided
 	// Deferred, so that a proxied response the upstream breaks off midway
 	// (ReverseProxy then panics with http.ErrAbortHandler) is logged too.
-	defer func() { s.record(r.Method, r.URL.Path, sw.logged(), start, &v, sw.reqID) }()
+	defer func() {
+		status := sw.logged()
+		s.metrics.observe(surfGuarded, status, s.record(r.Method, r.URL.Path, status, start, &v, sw.reqID))
+	}()
 	s.answerGuarded(sw, r, &v)
 }
 
@@ -310,7 +319,7 @@ func (s *server) serveAuth(w http.ResponseWriter, r *http.Request) {
 		// without another entry in the header map.
 		w.WriteHeader(200)
 	}
-	s.record(method, path, status, start, &v, reqID)
+	s.metrics.observe(surfAuth, status, s.record(method, path, status, start, &v, reqID))
 }
 
 // forwardedRequest reads the method and path of the request a front proxy

@@ -51,7 +51,8 @@ type testEnv struct {
 	clock  *fakeClock
 	dbPath string
 	cfg    config
-	stderr *bytes.Buffer
+	stdout *bytes.Buffer // what is shown to the operator once
+	stderr *bytes.Buffer // the log
 }
 
 func testConfig(t testing.TB) config {
@@ -72,7 +73,7 @@ func newTestEnv(t testing.TB, modify ...func(*config)) *testEnv {
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stderr: new(bytes.Buffer)}
+	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stdout: new(bytes.Buffer), stderr: new(bytes.Buffer)}
 	te.testClient = &testClient{t: t, handler: te}
 	te.open()
 	return te
@@ -89,7 +90,7 @@ func (te *testEnv) open() {
 		st.Close()
 		te.t.Fatal(err)
 	}
-	if err := s.firstStart(te.stderr); err != nil {
+	if err := s.firstStart(te.stdout); err != nil {
 		te.t.Fatal(err)
 	}
 	te.s = s

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -170,5 +171,43 @@ func TestRateLimitHeaders(t *testing.T) {
 	}
 	if r := te.do("GET", "/api/v1/prod/whoami", ""); r.header.Get("X-RateLimit-Limit") != "" {
 		t.Fatalf("unidentified request carries rate-limit headers")
+	}
+}
+
+// TestRateLimitedHeadersAgree: on a 429, RateLimit names the window that
+// refused, its t is Retry-After (the seconds until a token is back there),
+// and the message is SPEC 3's for that window.
+func TestRateLimitedHeadersAgree(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	tests := []struct {
+		limits  string // the key's rate_limits
+		takes   int    // allowed requests before the 429
+		advance time.Duration
+		want    string // RateLimit on the 429
+		retry   string
+		message string
+	}{
+		{`[{"limit":10,"window":"1m"},{"limit":1000,"window":"1h"}]`, 10, 0, `"1m";r=0;t=6`, "6", "Rate limit exceeded. Wait a minute before retrying."},
+		{`[{"limit":10,"window":"1m"},{"limit":1000,"window":"1h"}]`, 10, 4 * time.Second, `"1m";r=0;t=2`, "2", "Rate limit exceeded. Wait a minute before retrying."},
+		{`[{"limit":100,"window":"1m"},{"limit":3,"window":"1h"}]`, 3, 0, `"1h";r=0;t=1200`, "1200", "Hourly rate limit exceeded."},
+		{`[{"limit":1,"window":"1m"},{"limit":1,"window":"1h"}]`, 1, 0, `"1h";r=0;t=3600`, "3600", "Hourly rate limit exceeded."},
+		{`[{"limit":2,"window":"90s"}]`, 2, 0, `"90s";r=0;t=45`, "45", "Rate limit exceeded for the 90s window."},
+		{`[{"limit":4,"window":"1d"}]`, 4, 0, `"1d";r=0;t=21600`, "21600", "Rate limit exceeded for the 1d window."},
+	}
+	for _, tt := range tests {
+		_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":`+tt.limits+`}`)
+		for i := 0; i < tt.takes; i++ {
+			mustStatus(t, tt.limits, te.whoami(envLive, key), 200)
+		}
+		te.clock.Advance(tt.advance)
+		r := te.whoami(envLive, key)
+		var e errorBody
+		json.Unmarshal(r.body, &e)
+		if r.status != 429 || r.header.Get("RateLimit") != tt.want || r.header.Get("Retry-After") != tt.retry ||
+			e.Error.Message != tt.message || r.header.Get("X-RateLimit-Remaining") != "0" {
+			t.Errorf("%s after %d and %v: %d RateLimit %q Retry-After %q %q; want 429 %q %q %q", tt.limits, tt.takes, tt.advance,
+				r.status, r.header.Get("RateLimit"), r.header.Get("Retry-After"), e.Error.Message, tt.want, tt.retry, tt.message)
+		}
 	}
 }

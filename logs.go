@@ -57,13 +57,14 @@ const (
 // The entry keeps copies of what it logs: method and path are cut from the
 // request line or a header, and a substring would hold all of it (up to
 // 64 KiB a request) until the flush.
-func (s *server) record(method, path string, status int, start time.Time, v *verdict, reqID string) {
+func (s *server) record(method, path string, status int, start time.Time, v *verdict, reqID string) time.Duration {
 	e := pendingEntry{at: start.UnixNano(), latency: s.now().Sub(start), method: ownedMethod(method),
 		path: ownedPath(path), status: status, key: v.key, env: s.envForPath(path), reqID: reqID, touched: v.touched}
 	if v.key != nil {
 		e.env = v.key.env()
 	}
 	s.behind.Add(e, start, v.err != nil)
+	return e.latency
 }
 
 // ownedMethod is method as its own string, cut to maxMethodLen: the

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,9 +18,6 @@ import (
 
 	"github.com/rs/zerolog"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
 
 type config struct {
 	addr          string
@@ -37,6 +33,7 @@ type config struct {
 	flushInterval time.Duration
 	adminToken    string
 	demo          bool
+	logFormat     string // logJSON or logText
 	// auditRetention is how long audit entries are kept.
 	auditRetention time.Duration
 
@@ -74,121 +71,69 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-func main() {
-	if err := runMain(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "keyhole:", err)
-		os.Exit(1)
-	}
-}
-
-func runMain(args []string, stdout, stderr io.Writer) error {
-	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "serve":
-		cfg, err := parseServeFlags(args, os.Getenv)
-		if err != nil {
-			return err
-		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return serve(ctx, cfg, stderr, nil)
-	case "admin-token":
-		return adminTokenCmd(args, stdout)
-	case "backup":
-		return backupCmd(args, stdout)
-	case "seed":
-		return seedCmd(args, stdout)
-	case "version":
-		fmt.Fprintln(stdout, "keyhole", buildVersion())
-		return nil
-	}
-	return fmt.Errorf("unknown command %q; commands: serve, admin-token reset, backup, version", cmd)
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
-		return info.Main.Version
-	}
-	return "(devel)"
-}
-
-// newFlagSet binds every flag to its KEYHOLE_* variable; a flag on the
-// command line wins over the variable.
-func parseWithEnv(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "KEYHOLE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(name); v != "" && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	return fs.Parse(args)
-}
-
 func parseServeFlags(args []string, getenv func(string) string) (config, error) {
 	var c config
-	fs := flag.NewFlagSet("keyhole serve", flag.ContinueOnError)
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&c.dbPath, "db", "keyhole.db", "bbolt file (created 0600)")
-	fs.StringVar(&c.brand, "brand", "kh", "key prefix brand: keys look like kh_live_…")
-	fs.StringVar(&c.keyStyle, "key-style", stylePrefixed, "prefixed or split")
-	fs.StringVar(&c.upstream, "upstream", "", "URL to reverse-proxy guarded requests to")
-	fs.StringVar(&c.rulesPath, "rules", "", "JSON file of route → scope rules")
-	fs.StringVar(&c.testBase, "test-base", "/api/v1/dev/", "base path of the test environment")
-	fs.StringVar(&c.liveBase, "live-base", "/api/v1/prod/", "base path of the live environment")
-	fs.StringVar(&c.rateLimitSpec, "rate-limits", "5/1m,100/1h", "default per-key windows, LIMIT/DURATION list")
-	fs.IntVar(&c.logRetention, "log-retention", 10000, "request-log entries kept per organization")
+	fs := newFlagSet("serve")
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen `ADDRESS`, host:port")
+	fs.StringVar(&c.dbPath, "db", "keyhole.db", "bbolt `FILE` (created 0600)")
+	fs.StringVar(&c.brand, "brand", "kh", "key prefix `BRAND`: keys look like kh_live_…")
+	fs.StringVar(&c.keyStyle, "key-style", stylePrefixed, "`STYLE` of new keys: prefixed or split")
+	fs.StringVar(&c.upstream, "upstream", "", "`URL` to reverse-proxy guarded requests to")
+	fs.StringVar(&c.rulesPath, "rules", "", "JSON `FILE` of route → scope rules")
+	fs.StringVar(&c.testBase, "test-base", "/api/v1/dev/", "base `PATH` of the test environment")
+	fs.StringVar(&c.liveBase, "live-base", "/api/v1/prod/", "base `PATH` of the live environment")
+	fs.StringVar(&c.rateLimitSpec, "rate-limits", "5/1m,100/1h", "default per-key windows, a `LIMIT/DURATION,…` list")
+	fs.IntVar(&c.logRetention, "log-retention", 10000, "`N`, the request-log entries kept per organization")
 	fs.DurationVar(&c.flushInterval, "flush-interval", time.Second, "most time logs, counters and last-used wait in memory")
-	fs.StringVar(&c.adminToken, "admin-token", "", "sets the root admin token")
+	fs.StringVar(&c.adminToken, "admin-token", "", "sets the root admin `TOKEN` (at least 16 characters)")
 	fs.BoolVar(&c.demo, "demo", false, "on an empty db, create org demo with a test and a live key")
 	c.auditRetention = defaultAuditKeep
 	fs.Var(daysFlag{&c.auditRetention}, "audit-retention", "how long audit entries are kept, like 365d or 720h")
-	if err := parseWithEnv(fs, args, getenv); err != nil {
+	fs.StringVar(&c.logFormat, "log-format", logJSON, "`FORMAT` of the log on stderr: json, or text for a terminal")
+	if err := parseFlags(fs, args, getenv); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return c, usageErrorf("serve", "unexpected argument %q", fs.Arg(0))
 	}
 	return c, c.validate()
 }
 
+// validate checks what the flags' types do not, and names the form wanted.
 func (c *config) validate() error {
 	var err error
 	if c.rateLimits, err = parseRateLimits(c.rateLimitSpec); err != nil {
-		return fmt.Errorf("--rate-limits: %w", err)
+		return usageErrorf("serve", "--rate-limits: %v", err)
 	}
 	switch {
 	case !validBrand(c.brand):
-		return fmt.Errorf("--brand %q: want 1 to 16 lowercase letters or digits", c.brand)
+		return usageErrorf("serve", "--brand %q: want 1 to 16 lowercase letters or digits", c.brand)
 	case c.keyStyle != stylePrefixed && c.keyStyle != styleSplit:
-		return fmt.Errorf("--key-style %q: want prefixed or split", c.keyStyle)
-	case !validBase(c.testBase) || !validBase(c.liveBase):
-		return fmt.Errorf("--test-base and --live-base must start and end with / and not be /")
-	case strings.HasPrefix(c.testBase, c.liveBase) || strings.HasPrefix(c.liveBase, c.testBase):
-		return fmt.Errorf("--test-base %q and --live-base %q must not contain each other", c.testBase, c.liveBase)
+		return usageErrorf("serve", "--key-style %q: want prefixed or split", c.keyStyle)
 	case c.logRetention < 1:
-		return fmt.Errorf("--log-retention must be at least 1")
+		return usageErrorf("serve", "--log-retention %d: want a whole number of at least 1", c.logRetention)
 	case c.flushInterval <= 0:
-		return fmt.Errorf("--flush-interval must be positive")
+		return usageErrorf("serve", "--flush-interval %s: want a positive duration such as 250ms or 1s", c.flushInterval)
 	case c.auditRetention < time.Hour:
-		return fmt.Errorf("--audit-retention must be at least 1h")
+		return usageErrorf("serve", "--audit-retention %s: want at least 1h, like 365d or 720h", c.auditRetention)
 	case c.dbPath == "":
-		return fmt.Errorf("--db must name a file")
+		return usageErrorf("serve", "--db is empty: want the path of a file")
+	case c.logFormat != logJSON && c.logFormat != logText:
+		return usageErrorf("serve", "--log-format %q: want json or text", c.logFormat)
+	}
+	return c.validateBases()
+}
+
+func (c *config) validateBases() error {
+	switch {
+	case !validBase(c.testBase) || !validBase(c.liveBase):
+		return usageErrorf("serve", "--test-base %q, --live-base %q: want paths that start and end with / and are not /, such as /api/v1/dev/", c.testBase, c.liveBase)
+	case strings.HasPrefix(c.testBase, c.liveBase) || strings.HasPrefix(c.liveBase, c.testBase):
+		return usageErrorf("serve", "--test-base %q and --live-base %q must not contain each other", c.testBase, c.liveBase)
 	}
 	for _, reserved := range []string{"/admin/", "/v1/", "/healthz", "/readyz", "/metrics"} {
 		if strings.HasPrefix(c.testBase, reserved) || strings.HasPrefix(c.liveBase, reserved) {
-			return fmt.Errorf("base paths must not be under %s, which keyhole serves itself", reserved)
+			return usageErrorf("serve", "base paths must not be under %s, which keyhole serves itself", reserved)
 		}
 	}
 	return nil
@@ -242,10 +187,42 @@ func validBase(b string) bool {
 
 const lockTimeout = time.Second
 
+// serveCmd runs the server. From its first line, stderr is the log: the
+// errors that stop it, a bad flag's included, are log lines too.
+func serveCmd(c *cli, args []string) error {
+	cfg, err := parseServeFlags(args, c.getenv)
+	var help *helpText
+	if errors.As(err, &help) {
+		return err
+	}
+	logger := newLogger(c.stderr, logFormatOf(args, c.getenv))
+	redirectStdLog(logger)
+	if err == nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = serve(ctx, cfg, c.stdout, logger, nil)
+	}
+	if err != nil {
+		logger.Error().Msg(logMessage(err))
+		return loggedError{exitStatus(err)}
+	}
+	return nil
+}
+
+// logMessage is an error as one log message; a usage error points to help.
+func logMessage(err error) string {
+	var usage *usageError
+	if errors.As(err, &usage) {
+		return usage.msg + "; run 'keyhole serve --help' for usage"
+	}
+	return err.Error()
+}
+
 // serve runs keyhole until ctx ends, then drains requests and flushes.
-// ready, if not nil, receives the listening address.
-func serve(ctx context.Context, cfg config, stderr io.Writer, ready chan<- string) error {
-	logger := zerolog.New(stderr).With().Timestamp().Logger()
+// What is shown to the operator once (a new root token, the demo keys)
+// goes to stdout; everything else to the log. ready, if not nil,
+// receives the listening address.
+func serve(ctx context.Context, cfg config, stdout io.Writer, logger zerolog.Logger, ready chan<- string) error {
 	st, err := openStore(cfg.dbPath, lockTimeout)
 	if err != nil {
 		return err
@@ -268,29 +245,35 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, ready chan<- strin
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.addr, err)
 	}
-	if err := s.firstStart(stderr); err != nil {
+	if err := s.firstStart(stdout); err != nil {
 		ln.Close()
 		return err
 	}
-	fmt.Fprintf(stderr, "keyhole: listening on http://%s\n", ln.Addr())
+	addr := ln.Addr().String()
 	if cfg.demo {
-		s.printDemoHint(stderr, ln.Addr().String())
+		s.printDemoHint(stdout, addr)
 	}
+	// Last: whoever waits for this line finds everything else printed.
+	s.log.Info().Str("addr", addr).Str("version", describeBuild(version, buildInfo())).Msg("listening on http://" + addr)
 	if ready != nil {
-		ready <- ln.Addr().String()
+		ready <- addr
 	}
-	return s.run(ctx, ln)
+	err = s.run(ctx, ln)
+	if err == nil {
+		s.log.Info().Msg("stopped")
+	}
+	return err
 }
 
 // firstStart sets the root token from --admin-token, or on an empty db makes
-// one and prints it once; with --demo it also seeds the demo org. serve
-// calls it once it listens.
-func (s *server) firstStart(stderr io.Writer) error {
+// one and shows it once on stdout; with --demo it also seeds the demo org.
+// serve calls it once it listens.
+func (s *server) firstStart(stdout io.Writer) error {
 	empty, err := s.store.IsEmpty()
 	if err != nil {
 		return err
 	}
-	if err := s.setRootToken(empty, stderr); err != nil {
+	if err := s.setRootToken(empty, stdout); err != nil {
 		return err
 	}
 	hash, ok, err := s.store.RootTokenHash()
@@ -308,8 +291,9 @@ func (s *server) firstStart(stderr io.Writer) error {
 
 // setRootToken applies --admin-token (a value not applied before: a
 // restart with the same one keeps a token rolled since), or makes the
-// first root token of an empty db and prints it.
-func (s *server) setRootToken(empty bool, stderr io.Writer) error {
+// first root token of an empty db and shows it on stdout, the operator's
+// terminal, never in the log that may be shipped elsewhere.
+func (s *server) setRootToken(empty bool, stdout io.Writer) error {
 	if s.cfg.adminToken != "" {
 		if len(s.cfg.adminToken) < 16 {
 			s.log.Warn().Msg("--admin-token is shorter than 16 characters; anyone who guesses it controls keyhole")
@@ -323,19 +307,25 @@ func (s *server) setRootToken(empty bool, stderr io.Writer) error {
 	if err := s.store.SetRootTokenHash(hashKey(token), systemAudit(actionRootCreated, "first start", s.now())); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "keyhole: root admin token (shown once; store it now):\n\n    %s\n\n", token)
+	fmt.Fprintf(stdout, "keyhole: root admin token (shown once; store it now):\n\n    %s\n\n", token)
+	s.log.Warn().Msg("created the root admin token and printed it once to stdout; store it now (keyhole admin-token reset issues a new one)")
 	return nil
 }
 
-func adminTokenCmd(args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "reset" {
-		return fmt.Errorf("usage: keyhole admin-token reset --db FILE [--brand kh]")
+func adminTokenCmd(c *cli, args []string) error {
+	fs := newFlagSet("admin-token reset")
+	dbPath := fs.String("db", "keyhole.db", "bbolt `FILE`")
+	brand := fs.String("brand", "kh", "key prefix `BRAND` of the token")
+	if first(args) == "reset" {
+		args = args[1:]
+	} else if !isHelpFlag(first(args)) {
+		return usageErrorf("admin-token", "want the subcommand reset: keyhole admin-token reset --db FILE")
 	}
-	fs := flag.NewFlagSet("keyhole admin-token reset", flag.ContinueOnError)
-	dbPath := fs.String("db", "keyhole.db", "bbolt file")
-	brand := fs.String("brand", "kh", "key prefix brand")
-	if err := parseWithEnv(fs, args[1:], os.Getenv); err != nil {
+	if err := parseFlags(fs, args, c.getenv); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("admin-token", "unexpected argument %q", fs.Arg(0))
 	}
 	st, err := openStore(*dbPath, lockTimeout)
 	if errors.Is(err, errLocked) {
@@ -349,18 +339,23 @@ func adminTokenCmd(args []string, stdout io.Writer) error {
 	if err := st.SetRootTokenHash(hashKey(token), systemAudit(actionRootReset, "keyhole admin-token reset", time.Now())); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s\n", token)
+	// The token alone, so that TOKEN=$(keyhole admin-token reset) works.
+	fmt.Fprintf(c.stdout, "%s\n", token)
 	return nil
 }
 
-func backupCmd(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("keyhole backup", flag.ContinueOnError)
-	dbPath := fs.String("db", "keyhole.db", "bbolt file")
-	if err := parseWithEnv(fs, args, os.Getenv); err != nil {
+func isHelpFlag(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
+func backupCmd(c *cli, args []string) error {
+	fs := newFlagSet("backup")
+	dbPath := fs.String("db", "keyhole.db", "bbolt `FILE` to copy (opened read-only)")
+	if err := parseFlags(fs, args, c.getenv); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: keyhole backup --db FILE OUT")
+		return usageErrorf("backup", "want one argument, the file to write: keyhole backup --db FILE OUT")
 	}
 	// Read-only: a backup never writes to the db, and a missing file is an
 	// error rather than a new empty db. The running server holds the lock.
@@ -372,7 +367,7 @@ func backupCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	return writeBackup(st, fs.Arg(0), stdout)
+	return writeBackup(st, fs.Arg(0), c.stdout)
 }
 
 // writeBackup writes to a temporary file and renames it, so a failed backup

@@ -71,7 +71,8 @@ type child struct {
 	cmd    *exec.Cmd
 	addr   string
 	mu     sync.Mutex
-	stderr bytes.Buffer
+	stderr bytes.Buffer  // the log
+	stdout *lockedBuffer // what it shows the operator once
 	done   chan struct{}
 }
 
@@ -83,13 +84,15 @@ func (c *child) output() string {
 
 func (c *child) url() string { return "http://" + c.addr }
 
-var listeningRE = regexp.MustCompile(`listening on http://(\S+)`)
+var listeningRE = regexp.MustCompile(`listening on http://([^\s"]+)`)
 
 // startKeyhole runs the binary with args and waits until it listens.
 func startKeyhole(t *testing.T, args ...string) *child {
 	t.Helper()
 	cmd := exec.Command(keyholeBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "KEYHOLE_ADMIN_TOKEN=")
+	c := &child{cmd: cmd, stdout: new(lockedBuffer), done: make(chan struct{})}
+	cmd.Stdout = c.stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +100,6 @@ func startKeyhole(t *testing.T, args ...string) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pipe)
@@ -159,8 +161,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	db := filepath.Join(t.TempDir(), "walkthrough.db")
 	c := startKeyhole(t, "--db", db, "--admin-token", "walkthrough-root-token-change-me")
-	script := "set -euo pipefail\n" + strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url())
-	script = strings.ReplaceAll(script, "/tmp/keyhole-backup.db", filepath.Join(t.TempDir(), "backup.db"))
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	script := "set -euo pipefail\numask 022\n" + strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url())
+	script = strings.ReplaceAll(script, "/tmp/keyhole-backup.db", backup)
 	cmd := exec.Command("bash", "-c", script)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -173,6 +176,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 			t.Errorf("walkthrough output lacks %s:\n%s", want, out)
 		}
 	}
+	checkMode(t, backup, 0o600)
 }
 
 // skipShort skips a slow test under -short, a quick run by hand; never

@@ -58,6 +58,7 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 			}
 			return nil
 		},
+		ErrorLog:   stdLogger(s.log),
 		Transport:  transport,
 		BufferPool: copyBuffers{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

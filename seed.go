@@ -1,10 +1,7 @@
 package main
 
 import (
-	"flag"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"time"
 )
@@ -13,18 +10,18 @@ import (
 // records are made as the admin API makes them (same ids, key format and
 // hash), but written thousands to a transaction. The keys' plaintext is
 // thrown away: a benchmark creates the keys it uses through the API.
-func seedCmd(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("keyhole seed", flag.ContinueOnError)
-	dbPath := fs.String("db", "keyhole.db", "bbolt file")
-	orgs := fs.Int("orgs", 10000, "organizations to create")
-	keys := fs.Int("keys", 1000000, "keys to create, spread evenly over the organizations")
+func seedCmd(c *cli, args []string) error {
+	fs := newFlagSet("seed")
+	dbPath := fs.String("db", "keyhole.db", "bbolt `FILE`")
+	orgs := fs.Int("orgs", 10000, "`N` organizations to create")
+	keys := fs.Int("keys", 1000000, "`M` keys to create, spread evenly over the organizations")
 	brand := fs.String("brand", "kh", "key prefix brand")
 	// KEYHOLE_DB and KEYHOLE_BRAND apply, as to every command.
-	if err := parseWithEnv(fs, args, os.Getenv); err != nil {
+	if err := parseFlags(fs, args, c.getenv); err != nil {
 		return err
 	}
 	if *orgs < 1 || *keys < 0 {
-		return fmt.Errorf("seed: --orgs must be at least 1 and --keys at least 0")
+		return usageErrorf("seed", "--orgs %d, --keys %d: want at least 1 organization and 0 keys", *orgs, *keys)
 	}
 	st, err := openStore(*dbPath, lockTimeout)
 	if err != nil {
@@ -36,7 +33,7 @@ func seedCmd(args []string, stdout io.Writer) error {
 	if err := seedRecords(st, f, *orgs, *keys, time.Now()); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "keyhole: seeded %d organizations and %d keys in %s\n", *orgs, *keys, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(c.stdout, "keyhole: seeded %d organizations and %d keys in %s\n", *orgs, *keys, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -25,6 +25,7 @@ type server struct {
 	// defaultLimits are --rate-limits, for keys without their own.
 	defaultLimits *limitSet
 	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
+	metrics       *promMetrics
 	rules         []scopeRule
 	format        keyFormat
 	envError      *apiError
@@ -51,7 +52,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveAuth(w, r)
 		return
 	}
-	s.router.ServeHTTP(w, r)
+	if r.URL.Path == verifyPath && r.Method == http.MethodPost { // likewise
+		s.serveVerify(w, r)
+		return
+	}
+	s.serveRouted(w, r)
 }
 
 func (s *server) routes() {
@@ -70,8 +75,10 @@ func (s *server) routes() {
 		adminSurface.fail(w, errInternal, newRequestID(), nil)
 	}
 
-	rt.HandlerFunc("GET", "/healthz", s.serveHealth)
-	rt.HandlerFunc("GET", "/readyz", s.serveReady)
+	for _, m := range []string{"GET", "HEAD"} { // HEAD: load balancers' and uptime checkers' probes
+		rt.HandlerFunc(m, "/healthz", s.serveHealth)
+		rt.HandlerFunc(m, "/readyz", s.serveReady)
+	}
 	rt.HandlerFunc("GET", "/metrics", s.serveMetrics)
 	rt.HandlerFunc("POST", verifyPath, s.serveVerify)
 	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
@@ -140,7 +147,7 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: orDefault(s.cfg.readHeaderTimeout, defaultReadHeaderTimeout),
 		IdleTimeout:       orDefault(s.cfg.idleTimeout, defaultIdleTimeout),
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          nil,
+		ErrorLog:          stdLogger(s.log),
 	}
 	flushCtx, stopFlusher := context.WithCancel(context.Background())
 	flushed := make(chan error, 1)
@@ -219,6 +226,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
 	}
 	s.behind = newWriteBehind(st, s.index, s.limiter, &s.admins, cfg.logRetention, now)
+	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
 }
