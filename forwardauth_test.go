@@ -531,7 +531,7 @@ func (f front) send(t *testing.T, method, path string, headers ...string) frontR
 		fmt.Fprintf(&b, "%s: %s\r\n", headers[i], headers[i+1])
 	}
 	b.WriteString("\r\n" + body)
-	c := &testClient{t: t, base: "http://" + f.addr, deadline: 20 * time.Second}
+	c := &testClient{t: t, base: "http://" + f.addr, deadline: 20 * time.Second, foreign: true}
 	conn, br, resp := c.exchange(b.String())
 	r := frontResponse{response: response{status: resp.StatusCode, header: resp.Header}}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -903,7 +903,7 @@ func startFront(t *testing.T, name, addr string, logs func() string, cmd *exec.C
 			return true, nil
 		}
 	}
-	client := &testClient{t: t, base: "http://" + addr, http: &http.Client{Timeout: 5 * time.Second}}
+	client := &testClient{t: t, base: "http://" + addr, http: &http.Client{Timeout: 5 * time.Second}, foreign: true}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {

@@ -57,7 +57,7 @@ func newFuzzEnv(tb testing.TB, modify ...func(*config)) (*testEnv, func()) {
 	}
 	st.db.NoSync = true // durability is not fuzzed here, and an fsync per 201 slows fuzzing
 	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stdout: new(bytes.Buffer), stderr: new(bytes.Buffer)}
-	te.testClient = &testClient{handler: te} // te.t is set inside f.Fuzz
+	te.testClient = &testClient{handler: te, cfg: &te.cfg} // te.t is set inside f.Fuzz
 	s, err := newServer(cfg, st, te.clock.Now, zerolog.New(te.stderr))
 	if err == nil {
 		err = s.firstStart(te.stdout)

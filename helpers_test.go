@@ -74,7 +74,7 @@ func newTestEnv(t testing.TB, modify ...func(*config)) *testEnv {
 		t.Fatal(err)
 	}
 	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stdout: new(bytes.Buffer), stderr: new(bytes.Buffer)}
-	te.testClient = &testClient{t: t, handler: te}
+	te.testClient = &testClient{t: t, handler: te, cfg: &te.cfg}
 	te.open()
 	return te
 }
@@ -140,7 +140,7 @@ func (te *testEnv) ServeHTTP(w http.ResponseWriter, r *http.Request) { te.s.Serv
 func (te *testEnv) listen() *testClient {
 	srv := httptest.NewServer(te)
 	te.t.Cleanup(srv.Close)
-	return &testClient{t: te.t, base: srv.URL}
+	return &testClient{t: te.t, base: srv.URL, cfg: &te.cfg}
 }
 
 // testClient is how every test speaks HTTP: to keyhole in-process through
@@ -148,7 +148,8 @@ func (te *testEnv) listen() *testClient {
 // keyhole process, a front proxy, an upstream). Its methods fail the test
 // when an answer does not arrive whole, except try, which says so. No
 // failure message holds a header value: Authorization and X-Api-Key carry
-// secrets.
+// secrets. Every answer it gets from keyhole, whole or its head, is held
+// to openapi.json (checkAnswer, openapi_test.go).
 type testClient struct {
 	t       testing.TB   // nil only in-process outside a test (fuzz set-up)
 	handler http.Handler // in-process when set
@@ -158,6 +159,13 @@ type testClient struct {
 	from string
 	// deadline is a raw connection's hang guard; 10s if zero.
 	deadline time.Duration
+	// cfg is the configuration of the keyhole that answers, whose bases
+	// and upstream decide which operation of openapi.json a guarded path
+	// is; nil: the defaults, without an upstream.
+	cfg *config
+	// foreign is set for a server that is not keyhole (a front proxy, an
+	// upstream): its answers are not checked against openapi.json.
+	foreign bool
 }
 
 // on is c with its failures reported to t, a subtest.
@@ -231,6 +239,7 @@ func (c *testClient) open(method, path string, body io.Reader, headers ...string
 	if c.t != nil {
 		c.t.Cleanup(func() { resp.Body.Close() })
 	}
+	c.checkAnswer(method, path, resp, nil)
 	return resp
 }
 
@@ -251,6 +260,10 @@ func (c *testClient) try(method, path, body string, headers ...string) (response
 	if err != nil {
 		return response{}, fmt.Errorf("reading the body: %w", err)
 	}
+	if b == nil {
+		b = []byte{}
+	}
+	c.checkAnswer(method, path, resp, b)
 	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
@@ -323,6 +336,18 @@ func (c *testClient) exchange(request string) (net.Conn, *bufio.Reader, *http.Re
 	if err != nil {
 		c.fatalf("reading the answer to %q: %v", requestLine(request), err)
 	}
+	// A body of known, small length is read here and checked with the
+	// head; a stream or a switched connection stays the caller's.
+	var body []byte
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.ContentLength >= 0 && resp.ContentLength <= maxBodyBytes {
+		if body, err = io.ReadAll(resp.Body); err != nil {
+			c.fatalf("reading the answer to %q: %v", requestLine(request), err)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	_, target, _ := strings.Cut(requestLine(request), " ")
+	target, _, _ = strings.Cut(target, " ")
+	c.checkAnswer(method, target, resp, body)
 	return conn, br, resp
 }
 

@@ -46,7 +46,7 @@ func serveTestEnv(t *testing.T, te *testEnv) (c *testClient, stop func() error) 
 		return runErr
 	}
 	t.Cleanup(func() { stop() })
-	return &testClient{t: t, base: "http://" + ln.Addr().String()}, stop
+	return &testClient{t: t, base: "http://" + ln.Addr().String(), cfg: &te.cfg}, stop
 }
 
 // answer is what a raw connection got back: a status (0 if none came) and

@@ -19,7 +19,7 @@ func TestFirstStartToken(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.adminToken = ""
 	te := &testEnv{clock: newFakeClock(), dbPath: cfg.dbPath, cfg: cfg, stdout: new(bytes.Buffer), stderr: new(bytes.Buffer)}
-	te.testClient = &testClient{t: t, handler: te}
+	te.testClient = &testClient{t: t, handler: te, cfg: &te.cfg}
 	te.open()
 	token := regexp.MustCompile(`kh_admin_[0-9a-f]{32}`).FindString(te.stdout.String())
 	if token == "" {

@@ -17,7 +17,7 @@ const (
 	surfAuth           // forward auth, /v1/auth
 	surfVerify         // POST /v1/keys/verify
 	surfAdmin          // /admin/v1/…
-	surfOps            // /healthz, /readyz, /metrics
+	surfOps            // /healthz, /readyz, /metrics, /openapi.json
 	surfConsole        // the console, and any other path the router answers
 	numSurfaces
 )
@@ -71,7 +71,7 @@ func routerSurface(path string) int {
 	switch {
 	case strings.HasPrefix(path, "/admin/"):
 		return surfAdmin
-	case path == "/healthz" || path == "/readyz" || path == "/metrics":
+	case path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/openapi.json":
 		return surfOps
 	case path == verifyPath:
 		return surfVerify // its other methods: serveVerify takes POST before the router

@@ -121,7 +121,7 @@ func startKeyhole(t *testing.T, args ...string) *child {
 	})
 	select {
 	case c.addr = <-addr:
-		c.testClient = &testClient{t: t, base: c.url()}
+		c.testClient = &testClient{t: t, base: c.url(), cfg: childConfig(t, args)}
 		return c
 	case <-c.done:
 		t.Fatalf("keyhole exited before listening:\n%s", c.output())
@@ -129,6 +129,17 @@ func startKeyhole(t *testing.T, args ...string) *child {
 		t.Fatalf("keyhole did not listen within 30s:\n%s", c.output())
 	}
 	return nil
+}
+
+// childConfig is the configuration a child started with args runs with,
+// for its client's checks against openapi.json.
+func childConfig(t *testing.T, args []string) *config {
+	t.Helper()
+	cfg, err := parseServeFlags(args, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("parsing the child's flags %q: %v", args, err)
+	}
+	return &cfg
 }
 
 // stop sends sig and waits for the process to end.

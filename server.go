@@ -80,6 +80,9 @@ func (s *server) routes() {
 		rt.HandlerFunc(m, "/readyz", s.serveReady)
 	}
 	rt.HandlerFunc("GET", "/metrics", s.serveMetrics)
+	for _, m := range []string{"GET", "HEAD"} {
+		rt.HandlerFunc(m, "/openapi.json", s.serveOpenAPI)
+	}
 	rt.HandlerFunc("POST", verifyPath, s.serveVerify)
 	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
 		rt.HandlerFunc(m, "/v1/auth", s.serveAuth)

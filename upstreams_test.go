@@ -104,7 +104,7 @@ func startEcho(t *testing.T, name, addr string, cmd *exec.Cmd) echoServer {
 	t.Helper()
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
 	startFront(t, name, addr, nil, cmd, nil)
-	return echoServer{testClient: &testClient{t: t, base: "http://" + addr}, name: name}
+	return echoServer{testClient: &testClient{t: t, base: "http://" + addr, foreign: true}, name: name}
 }
 
 func upstreamsDir(t *testing.T) string {
