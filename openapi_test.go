@@ -3,12 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -257,4 +264,293 @@ func (c *testClient) errorf(format string, args ...any) {
 	}
 	c.t.Helper()
 	c.t.Errorf(format, args...)
+}
+
+// TestOpenAPIServed: GET /openapi.json answers the embedded document
+// without a token, cacheably, and a matching If-None-Match gets a 304.
+func TestOpenAPIServed(t *testing.T) {
+	t.Parallel()
+	te := newTestEnv(t)
+	doc, err := spec()
+	if err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	if doc.OpenAPI != "3.1.0" || !doc.IsOpenAPI31OrLater() || doc.JSONSchemaDialect == "" {
+		t.Fatalf("openapi.json is OpenAPI %q (dialect %q); want 3.1.0 with jsonSchemaDialect", doc.OpenAPI, doc.JSONSchemaDialect)
+	}
+	c := te.listen()
+	r := c.do("GET", "/openapi.json", "")
+	mustStatus(t, "GET /openapi.json", r, 200)
+	if !bytes.Equal(r.body, openapiJSON) || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /openapi.json = %q, %d bytes; want the embedded document as application/json", r.header.Get("Content-Type"), len(r.body))
+	}
+	etag := r.header.Get("ETag")
+	if !strings.Contains(r.header.Get("Cache-Control"), "max-age=") || etag == "" {
+		t.Fatalf("Cache-Control %q, ETag %q: want a cacheable answer with an ETag", r.header.Get("Cache-Control"), etag)
+	}
+	for _, inm := range []string{etag, `"other", W/` + etag, "*"} {
+		r := c.do("GET", "/openapi.json", "", "If-None-Match", inm)
+		if r.status != 304 || len(r.body) != 0 || r.header.Get("ETag") != etag {
+			t.Errorf("If-None-Match %s = %d, %d bytes; want 304 and no body", inm, r.status, len(r.body))
+		}
+	}
+	mustStatus(t, "a stale If-None-Match", c.do("GET", "/openapi.json", "", "If-None-Match", `"0000000000000000"`), 200)
+	if r := c.do("HEAD", "/openapi.json", ""); r.status != 200 || len(r.body) != 0 || r.header.Get("Content-Length") != strconv.Itoa(len(openapiJSON)) {
+		t.Errorf("HEAD /openapi.json = %d, %d bytes, Content-Length %q", r.status, len(r.body), r.header.Get("Content-Length"))
+	}
+	// An admin token changes nothing: the document is the same for all.
+	if r := c.do("GET", "/openapi.json", "", "Authorization", "Bearer wrong"); r.status != 200 {
+		t.Errorf("GET /openapi.json with a wrong token = %d; want 200", r.status)
+	}
+}
+
+// TestOpenAPICheckCatchesDrift: the check the test client makes fails an
+// answer with a field, a status, a header or a code the document lacks.
+func TestOpenAPICheckCatchesDrift(t *testing.T) {
+	doc, err := spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_0123456789abcdef"},
+		"Cache-Control": {"no-store"}, "Content-Security-Policy": {"default-src 'none'; frame-ancestors 'none'"},
+		"X-Content-Type-Options": {"nosniff"}, "Referrer-Policy": {"no-referrer"}}
+	without := func(name string) http.Header { h := admin.Clone(); h.Del(name); return h }
+	org := &url.URL{Path: "/admin/v1/orgs/org_0123456789abcdef"}
+	const good = `{"id":"org_0123456789abcdef","name":"acme","created_at":"2026-11-24T20:30:00.000Z"}`
+	const refusal = `{"error":{"code":"not_found","message":"Organization not found."},"request_id":"req_0123456789abcdef"}`
+	tests := []struct {
+		name   string
+		method string
+		u      *url.URL
+		status int
+		header http.Header
+		body   string
+		ok     bool
+	}{
+		{"as documented", "GET", org, 200, admin, good, true},
+		{"a refusal as documented", "GET", org, 404, admin, refusal, true},
+		{"a field the document lacks", "GET", org, 200, admin, strings.TrimSuffix(good, "}") + `,"extra":1}`, false},
+		{"a field missing", "GET", org, 200, admin, `{"id":"org_0123456789abcdef","name":"acme"}`, false},
+		{"a null where a string is due", "GET", org, 200, admin, `{"id":"org_0123456789abcdef","name":null,"created_at":"2026-11-24T20:30:00.000Z"}`, false},
+		{"a status the operation lacks", "GET", org, 201, admin, good, false},
+		{"a header missing", "GET", org, 200, without("Cache-Control"), good, false},
+		{"another content type", "GET", org, 200, func() http.Header { h := admin.Clone(); h.Set("Content-Type", "text/plain"); return h }(), good, false},
+		{"an error code the document lacks", "GET", org, 404, admin, strings.Replace(refusal, "not_found", "gone", 1), false},
+		{"an error without its request id", "GET", org, 404, admin, `{"error":{"code":"not_found","message":"x"}}`, false},
+		{"the router's 404", "GET", &url.URL{Path: "/nowhere"}, 404, admin, refusal, true},
+		{"a 200 on no path of the document", "GET", &url.URL{Path: "/nowhere"}, 200, admin, good, false},
+		{"whoami without its rate-limit headers", "GET", &url.URL{Path: "/api/v1/prod/whoami"}, 200,
+			http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_0123456789abcdef"}},
+			`{"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef","env":"live","scopes":[]}`, false},
+		{"forward auth's 200 with a body", "GET", &url.URL{Path: "/v1/auth"}, 200, http.Header{"X-Request-Id": {"req_0123456789abcdef"},
+			"X-Ratelimit-Limit": {"5"}, "X-Ratelimit-Remaining": {"4"}, "X-Ratelimit-Reset": {"12"}, "Ratelimit-Policy": {`"1m";q=5;w=60`},
+			"Ratelimit": {`"1m";r=4;t=12`}, "X-Keyhole-Org": {"org_0123456789abcdef"}, "X-Keyhole-Key-Id": {"key_0123456789abcdef"},
+			"X-Keyhole-Env": {"live"}}, "surprise", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkAgainst(doc, nil, tt.method, tt.u, tt.status, tt.header, []byte(tt.body))
+			if tt.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tt.ok && err == nil {
+				t.Fatal("passed")
+			}
+		})
+	}
+}
+
+// routeLine is a route registration in server.go: rt.GET(a+"/orgs", …),
+// rt.HandlerFunc("GET", "/metrics", …), or rt.HandlerFunc(m, …) in a loop
+// over methods.
+var (
+	routeLine   = regexp.MustCompile(`rt\.(GET|POST|PUT|PATCH|DELETE|HEAD)\(a\+"([^"]+)"`)
+	handlerLine = regexp.MustCompile(`rt\.HandlerFunc\(("[A-Z]+"|m), ("[^"]+"|verifyPath)`)
+	methodLoop  = regexp.MustCompile(`for _, m := range \[\]string\{([^}]*)\}`)
+)
+
+// TestOpenAPICoversEveryRoute: every route server.go registers, the
+// console's aside, is an operation of the document, and every operation
+// of the document reaches a handler of keyhole's.
+func TestOpenAPICoversEveryRoute(t *testing.T) {
+	doc, err := spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("server.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	templated := regexp.MustCompile(`:(\w+)`)
+	var loop []string
+	routes := 0
+	for _, line := range strings.Split(string(src), "\n") {
+		if m := methodLoop.FindStringSubmatch(line); m != nil {
+			loop = strings.Split(strings.ReplaceAll(strings.ReplaceAll(m[1], `"`, ""), " ", ""), ",")
+			continue
+		}
+		var methods []string
+		var path string
+		if m := routeLine.FindStringSubmatch(line); m != nil {
+			methods, path = []string{m[1]}, "/admin/v1"+m[2]
+		} else if m := handlerLine.FindStringSubmatch(line); m != nil {
+			methods, path = []string{strings.Trim(m[1], `"`)}, strings.Trim(m[2], `"`)
+			if m[1] == "m" {
+				methods = loop
+			}
+			if path == "verifyPath" {
+				path = verifyPath
+			}
+		} else {
+			continue
+		}
+		path = templated.ReplaceAllString(path, "{$1}")
+		for _, method := range methods {
+			routes++
+			if item := doc.Paths.Value(path); item == nil || item.GetOperation(method) == nil {
+				t.Errorf("server.go routes %s %s; openapi.json has no such operation", method, path)
+			}
+		}
+	}
+	if routes < 30 {
+		t.Fatalf("found %d routes in server.go; the patterns no longer match its registrations", routes)
+	}
+
+	te := newTestEnv(t)
+	for tmpl, item := range doc.Paths.Map() {
+		if strings.HasPrefix(tmpl, specTestBase) || strings.HasPrefix(tmpl, specLiveBase) {
+			if !strings.HasPrefix(tmpl, te.cfg.testBase) && !strings.HasPrefix(tmpl, te.cfg.liveBase) {
+				t.Errorf("openapi.json's %s is under no base of the default configuration", tmpl)
+			}
+			continue // the guarded surface takes every path under the bases
+		}
+		path := regexp.MustCompile(`\{\w+\}`).ReplaceAllStringFunc(tmpl, func(p string) string { return "x" })
+		for method := range item.Operations() {
+			if h, _, _ := te.s.router.Lookup(method, path); h == nil {
+				t.Errorf("openapi.json has %s %s; keyhole's router has no such route", method, tmpl)
+			}
+		}
+	}
+}
+
+// apiErrorLiteral is an apiError written out: {status, "code", …}.
+var apiErrorLiteral = regexp.MustCompile(`\{(\d{3}), "([a-z_]+)"`)
+
+// TestOpenAPIErrorCodes: every error code the code can answer is one the
+// document's error shape lists, and the document lists none it cannot.
+func TestOpenAPIErrorCodes(t *testing.T) {
+	doc, err := spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, c := range doc.Components.Schemas["Error"].Value.Properties["error"].Value.Properties["code"].Value.Enum {
+		listed[c.(string)] = true
+	}
+	files, _ := filepath.Glob("*.go")
+	used := map[string]bool{"malformed_token": true, "insufficient_scope": true, "invalid_request": true, "not_found": true} // malformedError, scopeError, invalidRequest, notFound
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range apiErrorLiteral.FindAllStringSubmatch(string(src), -1) {
+			used[m[2]] = true
+		}
+	}
+	for code := range used {
+		if !listed[code] {
+			t.Errorf("keyhole answers error code %s; openapi.json's Error does not list it", code)
+		}
+	}
+	for code := range listed {
+		if !used[code] {
+			t.Errorf("openapi.json's Error lists %s, which keyhole never answers", code)
+		}
+	}
+}
+
+// TestOpenAPIGeneratedClient generates a Go client from the document with
+// oapi-codegen, as the README's OpenAPI section says, builds
+// testdata/openapi-client with it, and runs it against a real keyhole
+// process: it creates an organization, lists it, creates a key and
+// verifies it. .ci/run installs oapi-codegen at the version pinned here.
+func TestOpenAPIGeneratedClient(t *testing.T) {
+	t.Parallel()
+	skipShort(t, "it builds a generated client")
+	const want = "v2.8.2"
+	codegen, err := exec.LookPath("oapi-codegen")
+	if err != nil {
+		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
+		codegen = filepath.Join(strings.TrimSpace(string(gopath)), "bin", "oapi-codegen")
+	}
+	if out, err := exec.Command(codegen, "--version").Output(); err != nil || !strings.Contains(string(out), want) {
+		integrationMissing(t, "oapi-codegen "+want+" is not installed (go install github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@"+want+")")
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		integrationMissing(t, "curl is not installed")
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- openapi client -->\n```sh\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no openapi client block")
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"go.mod", "go.sum", "main.go", "oapi-codegen.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "openapi-client", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startKeyhole(t, "--db", filepath.Join(t.TempDir(), "k.db"), "--admin-token", testRootToken)
+	run := func(what string, cmd *exec.Cmd) []byte {
+		t.Helper()
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly",
+			"PATH="+filepath.Dir(codegen)+string(os.PathListSeparator)+os.Getenv("PATH"),
+			"KEYHOLE_SERVER="+c.url(), "KEYHOLE_ADMIN_TOKEN="+testRootToken)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s%s\nkeyhole:\n%s", what, err, out, stderr.Bytes(), c.output())
+		}
+		return out
+	}
+	run("the README's block", exec.Command("bash", "-c", "set -euo pipefail\n"+strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url())))
+	if _, err := os.Stat(filepath.Join(dir, "client.gen.go")); err != nil {
+		t.Fatalf("the README's block generated no client.gen.go: %v", err)
+	}
+	run("go vet", exec.Command("go", "vet", "."))
+	run("go build", exec.Command("go", "build", "-o", "openapi-client", "."))
+	out := run("the generated client", exec.Command(filepath.Join(dir, "openapi-client")))
+	var got struct {
+		OrgID         string `json:"org_id"`
+		Listed        bool   `json:"listed"`
+		KeyID         string `json:"key_id"`
+		Valid         bool   `json:"valid"`
+		VerifiedKeyID string `json:"verified_key_id"`
+		Remaining     int    `json:"remaining"`
+		RequestID     string `json:"request_id"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("the client printed %q: %v", out, err)
+	}
+	if !got.Listed || !got.Valid || got.VerifiedKeyID != got.KeyID || got.Remaining != 4 || !strings.HasPrefix(got.RequestID, "req_") {
+		t.Fatalf("the generated client saw %+v; want its org listed and its key valid with 4 of 5 left", got)
+	}
+	// What it made is there for everyone else too.
+	if r := c.on(t).root("GET", "/orgs/"+got.OrgID+"/keys/"+got.KeyID, ""); r.status != 200 {
+		t.Fatalf("GET the client's key = %d %s", r.status, r.body)
+	}
 }
