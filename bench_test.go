@@ -32,7 +32,7 @@ func BenchmarkVerify(b *testing.B) {
 	now := te.clock.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		if v := te.s.verify(key, envLive, "", now); v.err != nil {
+		if v := te.s.verify(key, &checkArgs{env: envLive, cost: 1}, now); v.err != nil {
 			b.Fatal(v.err)
 		}
 	}

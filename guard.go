@@ -58,10 +58,24 @@ func (s *server) envForPath(path string) string {
 	return ""
 }
 
-// verify runs the checks of SPEC 3 in order: shape, key, expiry,
-// environment, scope, rate limit. wantEnv "" means any environment; scope ""
-// means none is needed. Only an allowed request takes a token.
-func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict) {
+// checkArgs is what a request asks of a key besides the key itself.
+type checkArgs struct {
+	env   string // "" means any environment
+	scope string // "" means none is needed
+	cost  int64  // credits an allowed request spends
+	// r is the request whose client address a key's allowlist is checked
+	// against (clientip.go); nil: none is known, and no allowlist holds it.
+	r *http.Request
+	// windows, if not nil, receives every window's tokens (verify's answer).
+	windows *[maxWindows]float64
+}
+
+// verify runs the checks of SPEC 3 in order: shape, key, revoked,
+// disabled, expiry, client address, environment, scope, then credits and
+// rate limit together. Only an allowed request takes a token and spends
+// credits. A key without meta, allowlist or credits costs one load of its
+// flags more than before those existed.
+func (s *server) verify(token string, a *checkArgs, now time.Time) (v verdict) {
 	defer func() {
 		if recover() != nil {
 			v = verdict{err: errVerifyFailed, key: v.key}
@@ -83,15 +97,32 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 		return v
 	}
 	nowNano := now.UnixNano()
+	flags := k.flags.Load()
+	var x *keyExtra
+	if flags&flagExtra != 0 {
+		x = s.index.extra(k)
+	}
 	switch {
+	case flags&flagDisabled != 0:
+		v.err = errDisabled
 	case k.expiresAt.Load() != 0 && nowNano >= k.expiresAt.Load():
 		v.err = errExpired
-	case wantEnv != "" && k.env() != wantEnv:
+	case x != nil && x.allowed != nil && !prefixesContain(x.allowed, s.clientIP(a.r)):
+		v.err = errIPNotAllowed
+	case a.env != "" && k.env() != a.env:
 		v.err = s.envError
-	case scope != "" && !s.index.hasScope(k, scope):
-		v.err = scopeError(scope)
+	case a.scope != "" && !s.index.hasScope(k, a.scope):
+		v.err = scopeError(a.scope)
 	}
-	v.dec = s.limiter.take(k.id, s.limitsFor(k), nowNano, v.err == nil)
+	if x != nil && x.credits != nil {
+		var exceeded bool
+		v.dec, exceeded = s.credits.take(x.credits, a.cost, v.err == nil, s.limiter, k.id, s.limitsFor(k), nowNano, a.windows)
+		if exceeded {
+			v.err = errUsageExceeded
+		}
+	} else {
+		v.dec = s.limiter.take(k.id, s.limitsFor(k), nowNano, v.err == nil, a.windows)
+	}
 	v.decided = true
 	if v.err == nil && !v.dec.allowed {
 		v.err = &apiError{429, "rate_limited", v.dec.message()}
@@ -140,18 +171,24 @@ func (s *server) checkRequest(r *http.Request, method, rawPath, path string, now
 		wantEnv = "none" // outside both bases: no key may call it
 	}
 	// Rules name methods in upper case; a server may take "post" for POST.
-	return s.verify(token, wantEnv, requiredScope(s.rules, strings.ToUpper(method), path), now)
+	return s.verify(token, &checkArgs{env: wantEnv, scope: requiredScope(s.rules, strings.ToUpper(method), path),
+		cost: 1, r: r}, now)
 }
 
 // ownHeaderNames are all the names of the headers keyhole puts on a
 // guarded response: setOwnHeaders's.
 var ownHeaderNames = []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-Remaining",
-	"X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "Retry-After"}
+	"X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "Retry-After", "X-Credits-Remaining"}
 
 // setOwnHeaders writes keyhole's headers on a guarded answer: the request
-// id and, for an identified key (d not nil), the headers of SPEC 4. The
-// per-request values are one string and one slice; limits and policies
-// are precomputed.
+// id and, for an identified key (d not nil), the headers of SPEC 4, and a
+// Retry-After on a 429 (the rate limit's, or for usage_exceeded the time
+// until the credits' refill). A key with credits gets X-Credits-Remaining
+// instead of the Retry-After slot when there is none: so keyhole's own
+// answers stay within eight header entries, a small Go map
+// (TestAnswersFitASmallHeaderMap), and a key without credits pays nothing.
+// The per-request values are one string and one slice; limits and
+// policies are precomputed.
 func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	if d == nil {
 		h["X-Request-Id"] = []string{reqID}
@@ -163,14 +200,20 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	b = strconv.AppendInt(b, d.reset, 10)
 	reset := len(b)
 	b = append(b, '"')
-	b = append(b, d.limits[d.tightest].Window...)
+	b = append(b, d.set.limits[d.tightest].Window...)
 	b = append(b, `";r=`...)
 	b = append(b, b[:remaining]...)
 	b = append(b, ";t="...)
 	b = append(b, b[remaining:reset]...)
 	rateLimit := len(b)
-	if !d.allowed {
-		b = strconv.AppendInt(b, d.retryAfter, 10)
+	last := ""
+	switch {
+	case !d.allowed:
+		b, last = strconv.AppendInt(b, d.retryAfter, 10), "Retry-After"
+	case d.refillIn > 0:
+		b, last = strconv.AppendInt(b, d.refillIn, 10), "Retry-After"
+	case d.hasCredits:
+		b, last = strconv.AppendInt(b, d.credits, 10), "X-Credits-Remaining"
 	}
 	all := string(b)
 	vals := []string{reqID, all[:remaining], all[remaining:reset], all[reset:rateLimit], all[rateLimit:]}
@@ -180,8 +223,8 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	h["X-Ratelimit-Reset"] = vals[2:3:3]
 	h["Ratelimit-Policy"] = d.set.policy
 	h["Ratelimit"] = vals[3:4:4]
-	if !d.allowed {
-		h["Retry-After"] = vals[4:5:5]
+	if last != "" {
+		h[last] = vals[4:5:5]
 	}
 }
 
@@ -220,12 +263,19 @@ func appendIdentity(b []byte, ix *keyIndex, k *keyEntry) []byte {
 	return append(b, ']')
 }
 
-// writeWhoami writes {"key_id","org_id","env","scopes"} by hand from a
-// pooled buffer: it is the hot path's whole body.
+// writeWhoami writes {"key_id","org_id","env","scopes"}, and "meta" for a
+// key that has it, by hand from a pooled buffer: it is the hot path's
+// whole body.
 func writeWhoami(w http.ResponseWriter, ix *keyIndex, k *keyEntry) {
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], '{')
 	b = appendIdentity(b, ix, k)
+	if k.flags.Load()&flagExtra != 0 {
+		if x := ix.extra(k); x != nil && x.meta != nil {
+			b = append(b, `,"meta":`...)
+			b = append(b, x.meta...)
+		}
+	}
 	b = append(b, "}\n"...)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)

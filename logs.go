@@ -51,6 +51,10 @@ const (
 	maxLogLimit     = 1000
 )
 
+// keyUsageRetention is how long one key's hourly counts are kept: a server
+// may have many more keys than organizations.
+const keyUsageRetention = 7 * 24 * time.Hour
+
 // record queues the log entry and usage count of one guarded request.
 // The entry keeps copies of what it logs: method and path are cut from the
 // request line or a header, and a substring would hold all of it (up to

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -36,8 +37,10 @@ type config struct {
 	flushInterval time.Duration
 	adminToken    string
 	demo          bool
+	trustedSpec   string
 
-	rateLimits []rateLimit
+	rateLimits     []rateLimit
+	trustedProxies []netip.Prefix // --trusted-proxies
 
 	// Server limits; not flags. Zero means the default below; tests shorten them.
 	readHeaderTimeout time.Duration
@@ -149,6 +152,7 @@ func parseServeFlags(args []string, getenv func(string) string) (config, error) 
 	fs.DurationVar(&c.flushInterval, "flush-interval", time.Second, "most time logs, counters and last-used wait in memory")
 	fs.StringVar(&c.adminToken, "admin-token", "", "sets the root admin token")
 	fs.BoolVar(&c.demo, "demo", false, "on an empty db, create org demo with a test and a live key")
+	fs.StringVar(&c.trustedSpec, "trusted-proxies", "", "CIDRs of proxies whose X-Forwarded-For names the client, comma-separated")
 	if err := parseWithEnv(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -162,6 +166,9 @@ func (c *config) validate() error {
 	var err error
 	if c.rateLimits, err = parseRateLimits(c.rateLimitSpec); err != nil {
 		return fmt.Errorf("--rate-limits: %w", err)
+	}
+	if c.trustedProxies, err = parseTrustedProxies(c.trustedSpec); err != nil {
+		return err
 	}
 	switch {
 	case !validBrand(c.brand):

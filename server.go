@@ -22,6 +22,7 @@ type server struct {
 	store   *store
 	index   *keyIndex
 	limiter *limiter
+	credits *creditBook // usage-limited keys' credits
 	// defaultLimits are --rate-limits, for keys without their own.
 	defaultLimits *limitSet
 	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
@@ -86,6 +87,7 @@ func (s *server) routes() {
 	rt.POST(a+"/orgs/:org/keys", s.admin(orgAdmin, s.createKey))
 	rt.GET(a+"/orgs/:org/keys", s.admin(orgAdmin, s.listKeys))
 	rt.GET(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.getKey))
+	rt.PATCH(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.patchKey))
 	rt.POST(a+"/orgs/:org/keys/:key/revoke", s.admin(orgAdmin, s.revokeKey))
 	rt.POST(a+"/orgs/:org/keys/:key/roll", s.admin(orgAdmin, s.rollKey))
 	rt.GET(a+"/orgs/:org/logs", s.admin(orgAdmin, s.orgLogs))
@@ -194,7 +196,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 		return nil, err
 	}
 	s := &server{
-		cfg: cfg, store: st, limiter: newLimiter(),
+		cfg: cfg, store: st, limiter: newLimiter(), credits: newCreditBook(),
 		rules: rules, format: keyFormat{brand: cfg.brand, style: cfg.keyStyle}, now: now,
 		log: logger, throttle: newFailThrottle(), defaultLimits: newLimitSet(cfg.rateLimits),
 		envError: &apiError{401, "environment_mismatch", "A test key must be used with " + cfg.testBase +
@@ -210,9 +212,49 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 	if err := guardDB(s.loadState); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
 	}
-	s.behind = newWriteBehind(st, s.index, s.limiter, cfg.logRetention, now)
+	s.behind = newWriteBehind(st, s.index, s.limiter, s.credits, cfg.logRetention, now)
 	s.routes()
 	return s, nil
+}
+
+// addKeyRow makes the key of a row usable: its index entry and, if it has
+// them, its credits.
+func (s *server) addKeyRow(row *hotRow) *keyEntry {
+	return s.index.addRow(row, s.configureCredits(row))
+}
+
+// addKey makes a committed new key usable.
+func (s *server) addKey(rec *keyRecord) *keyEntry { return s.addKeyRow(recordRow(rec)) }
+
+// updateKey applies a committed change of a key (revoke, expiry, a PATCH):
+// the very next request sees it.
+func (s *server) updateKey(rec *keyRecord) {
+	row := recordRow(rec)
+	s.index.updateRow(row, s.configureCredits(row))
+}
+
+// configureCredits sets a row's key's credits in the book, or drops them.
+func (s *server) configureCredits(row *hotRow) *keyCredits {
+	id, ok := parseKeyID(string(row.id))
+	if !ok {
+		return nil
+	}
+	set, ok := decodeCreditSetting(row.credits)
+	if !ok {
+		s.credits.drop(id)
+		return nil
+	}
+	return s.credits.configure(id, &set)
+}
+
+// recordRow is a record's row, decoded: the one path from a record to the
+// index, at start and after a commit alike.
+func recordRow(rec *keyRecord) *hotRow {
+	var row hotRow
+	if err := row.decode(appendHotRow(nil, rec)); err != nil {
+		panic(err) // appendHotRow and decode disagree: a bug, caught by every test
+	}
+	return &row
 }
 
 // loadState builds the in-memory index from the db.
@@ -226,21 +268,31 @@ func (s *server) loadState() error {
 	if has, err := s.store.HasLastUsed(); err != nil || has {
 		lastUsed = make(map[[8]byte]*atomic.Int64, count)
 	}
+	var old []string // keys of version 1 rows, by path
 	err = s.store.EachKeyRow(func(row *hotRow) error {
-		e := s.index.addRow(row)
+		e := s.addKeyRow(row)
 		if lastUsed != nil {
 			lastUsed[e.id] = &e.lastUsed
+		}
+		if row.version == hotRowV1 {
+			old = append(old, keyPath(string(row.orgID), string(row.id)))
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading keys: %w", err)
 	}
+	if len(old) > 0 {
+		if err := s.store.UpgradeKeyRows(old, s.updateKey); err != nil {
+			return fmt.Errorf("upgrading key rows: %w", err)
+		}
+		s.log.Info().Int("keys", len(old)).Msg("rewrote key rows written by an earlier keyhole")
+	}
 	err = s.store.LoadWrittenBehind(func(id [8]byte, at int64) {
 		if lu := lastUsed[id]; lu != nil {
 			lu.Store(at)
 		}
-	}, s.limiter.restore)
+	}, s.limiter.restore, s.credits.restore)
 	if err != nil {
 		return fmt.Errorf("loading usage state: %w", err)
 	}

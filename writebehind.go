@@ -10,8 +10,9 @@ import (
 )
 
 // writeBehind holds what the guarded surface writes behind its answers: log
-// entries, usage counts, last-used times and (from the limiter) rate-limit
-// state. The request path adds to memory under one short lock; Flush hands
+// entries, usage counts (each key's, and from them its organization's),
+// last-used times, and (from the limiter and the credit book) rate-limit
+// state and credit spending. The request path adds to memory under one short lock; Flush hands
 // everything to the store, which writes it in one transaction; Run flushes
 // every interval and once more when it ends. When the disk falls behind by
 // more than maxPending entries, new log entries are dropped and counted;
@@ -21,13 +22,16 @@ type writeBehind struct {
 	store     *store
 	index     *keyIndex // the org ids of entries and usage rows
 	limiter   *limiter
+	credits   *creditBook
 	retention int // --log-retention
 	now       func() time.Time
 
 	mu      sync.Mutex
 	pending []pendingEntry
-	usage   map[usageKey]*usageCounts
-	touched map[*keyEntry]struct{}
+	// usage is every identified request's count by key and hour: the keys
+	// in it are the keys whose last-used time changed, and a flush adds
+	// their counts up into their organizations' rows.
+	usage   map[keyHour]*usageCounts
 	folds   map[foldKey]*fold // identified keys' refusals past the budget
 	dropped atomic.Uint64
 	kick    chan struct{}
@@ -41,14 +45,19 @@ type writeBehind struct {
 	segments  []byte         // encoded entries of the flush under way
 }
 
-func newWriteBehind(st *store, ix *keyIndex, lim *limiter, retention int, now func() time.Time) *writeBehind {
+func newWriteBehind(st *store, ix *keyIndex, lim *limiter, credits *creditBook, retention int, now func() time.Time) *writeBehind {
 	return &writeBehind{
-		store: st, index: ix, limiter: lim, retention: retention, now: now,
-		usage:   make(map[usageKey]*usageCounts),
-		touched: make(map[*keyEntry]struct{}),
-		folds:   make(map[foldKey]*fold),
-		kick:    make(chan struct{}, 1),
+		store: st, index: ix, limiter: lim, credits: credits, retention: retention, now: now,
+		usage: make(map[keyHour]*usageCounts),
+		folds: make(map[foldKey]*fold),
+		kick:  make(chan struct{}, 1),
 	}
+}
+
+// keyHour names one key's counts of one hour (Unix seconds at its start).
+type keyHour struct {
+	key  *keyEntry
+	hour int64
 }
 
 // refusalBudget is how many refusals of one key with one status its
@@ -134,14 +143,13 @@ func (wb *writeBehind) Add(e pendingEntry, start time.Time, refused bool) {
 	}
 	wb.classes[statusClass(e.status)]++
 	if e.key != nil {
-		uk := usageKey{org: e.key.org, live: e.key.live, hour: start.Unix() / 3600 * 3600}
-		c := wb.usage[uk]
+		kh := keyHour{key: e.key, hour: start.Unix() / 3600 * 3600}
+		c := wb.usage[kh]
 		if c == nil {
 			c = new(usageCounts)
-			wb.usage[uk] = c
+			wb.usage[kh] = c
 		}
 		c[statusClass(e.status)]++
-		wb.touched[e.key] = struct{}{}
 	}
 	n := len(wb.pending)
 	wb.mu.Unlock()
@@ -193,24 +201,28 @@ func (wb *writeBehind) Flush() (err error) {
 		}
 	}()
 	wb.mu.Lock()
-	pending, usage, touched := wb.pending, wb.usage, wb.touched
+	pending, usage := wb.pending, wb.usage
 	wb.pending, wb.spare = wb.spare[:0], nil
-	wb.usage = make(map[usageKey]*usageCounts)
-	wb.touched = make(map[*keyEntry]struct{})
+	wb.usage = make(map[keyHour]*usageCounts)
 	wb.mu.Unlock()
 	buckets := wb.limiter.takeDirty()
-	if len(pending) == 0 && len(usage) == 0 && len(touched) == 0 && len(buckets) == 0 {
+	credits := wb.credits.takeDirty()
+	if len(pending) == 0 && len(usage) == 0 && len(buckets) == 0 && len(credits) == 0 {
 		return nil
 	}
 	now := wb.now()
-	b := wb.batch(pending, usage, touched, buckets)
+	b := wb.batch(pending, usage, buckets, credits)
 	if prune := now.Sub(wb.lastPrune) > time.Hour; prune {
 		b.pruneUsageBefore = now.Add(-usageRetention).Unix()
+		b.pruneKeyUsageBefore = now.Add(-keyUsageRetention).Unix()
 	}
 	if err = wb.store.WriteBehind(b); err != nil {
-		wb.putBack(pending, usage, touched)
+		wb.putBack(pending, usage)
 		for id := range buckets {
 			wb.limiter.redirty(id)
+		}
+		for id := range credits {
+			wb.credits.redirty(id)
 		}
 		return err
 	}
@@ -226,26 +238,36 @@ func (wb *writeBehind) Flush() (err error) {
 }
 
 // batch is what a flush hands the store, by name: entries by log, usage
-// and last-used rows by their keys.
-func (wb *writeBehind) batch(pending []pendingEntry, usage map[usageKey]*usageCounts,
-	touched map[*keyEntry]struct{}, buckets map[[8]byte]bucketState) *writeBatch {
+// rows (each key's, and their sums by organization) and last-used times by
+// their keys.
+func (wb *writeBehind) batch(pending []pendingEntry, usage map[keyHour]*usageCounts,
+	buckets map[[8]byte]bucketState, credits map[[8]byte]creditState) *writeBatch {
 	b := &writeBatch{logs: map[string][]*pendingEntry{}, retention: wb.retention,
-		segments: wb.segments[:0], usage: make(map[string]*usageCounts, len(usage)),
-		lastUsed: make(map[[8]byte]int64, len(touched)), buckets: buckets}
+		segments: wb.segments[:0], usage: make(map[string]*usageCounts),
+		keyUsage: make(map[string]*usageCounts, len(usage)),
+		lastUsed: make(map[[8]byte]int64, len(usage)), buckets: buckets, credits: credits}
 	for i := range pending {
 		name := pending[i].logName(wb.index)
 		b.logs[name] = append(b.logs[name], &pending[i])
 	}
-	for k, c := range usage {
-		b.usage[string(usageRowKey(wb.index, k))] = c
-	}
-	for k := range touched {
+	for kh, c := range usage {
+		k := kh.key
+		row := string(usageRowKey(wb.index, usageKey{org: k.org, live: k.live, hour: kh.hour}))
+		sum := b.usage[row]
+		if sum == nil {
+			sum = new(usageCounts)
+			b.usage[row] = sum
+		}
+		for i := range c {
+			sum[i] += c[i]
+		}
+		b.keyUsage[string(keyUsageRowKey(kh.hour, wb.index.orgID(k), k.keyID()))] = c
 		b.lastUsed[k.id] = k.lastUsed.Load()
 	}
 	return b
 }
 
-func (wb *writeBehind) putBack(pending []pendingEntry, usage map[usageKey]*usageCounts, touched map[*keyEntry]struct{}) {
+func (wb *writeBehind) putBack(pending []pendingEntry, usage map[keyHour]*usageCounts) {
 	wb.mu.Lock()
 	defer wb.mu.Unlock()
 	if room := maxPending - len(wb.pending); len(pending) > room {
@@ -261,8 +283,5 @@ func (wb *writeBehind) putBack(pending []pendingEntry, usage map[usageKey]*usage
 		} else {
 			wb.usage[k] = c
 		}
-	}
-	for k := range touched {
-		wb.touched[k] = struct{}{}
 	}
 }
