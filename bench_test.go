@@ -18,7 +18,7 @@ import (
 const neverTrips = `[{"limit":1000000000,"window":"1s"}]`
 
 // benchEnv has one org and a live key with the given rate_limits.
-func benchEnv(b *testing.B, rateLimits string) (*testEnv, string) {
+func benchEnv(b testing.TB, rateLimits string) (*testEnv, string) {
 	te := newTestEnv(b)
 	org := te.createOrg("bench")
 	_, key := te.createKey(org, `{"name":"b","env":"live","rate_limits":`+rateLimits+`}`)
@@ -121,6 +121,56 @@ func flushIfLarge(b *testing.B, te *testEnv) {
 	}
 }
 
+// TestHotPathAllocations pins the allocations of the guarded surfaces for
+// a key without meta, allowlist or credits (BENCHMARKS.md): the options
+// other keys may have cost such a key nothing but a flag check.
+func TestHotPathAllocations(t *testing.T) {
+	te, key := benchEnv(t, neverTrips)
+	now := te.clock.Now()
+	whoami := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
+	whoami.Header.Set("Authorization", "Bearer "+key)
+	body := []byte(`{"key":"` + key + `","env":"live"}`)
+	rd := &resettableBody{bytes.NewReader(body)}
+	verify := httptest.NewRequest("POST", "/v1/keys/verify", rd)
+	auth := httptest.NewRequest("GET", "/v1/auth", nil)
+	auth.Header.Set("Authorization", "Bearer "+key)
+	auth.Header.Set("X-Original-URI", "/api/v1/prod/sms/send?to=1")
+	auth.Header.Set("X-Original-Method", "POST")
+	w := &discardWriter{h: http.Header{}}
+	serve := func(req *http.Request, reset func()) func() {
+		return func() {
+			if reset != nil {
+				reset()
+			}
+			clear(w.h)
+			te.s.ServeHTTP(w, req)
+			if w.status != 200 {
+				t.Fatalf("status %d", w.status)
+			}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		fn   func()
+		want float64
+	}{
+		{"verify below HTTP", func() {
+			if v := te.s.verify(key, &checkArgs{env: envLive, cost: 1}, now); v.err != nil {
+				t.Fatal(v.err)
+			}
+		}, 0},
+		{"whoami", serve(whoami, nil), 5},
+		{"verify", serve(verify, func() { rd.Reset(body) }), 5},
+		{"forward auth", serve(auth, nil), 6},
+	} {
+		// An average over many runs: the log's and usage's occasional
+		// growth rounds away.
+		if got := testing.AllocsPerRun(200, c.fn); got > c.want {
+			t.Errorf("%s: %.1f allocations a request; want at most %.0f", c.name, got, c.want)
+		}
+	}
+}
+
 // smallHeaderMap is how many entries a Go map holds in its one small
 // group; the ninth turns it into a table. BenchmarkHeaderMap shows what
 // that costs an answer, and `bench headers` what it costs a server.
@@ -136,6 +186,11 @@ func TestAnswersFitASmallHeaderMap(t *testing.T) {
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"},{"limit":5,"window":"1h"}]}`)
+	// Keys with credits: X-Credits-Remaining takes the place of a
+	// Retry-After, never an entry more.
+	_, credits := te.createKey(org, `{"name":"c","env":"live","rate_limits":[{"limit":2,"window":"1m"}],"credits":{"remaining":1}}`)
+	_, refill := te.createKey(org, `{"name":"r","env":"live","credits":{"remaining":0,"refill":{"amount":1,"interval":"daily"}}}`)
+	_, limited := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":1,"window":"1m"}],"credits":{"remaining":9}}`)
 	answers := []struct {
 		name string
 		r    response
@@ -143,6 +198,11 @@ func TestAnswersFitASmallHeaderMap(t *testing.T) {
 	}{
 		{"whoami", te.whoami(envLive, key), 200},
 		{"whoami, rate limited", te.whoami(envLive, key), 429},
+		{"whoami, credits", te.whoami(envLive, credits), 200},
+		{"whoami, no credits left", te.whoami(envLive, credits), 429},
+		{"verify, credits", te.do("POST", "/v1/keys/verify", `{"key":"`+limited+`"}`), 200},
+		{"whoami, credits, rate limited", te.whoami(envLive, limited), 429},
+		{"whoami, no credits left until the refill", te.whoami(envLive, refill), 429},
 		{"verify", te.do("POST", "/v1/keys/verify", `{"key":"`+key+`"}`), 200},
 		{"verify, unknown key", te.do("POST", "/v1/keys/verify", `{"key":"kh_live_`+strings.Repeat("0", 32)+`"}`), 200},
 		{"whoami, no key", te.whoami(envLive, ""), 401},

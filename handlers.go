@@ -413,7 +413,7 @@ func (s *server) patchKey(w http.ResponseWriter, r *http.Request, p httprouter.P
 		return aerr
 	}
 	var given map[string]json.RawMessage
-	if json.Unmarshal(buf, &given) != nil {
+	if json.Unmarshal(buf, &given) != nil || given == nil {
 		return invalidRequest("Request body must be a JSON object.")
 	}
 	edit, aerr := s.keyEdit(&req, given)

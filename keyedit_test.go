@@ -265,6 +265,7 @@ func TestPatchKeyRefusals(t *testing.T) {
 		{`name=x`, `syntax`},
 		{``, `JSON object`},
 		{`[]`, `JSON object`},
+		{`null`, `JSON object`},
 	} {
 		r := pe.root("PATCH", "/orgs/"+pe.org+"/keys/"+pe.id, c.body)
 		e, _ := r.json(t)["error"].(map[string]any)
