@@ -166,7 +166,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatalf("walkthrough failed: %v\n%s\nserver:\n%s", err, out, c.output())
 	}
-	for _, want := range []string{`"environment_mismatch"`, `"valid":true`, `"invalid_or_revoked"`, "Ratelimit-Policy"} {
+	for _, want := range []string{`"environment_mismatch"`, `"valid":true`, `"invalid_or_revoked"`, "Ratelimit-Policy",
+		`"name":"backend (eu)"`, `"meta":{"customer":"cus_123","plan":"pro"}`, `"allowed_ips":["127.0.0.1/32","10.0.0.0/8"]`,
+		`"key_disabled"`, "X-Credits-Remaining: 1", `"credits":{"remaining":0,`, `"usage_exceeded"`, "Retry-After:"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("walkthrough output lacks %s:\n%s", want, out)
 		}
