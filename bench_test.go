@@ -57,6 +57,67 @@ func BenchmarkRateLimited(b *testing.B) {
 	serveEach(b, te, req, 429, nil)
 }
 
+// keyOptions are the options BenchmarkWhoamiOptions and
+// BenchmarkVerifyOptions measure a key with, one at a time and all
+// together: what a key that has them pays (BENCHMARKS.md).
+var keyOptions = []struct{ name, body string }{
+	{"none", ``},
+	{"allowlist", `,"allowed_ips":["198.51.100.0/24","2001:db8::/32","192.0.2.1"]`},
+	{"credits", `,"credits":{"remaining":1000000000000000,"refill":{"amount":1,"interval":"monthly"}}`},
+	{"meta", `,"meta":{"customer":"cus_123","plan":"pro"}`},
+	{"all", `,"allowed_ips":["192.0.2.1"],"credits":{"remaining":1000000000000000},"meta":{"customer":"cus_123"}`},
+}
+
+func optionsEnv(b *testing.B, options string) (*testEnv, string) {
+	te := newTestEnv(b)
+	_, key := te.createKey(te.createOrg("bench"), `{"name":"b","env":"live","rate_limits":`+neverTrips+options+`}`)
+	return te, key
+}
+
+// BenchmarkVerifyKeyOptions is BenchmarkVerify (the checks below HTTP)
+// for keys with each option: the work an option adds, without net/http's.
+func BenchmarkVerifyKeyOptions(b *testing.B) {
+	for _, o := range keyOptions {
+		b.Run(o.name, func(b *testing.B) {
+			te, key := optionsEnv(b, o.body)
+			now := te.clock.Now()
+			req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				if v := te.s.verify(key, &checkArgs{env: envLive, cost: 1, r: req}, now); v.err != nil {
+					b.Fatal(v.err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWhoamiOptions is BenchmarkWhoami for keys with each option.
+func BenchmarkWhoamiOptions(b *testing.B) {
+	for _, o := range keyOptions {
+		b.Run(o.name, func(b *testing.B) {
+			te, key := optionsEnv(b, o.body)
+			req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			serveEach(b, te, req, 200, nil)
+		})
+	}
+}
+
+// BenchmarkVerifyOptions is BenchmarkVerifyEndpoint for keys with each
+// option.
+func BenchmarkVerifyOptions(b *testing.B) {
+	for _, o := range keyOptions {
+		b.Run(o.name, func(b *testing.B) {
+			te, key := optionsEnv(b, o.body)
+			body := []byte(`{"key":"` + key + `","env":"live"}`)
+			rd := &resettableBody{bytes.NewReader(body)}
+			req := httptest.NewRequest("POST", "/v1/keys/verify", rd)
+			serveEach(b, te, req, 200, func() { rd.Reset(body) })
+		})
+	}
+}
+
 // resettableBody lets one request be sent again without allocating.
 type resettableBody struct{ *bytes.Reader }
 
