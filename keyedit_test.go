@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -425,6 +426,38 @@ func TestVerifyCost(t *testing.T) {
 		names := strings.Contains(string(r.body), `cost`) || bad == "01" && strings.Contains(string(r.body), "syntax error")
 		if r.status != 400 || r.errorCode(t) != "invalid_request" || !names {
 			t.Errorf("cost %s = %d %s; want 400 naming cost", bad, r.status, r.body)
+		}
+	}
+}
+
+// TestConcurrentPatchesEndAsCommitted: PATCHes of one key from many
+// clients at once leave the guarded surface as the last commit left the
+// record, though their answers may be put in the index in another order.
+func TestConcurrentPatchesEndAsCommitted(t *testing.T) {
+	t.Parallel()
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	id, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":100000,"window":"1m"}]}`)
+	for round := range 5 {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				body := fmt.Sprintf(`{"enabled":%v,"name":"n%d"}`, i%2 == 0, i)
+				if r, err := te.try("PATCH", "/admin/v1/orgs/"+org+"/keys/"+id, body, bearer(testRootToken)...); err != nil || r.status != 200 {
+					t.Errorf("PATCH: %v %d %s", err, r.status, r.body)
+				}
+			}()
+		}
+		wg.Wait()
+		var rec keyView
+		json.Unmarshal(te.root("GET", "/orgs/"+org+"/keys/"+id, "").body, &rec)
+		r := te.do("POST", "/v1/keys/verify", `{"key":"`+key+`"}`)
+		var v verifyAnswer
+		json.Unmarshal(r.body, &v)
+		if v.Valid != rec.Enabled || rec.Enabled && (v.Name == nil || *v.Name != rec.Name) {
+			t.Fatalf("round %d: the record says enabled %v, name %s; verify says %s", round, rec.Enabled, rec.Name, r.body)
 		}
 	}
 }

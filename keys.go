@@ -366,28 +366,30 @@ func (ix *keyIndex) set(e *keyEntry, row *hotRow, credits *keyCredits) {
 	if row.flags&rowDisabled != 0 {
 		flags |= flagDisabled
 	}
-	x := &keyExtra{credits: credits}
-	if len(row.meta) > 0 {
-		x.meta = bytes.Clone(row.meta)
-	}
-	if len(row.allowed) > 0 {
-		// Written by canonicalCIDRs; one that does not parse allows nobody.
-		x.allowed, _ = parseCIDRs(strings.Split(string(row.allowed), ","))
-		if x.allowed == nil {
-			x.allowed = []netip.Prefix{}
+	if len(row.meta) > 0 || len(row.allowed) > 0 || credits != nil {
+		x := &keyExtra{credits: credits}
+		if len(row.meta) > 0 {
+			x.meta = bytes.Clone(row.meta)
 		}
-	}
-	ix.extrasMu.Lock()
-	if x.meta != nil || x.allowed != nil || x.credits != nil {
+		if len(row.allowed) > 0 {
+			// Written by canonicalCIDRs; one that does not parse allows nobody.
+			x.allowed, _ = parseCIDRs(strings.Split(string(row.allowed), ","))
+			if x.allowed == nil {
+				x.allowed = []netip.Prefix{}
+			}
+		}
+		ix.extrasMu.Lock()
 		if ix.extras == nil {
 			ix.extras = make(map[[8]byte]*keyExtra)
 		}
 		ix.extras[e.id] = x
+		ix.extrasMu.Unlock()
 		flags |= flagExtra
-	} else {
+	} else if e.flags.Load()&flagExtra != 0 {
+		ix.extrasMu.Lock()
 		delete(ix.extras, e.id)
+		ix.extrasMu.Unlock()
 	}
-	ix.extrasMu.Unlock()
 	e.flags.Store(flags)
 }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,8 @@ type server struct {
 	index   *keyIndex
 	limiter *limiter
 	credits *creditBook // usage-limited keys' credits
+	// keyUpdates puts committed key changes into the index one at a time.
+	keyUpdates sync.Mutex
 	// defaultLimits are --rate-limits, for keys without their own.
 	defaultLimits *limitSet
 	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
@@ -226,9 +229,24 @@ func (s *server) addKeyRow(row *hotRow) *keyEntry {
 // addKey makes a committed new key usable.
 func (s *server) addKey(rec *keyRecord) *keyEntry { return s.addKeyRow(recordRow(rec)) }
 
-// updateKey applies a committed change of a key (revoke, expiry, a PATCH):
-// the very next request sees it.
+// updateKey applies a committed change of a key (revoke, roll, a PATCH) to
+// the index before the change is answered: the very next request sees it.
+// Two writes of one key may commit in one order and get here in the other,
+// so it applies what the store holds now, one key change at a time: the
+// last to run applies the newest commit.
 func (s *server) updateKey(rec *keyRecord) {
+	s.keyUpdates.Lock()
+	defer s.keyUpdates.Unlock()
+	cur, err := s.store.Key(rec.OrgID, rec.ID)
+	if err != nil {
+		s.log.Error().Err(err).Str("key_id", rec.ID).Msg("rereading a key after its commit")
+		cur = *rec
+	}
+	s.applyKey(&cur)
+}
+
+// applyKey makes the index what rec says of its key.
+func (s *server) applyKey(rec *keyRecord) {
 	row := recordRow(rec)
 	s.index.updateRow(row, s.configureCredits(row))
 }
@@ -283,7 +301,7 @@ func (s *server) loadState() error {
 		return fmt.Errorf("loading keys: %w", err)
 	}
 	if len(old) > 0 {
-		if err := s.store.UpgradeKeyRows(old, s.updateKey); err != nil {
+		if err := s.store.UpgradeKeyRows(old, s.applyKey); err != nil {
 			return fmt.Errorf("upgrading key rows: %w", err)
 		}
 		s.log.Info().Int("keys", len(old)).Msg("rewrote key rows written by an earlier keyhole")
