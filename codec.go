@@ -288,15 +288,16 @@ func (r *hotRow) decode(b []byte) error {
 	r.expiresAt = int64(binary.BigEndian.Uint64(b[34:]))
 	r.revokedAt = int64(binary.BigEndian.Uint64(b[42:]))
 	b = b[50:]
-	fields := []*[]byte{&r.id, &r.orgID, &r.prefix, &r.scopes, &r.limits}
+	// An array, not a slice that grows: a start decodes a million rows.
+	fields := [...]*[]byte{&r.id, &r.orgID, &r.prefix, &r.scopes, &r.limits, &r.name, &r.meta, &r.allowed, &r.credits}
+	n := 5
 	if r.version == hotRowV2 {
 		if len(b) < 1 {
 			return errBadRow
 		}
-		r.flags, b = b[0], b[1:]
-		fields = append(fields, &r.name, &r.meta, &r.allowed, &r.credits)
+		r.flags, b, n = b[0], b[1:], len(fields)
 	}
-	for _, dst := range fields {
+	for _, dst := range fields[:n] {
 		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
 			return errBadRow
 		}

@@ -559,10 +559,10 @@ func (s *store) OrgKeys(orgID string) ([]keyRecord, error) {
 
 // UpgradeKeyRows rewrites the rows of the keys at paths (org id/key id)
 // from their records, in the current row version, and gives fn each
-// record: version 1 rows lack what the index now keeps (the name, what a
-// PATCH sets). It runs once, at the first start after an upgrade, in
-// transactions of seedBatch keys.
-func (s *store) UpgradeKeyRows(paths []string, fn func(*keyRecord)) error {
+// committed batch of records: version 1 rows lack what the index now
+// keeps (the name, what a PATCH sets). It runs once, at the first start
+// after an upgrade, in transactions of seedBatch keys.
+func (s *store) UpgradeKeyRows(paths []string, fn func([]*keyRecord)) error {
 	for len(paths) > 0 {
 		batch := paths[:min(len(paths), seedBatch)]
 		paths = paths[len(batch):]
@@ -589,9 +589,7 @@ func (s *store) UpgradeKeyRows(paths []string, fn func(*keyRecord)) error {
 		if err != nil {
 			return err
 		}
-		for _, k := range recs {
-			fn(k)
-		}
+		fn(recs)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -301,7 +302,16 @@ func (s *server) loadState() error {
 		return fmt.Errorf("loading keys: %w", err)
 	}
 	if len(old) > 0 {
-		if err := s.store.UpgradeKeyRows(old, s.applyKey); err != nil {
+		// The collector is held off while the index loads (serve): what a
+		// batch decoded is garbage, collected after it, so that a million
+		// records are not all held at once.
+		err := s.store.UpgradeKeyRows(old, func(recs []*keyRecord) {
+			for _, rec := range recs {
+				s.applyKey(rec)
+			}
+			runtime.GC()
+		})
+		if err != nil {
 			return fmt.Errorf("upgrading key rows: %w", err)
 		}
 		s.log.Info().Int("keys", len(old)).Msg("rewrote key rows written by an earlier keyhole")
