@@ -106,11 +106,7 @@ func FuzzForwardedFor(f *testing.F) {
 }
 
 func newRequest(remote string, xff []string) *http.Request {
-	r := &http.Request{RemoteAddr: remote, Header: http.Header{}}
-	for _, v := range xff {
-		r.Header["X-Forwarded-For"] = append(r.Header["X-Forwarded-For"], v)
-	}
-	return r
+	return &http.Request{RemoteAddr: remote, Header: http.Header{"X-Forwarded-For": xff}}
 }
 
 // TestAllowlistBehindTrustedProxies: behind --trusted-proxies a key's

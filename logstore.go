@@ -151,7 +151,7 @@ func pruneUsage(tx *bolt.Tx, before int64) error {
 // at the start of their bucket, which is in hour order.
 func pruneKeyUsage(tx *bolt.Tx, before int64) error {
 	c := tx.Bucket(bucketKeyUsage).Cursor()
-	for k, _ := c.First(); k != nil && len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) < before; k, _ = c.First() {
+	for k, _ := c.First(); len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) < before; k, _ = c.First() {
 		if err := c.Delete(); err != nil {
 			return err
 		}
