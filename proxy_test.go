@@ -662,24 +662,37 @@ func TestProxyUpgrade(t *testing.T) {
 }
 
 // TestOwnHeaderNames keeps the names the proxy clears from an upstream's
-// 101 in step with every header keyhole sets, a 429's included.
+// 101 in step with every header keyhole sets: a 429's, and a key with
+// credits' X-Credits-Remaining.
 func TestOwnHeaderNames(t *testing.T) {
 	te := newTestEnv(t)
-	_, key := te.createKey(te.createOrg("acme"), `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	te.s.verify(key, "", "", time.Now())
-	v := te.s.verify(key, "", "", time.Now())
+	org := te.createOrg("acme")
+	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	_, credited := te.createKey(org, `{"name":"c","env":"live","credits":{"remaining":5}}`)
+	te.s.verify(key, &checkArgs{cost: 1}, time.Now())
+	v := te.s.verify(key, &checkArgs{cost: 1}, time.Now())
 	if v.err == nil || v.err.status != 429 {
 		t.Fatalf("second call: %v; want 429", v.err)
 	}
-	w := &statusWriter{ResponseWriter: httptest.NewRecorder(), reqID: "req_x", dec: v.dec, decided: true}
-	w.WriteHeader(429)
-	h := w.Header()
-	for name := range h {
-		if !slices.Contains(ownHeaderNames, name) {
-			t.Errorf("%s is set but not in ownHeaderNames", name)
+	c := te.s.verify(credited, &checkArgs{cost: 1}, time.Now())
+	if c.err != nil {
+		t.Fatalf("key with credits: %v", c.err)
+	}
+	set := map[string]bool{}
+	for _, a := range []struct {
+		v      verdict
+		status int
+	}{{v, 429}, {c, 200}} {
+		w := &statusWriter{ResponseWriter: httptest.NewRecorder(), reqID: "req_x", dec: a.v.dec, decided: true}
+		w.WriteHeader(a.status)
+		for name := range w.Header() {
+			if !slices.Contains(ownHeaderNames, name) {
+				t.Errorf("%s is set but not in ownHeaderNames", name)
+			}
+			set[name] = true
 		}
 	}
-	if len(h) != len(ownHeaderNames) {
-		t.Errorf("a 429 sets %d headers; ownHeaderNames has %d", len(h), len(ownHeaderNames))
+	if len(set) != len(ownHeaderNames) {
+		t.Errorf("the answers set %d headers; ownHeaderNames has %d", len(set), len(ownHeaderNames))
 	}
 }
