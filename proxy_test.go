@@ -170,6 +170,35 @@ func (pe *proxyEnv) logEntry(requestID string) (status int, ok bool) {
 	return 0, false
 }
 
+// TestProxyForwardsTrustedClient: behind a proxy in --trusted-proxies the
+// upstream's X-Forwarded-For is the client that proxy named (the address
+// allowlists are checked against), and nothing the client wrote to its
+// left; from an untrusted peer it stays the connection's.
+func TestProxyForwardsTrustedClient(t *testing.T) {
+	t.Parallel()
+	up := newUpstreamAPI(t, nil)
+	te := newTestEnv(t, func(c *config) {
+		c.upstream = up.URL
+		c.rulesPath = writeRules(t)
+		c.trustedSpec = "127.0.0.1/32"
+	})
+	wire := te.listen()
+	_, key := te.createKey(te.createOrg("acme"), `{"name":"k","env":"live","scopes":["sms:send"]}`)
+	for _, c := range []struct{ xff, want string }{
+		{"10.9.9.9, 203.0.113.7", "203.0.113.7"},
+		{"", "127.0.0.1"}, // the trusted proxy itself
+	} {
+		headers := bearer(key)
+		if c.xff != "" {
+			headers = append(headers, "X-Forwarded-For", c.xff)
+		}
+		mustStatus(t, "proxied POST", wire.do("POST", "/api/v1/prod/sms/send", `{}`, headers...), 200)
+		if got := up.last(t).header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != c.want {
+			t.Errorf("X-Forwarded-For %q: upstream got %q; want [%s]", c.xff, got, c.want)
+		}
+	}
+}
+
 func TestProxyHeaders(t *testing.T) {
 	t.Parallel()
 	pe := newProxyEnv(t, nil)
