@@ -414,3 +414,38 @@ func TestCLICell(t *testing.T) {
 		t.Fatalf("table = %q; want %q", b.String(), want)
 	}
 }
+
+// TestReadmeCLI runs README.md's CLI block with bash against a real
+// keyhole, started as the walkthrough's, with the binary on PATH.
+func TestReadmeCLI(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"bash", "curl", "jq", "timeout"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			integrationMissing(t, tool+" is not installed")
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- cli -->\n```sh\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no CLI block")
+	}
+	c := startKeyhole(t, "--db", filepath.Join(t.TempDir(), "cli.db"), "--admin-token", "walkthrough-root-token-change-me")
+	cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url()))
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(keyholeBinary(t))+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the CLI block failed: %v\n%s\nserver:\n%s", err, out, c.output())
+	}
+	for _, want := range []string{"Copy this live key for “backend” now. It won't be shown again.", "ID                    NAME",
+		`"key_id"`, "200     GET", "exit status 3: not found", "Copy this token now", "key.revoked", "admin_token.created"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the CLI block's output lacks %q:\n%s", want, out)
+		}
+	}
+	checkMode(t, filepath.Join(cmd.Dir, "acme-ops.token"), 0o600)
+}
