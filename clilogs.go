@@ -70,6 +70,10 @@ func (o *logsOptions) check() error {
 		return fmt.Errorf("--limit %d: want 1 to %d", o.limit, maxLogLimit)
 	case o.interval < 100*time.Millisecond:
 		return fmt.Errorf("--interval %s: want at least 100ms", o.interval)
+	case !validEnvFilter(o.env):
+		return fmt.Errorf("--env %q: want test or live", o.env)
+	case o.status != "" && !validStatusFilter(o.status):
+		return fmt.Errorf("--status %q: want a status like 429 or a class like 4xx", o.status)
 	case o.follow && o.before != "":
 		return errors.New("--follow prints new entries; --before pages back: give one of them")
 	}

@@ -125,6 +125,9 @@ func keysListCmd(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	if !validEnvFilter(*env) {
+		return usageErrorf("keys list", "--env %q: want test or live", *env)
+	}
 	q := url.Values{}
 	if *env != "" {
 		q.Set("env", *env)
@@ -152,6 +155,11 @@ func printKeys(a *adminConn, body []byte) error {
 	}
 	printTable(a.out.stdout, []string{"ID", "NAME", "ENV", "PREFIX", "SCOPES", "CREATED", "LAST USED", "EXPIRES", "STATUS"}, rows)
 	return nil
+}
+
+// validEnvFilter: none, or an environment.
+func validEnvFilter(env string) bool {
+	return env == "" || env == envTest || env == envLive
 }
 
 func orNever(s *string) string {
