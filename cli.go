@@ -224,7 +224,8 @@ func topUsage() string {
 	b.WriteString("\nWith no command, or flags only, keyhole runs serve. Global options:\n" +
 		"  -h, --help     show this help\n  --version      print keyhole's version\n\n" +
 		"Run 'keyhole COMMAND --help' for a command's flags. Every flag can also be set\n" +
-		"as KEYHOLE_<FLAG> (upper case, - as _); a flag on the command line wins.\n\n" +
+		"as KEYHOLE_<FLAG> (upper case, - as _); a flag on the command line wins. Of the\n" +
+		"admin commands' flags, only --server, --token-file and --json are.\n\n" +
 		adminCommandsNote)
 	return b.String()
 }
@@ -446,10 +447,14 @@ func commandHelp(fs *flag.FlagSet) string {
 		b.WriteString("README.md says more of each; the log goes to stderr, a new root token to stdout.\n")
 	}
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	heading := "\nFlags (each also read from KEYHOLE_<FLAG>):\n"
+	if fs.Lookup("token-file") != nil {
+		heading = "\nFlags (--server, --token-file and --json also read from KEYHOLE_<FLAG>):\n"
+	}
 	n := 0
 	fs.VisitAll(func(f *flag.Flag) {
 		if n++; n == 1 {
-			fmt.Fprint(tw, "\nFlags (each also read from KEYHOLE_<FLAG>):\n")
+			fmt.Fprint(tw, heading)
 		}
 		kind, usage := flag.UnquoteUsage(f)
 		def := ""

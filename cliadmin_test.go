@@ -119,6 +119,11 @@ func TestCLIAdminCommands(t *testing.T) {
 		t.Fatalf("keys list --json = %+v", keys)
 	}
 	id := keys.Keys[0].ID
+	// Of the environment, the connection's flags count, not a command's own.
+	out, _ = a.runEnv([]string{"KEYHOLE_ENV=production", "KEYHOLE_LIMIT=x", "KEYHOLE_JSON=true"}, 0, "keys", "list", org)
+	if err := json.Unmarshal([]byte(out), &keys); err != nil || len(keys.Keys) != 2 {
+		t.Fatalf("KEYHOLE_JSON=true keys list = %q (%v); want the JSON of both keys", out, err)
+	}
 	out, _ = a.quiet(0, "keys", "show", org, id)
 	if !regexp.MustCompile(`(?m)^rate_limits +100/1m$`).MatchString(out) || !regexp.MustCompile(`(?m)^last_used_at +20`).MatchString(out) {
 		t.Fatalf("keys show printed %q; want its fields, last use included", out)

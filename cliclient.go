@@ -55,6 +55,21 @@ func addAdminFlags(fs *flag.FlagSet) *adminFlags {
 	return f
 }
 
+// connectionEnv is getenv for an admin command's flags: only those of its
+// connection are read from the environment. A command's own (--name,
+// --env, --limit…) come from its line alone, so that a variable set for
+// something else (KEYHOLE_ENV=production) never names, filters or edits
+// a record.
+func connectionEnv(getenv func(string) string) func(string) string {
+	return func(name string) string {
+		switch name {
+		case flagEnvName("server"), flagEnvName("token-file"), flagEnvName("json"):
+			return getenv(name)
+		}
+		return ""
+	}
+}
+
 // adminConn is one admin command's connection: where, with which token,
 // and how it prints.
 type adminConn struct {

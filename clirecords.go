@@ -44,7 +44,7 @@ func tokensCommands() []command {
 // (a name in [] is optional) and connects.
 func parseAdmin(c *cli, fs *flag.FlagSet, f *adminFlags, args []string, names ...string) (*adminConn, []string, error) {
 	cmd := strings.TrimPrefix(fs.Name(), "keyhole ")
-	got, err := parseArgsAnywhere(fs, args, c.getenv)
+	got, err := parseArgsAnywhere(fs, args, connectionEnv(c.getenv))
 	if err != nil {
 		return nil, nil, err
 	}
