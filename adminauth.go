@@ -7,7 +7,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -228,7 +227,7 @@ func boolInt(b bool) int {
 }
 
 func (s *server) authenticate(r *http.Request) (caller, *apiError) {
-	client := clientAddr(r)
+	client := s.throttleClient(r)
 	if s.throttle.blocked(client, s.now()) {
 		return caller{}, &apiError{429, "rate_limited", "Too many failed admin token attempts. Wait a minute before retrying."}
 	}
@@ -249,19 +248,20 @@ func (s *server) authenticate(r *http.Request) (caller, *apiError) {
 	return c, nil
 }
 
-// clientAddr is who the admin-token throttle counts: the IPv4 address, or
-// the /64 of an IPv6 one, since one IPv6 client is given a whole /64. The
-// port is dropped; an address that does not parse is counted as it is.
-func clientAddr(r *http.Request) string {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
+// throttleClient is who the admin-token throttle counts: the client's
+// address (clientip.go: behind --trusted-proxies, the one the proxies
+// forward), IPv4, or the /64 of an IPv6 one, since one IPv6 client is
+// given a whole /64. An address that cannot be told is counted as the
+// connection's RemoteAddr as it is.
+func (s *server) throttleClient(r *http.Request) string {
+	a := s.clientIP(r)
+	if !a.IsValid() {
 		return r.RemoteAddr
 	}
-	a := ap.Addr().Unmap()
 	if a.Is4() {
 		return a.String()
 	}
-	p, _ := a.WithZone("").Prefix(64)
+	p, _ := a.Prefix(64)
 	return p.String()
 }
 

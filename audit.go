@@ -26,7 +26,9 @@ import (
 const (
 	actionOrgCreated    = "org.created"
 	actionKeyCreated    = "key.created"
-	actionKeyUpdated    = "key.updated" // an edit: store.UpdateKey(org, key, s.newAudit(c, actionKeyUpdated), change) names the changed fields
+	actionKeyUpdated    = "key.updated"  // an edit: store.UpdateKey(org, key, s.newAudit(c, actionKeyUpdated), change) names the changed fields
+	actionKeyDisabled   = "key.disabled" // an edit with "enabled": false; its fields name all it changed
+	actionKeyEnabled    = "key.enabled"  // an edit with "enabled": true
 	actionKeyRevoked    = "key.revoked"
 	actionKeyRolled     = "key.rolled"
 	actionTokenCreated  = "admin_token.created"
@@ -45,7 +47,8 @@ const (
 	auditFilterMaxBytes = 100
 )
 
-var auditActions = []string{actionOrgCreated, actionKeyCreated, actionKeyUpdated, actionKeyRevoked,
+var auditActions = []string{actionOrgCreated, actionKeyCreated, actionKeyUpdated, actionKeyDisabled,
+	actionKeyEnabled, actionKeyRevoked,
 	actionKeyRolled, actionTokenCreated, actionTokenRevoked, actionTokenRolled, actionRootCreated,
 	actionRootSet, actionRootReset, actionRootRolled, actionBackupTaken}
 
@@ -90,14 +93,17 @@ var unnamedFields = map[string]bool{"id": true, "org_id": true, "hash": true, "r
 	"prefix": true, "created_at": true}
 
 // changedFields names the fields of two records of one type whose values
-// differ, by their JSON names: what an entry says a change changed. An
-// empty list is the same as none.
+// differ, by their API names (the audit tag, else the JSON name): what an
+// entry says a change changed. An empty list is the same as none.
 func changedFields[T any](before, after *T) []string {
 	b, a := reflect.ValueOf(before).Elem(), reflect.ValueOf(after).Elem()
 	names := []string{}
 	for i := range b.NumField() {
 		f := b.Type().Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if api := f.Tag.Get("audit"); api != "" {
+			name = api // the record stores it otherwise than the API names it
+		}
 		if !f.IsExported() || name == "" || name == "-" || unnamedFields[name] {
 			continue
 		}

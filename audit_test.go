@@ -604,3 +604,42 @@ func TestAuditSurvivesSIGKILL(t *testing.T) {
 		client.http.CloseIdleConnections()
 	}
 }
+
+// TestAuditKeyEdits: each PATCH that changes a key leaves one entry, named
+// for what it did, with the changed fields' names and none of their
+// values; a PATCH that changes nothing, or is refused, leaves none.
+func TestAuditKeyEdits(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	keyID, _ := te.createKey(org, `{"name":"k","env":"live"}`)
+	path := "/orgs/" + org + "/keys/" + keyID
+	for _, tt := range []struct {
+		body, action string
+		fields       []string
+	}{
+		{`{"enabled":false}`, actionKeyDisabled, []string{"enabled"}},
+		{`{"enabled":true,"name":"k2"}`, actionKeyEnabled, []string{"name", "enabled"}},
+		{`{"meta":{"plan":"secret-plan-value"},"allowed_ips":["10.0.0.0/8"]}`, actionKeyUpdated, []string{"meta", "allowed_ips"}},
+		{`{"credits":{"remaining":5}}`, actionKeyUpdated, []string{"credits"}},
+	} {
+		before := len(te.allAudit(testRootToken, "/audit"))
+		mustStatus(t, tt.body, te.root("PATCH", path, tt.body), 200)
+		entries := te.allAudit(testRootToken, "/audit")
+		if len(entries) != before+1 {
+			t.Fatalf("PATCH %s left %d entries; want 1", tt.body, len(entries)-before)
+		}
+		e := entries[0]
+		if e.Action != tt.action || !reflect.DeepEqual(e.Fields, tt.fields) || !reflect.DeepEqual(e.TargetIDs, []string{keyID}) {
+			t.Errorf("PATCH %s: entry %s %v %v; want %s %v", tt.body, e.Action, e.Fields, e.TargetIDs, tt.action, tt.fields)
+		}
+	}
+	before := len(te.allAudit(testRootToken, "/audit"))
+	mustStatus(t, "an empty edit", te.root("PATCH", path, `{}`), 200)
+	mustStatus(t, "a refused edit", te.root("PATCH", path, `{"enabled":"no"}`), 400)
+	if n := len(te.allAudit(testRootToken, "/audit")); n != before {
+		t.Fatalf("an empty and a refused PATCH left %d entries; want none", n-before)
+	}
+	if r := te.root("GET", "/audit", ""); strings.Contains(string(r.body), "secret-plan-value") {
+		t.Fatal("an audit entry holds a value of meta")
+	}
+}

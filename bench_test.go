@@ -18,7 +18,7 @@ import (
 const neverTrips = `[{"limit":1000000000,"window":"1s"}]`
 
 // benchEnv has one org and a live key with the given rate_limits.
-func benchEnv(b *testing.B, rateLimits string) (*testEnv, string) {
+func benchEnv(b testing.TB, rateLimits string) (*testEnv, string) {
 	te := newTestEnv(b)
 	org := te.createOrg("bench")
 	_, key := te.createKey(org, `{"name":"b","env":"live","rate_limits":`+rateLimits+`}`)
@@ -32,7 +32,7 @@ func BenchmarkVerify(b *testing.B) {
 	now := te.clock.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		if v := te.s.verify(key, envLive, "", now); v.err != nil {
+		if v := te.s.verify(key, &checkArgs{env: envLive, cost: 1}, now); v.err != nil {
 			b.Fatal(v.err)
 		}
 	}
@@ -55,6 +55,67 @@ func BenchmarkRateLimited(b *testing.B) {
 	req.Header.Set("Authorization", "Bearer "+key)
 	te.s.ServeHTTP(&discardWriter{h: http.Header{}}, req)
 	serveEach(b, te, req, 429, nil)
+}
+
+// keyOptions are the options BenchmarkWhoamiOptions and
+// BenchmarkVerifyOptions measure a key with, one at a time and all
+// together: what a key that has them pays (BENCHMARKS.md).
+var keyOptions = []struct{ name, body string }{
+	{"none", ``},
+	{"allowlist", `,"allowed_ips":["198.51.100.0/24","2001:db8::/32","192.0.2.1"]`},
+	{"credits", `,"credits":{"remaining":1000000000000000,"refill":{"amount":1,"interval":"monthly"}}`},
+	{"meta", `,"meta":{"customer":"cus_123","plan":"pro"}`},
+	{"all", `,"allowed_ips":["192.0.2.1"],"credits":{"remaining":1000000000000000},"meta":{"customer":"cus_123"}`},
+}
+
+func optionsEnv(b *testing.B, options string) (*testEnv, string) {
+	te := newTestEnv(b)
+	_, key := te.createKey(te.createOrg("bench"), `{"name":"b","env":"live","rate_limits":`+neverTrips+options+`}`)
+	return te, key
+}
+
+// BenchmarkVerifyKeyOptions is BenchmarkVerify (the checks below HTTP)
+// for keys with each option: the work an option adds, without net/http's.
+func BenchmarkVerifyKeyOptions(b *testing.B) {
+	for _, o := range keyOptions {
+		b.Run(o.name, func(b *testing.B) {
+			te, key := optionsEnv(b, o.body)
+			now := te.clock.Now()
+			req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				if v := te.s.verify(key, &checkArgs{env: envLive, cost: 1, r: req}, now); v.err != nil {
+					b.Fatal(v.err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWhoamiOptions is BenchmarkWhoami for keys with each option.
+func BenchmarkWhoamiOptions(b *testing.B) {
+	for _, o := range keyOptions {
+		b.Run(o.name, func(b *testing.B) {
+			te, key := optionsEnv(b, o.body)
+			req := httptest.NewRequest("GET", "/api/v1/prod/whoami", nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			serveEach(b, te, req, 200, nil)
+		})
+	}
+}
+
+// BenchmarkVerifyOptions is BenchmarkVerifyEndpoint for keys with each
+// option.
+func BenchmarkVerifyOptions(b *testing.B) {
+	for _, o := range keyOptions {
+		b.Run(o.name, func(b *testing.B) {
+			te, key := optionsEnv(b, o.body)
+			body := []byte(`{"key":"` + key + `","env":"live"}`)
+			rd := &resettableBody{bytes.NewReader(body)}
+			req := httptest.NewRequest("POST", "/v1/keys/verify", rd)
+			serveEach(b, te, req, 200, func() { rd.Reset(body) })
+		})
+	}
 }
 
 // resettableBody lets one request be sent again without allocating.
@@ -125,10 +186,24 @@ func keyedRequest(method, path, key string) *http.Request {
 	return req
 }
 
+// The keys have no meta, allowlist or credits: the options other keys may
+// have cost such a key nothing but a flag check.
 func TestHotPathAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts differ under the race detector; .ci/run runs this test without it")
 	}
+	t.Run("verify below HTTP", func(t *testing.T) {
+		te, key := benchEnv(t, neverTrips)
+		now := te.clock.Now()
+		got := testing.AllocsPerRun(200, func() {
+			if v := te.s.verify(key, &checkArgs{env: envLive, cost: 1}, now); v.err != nil {
+				t.Fatal(v.err)
+			}
+		})
+		if got != 0 {
+			t.Errorf("%v allocations; want none", got)
+		}
+	})
 	for _, tt := range hotPathAllocs {
 		t.Run(tt.name, func(t *testing.T) {
 			te := newTestEnv(t)
@@ -200,6 +275,11 @@ func TestAnswersFitASmallHeaderMap(t *testing.T) {
 	te := newTestEnv(t)
 	org := te.createOrg("acme")
 	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"},{"limit":5,"window":"1h"}]}`)
+	// Keys with credits: X-Credits-Remaining takes the place of a
+	// Retry-After, never an entry more.
+	_, credits := te.createKey(org, `{"name":"c","env":"live","rate_limits":[{"limit":2,"window":"1m"}],"credits":{"remaining":1}}`)
+	_, refill := te.createKey(org, `{"name":"r","env":"live","credits":{"remaining":0,"refill":{"amount":1,"interval":"daily"}}}`)
+	_, limited := te.createKey(org, `{"name":"l","env":"live","rate_limits":[{"limit":1,"window":"1m"}],"credits":{"remaining":9}}`)
 	answers := []struct {
 		name string
 		r    response
@@ -207,6 +287,11 @@ func TestAnswersFitASmallHeaderMap(t *testing.T) {
 	}{
 		{"whoami", te.whoami(envLive, key), 200},
 		{"whoami, rate limited", te.whoami(envLive, key), 429},
+		{"whoami, credits", te.whoami(envLive, credits), 200},
+		{"whoami, no credits left", te.whoami(envLive, credits), 429},
+		{"verify, credits", te.do("POST", "/v1/keys/verify", `{"key":"`+limited+`"}`), 200},
+		{"whoami, credits, rate limited", te.whoami(envLive, limited), 429},
+		{"whoami, no credits left until the refill", te.whoami(envLive, refill), 429},
 		{"verify", te.do("POST", "/v1/keys/verify", `{"key":"`+key+`"}`), 200},
 		{"verify, unknown key", te.do("POST", "/v1/keys/verify", `{"key":"kh_live_`+strings.Repeat("0", 32)+`"}`), 200},
 		{"whoami, no key", te.whoami(envLive, ""), 401},

@@ -21,6 +21,7 @@ const (
 	usageV1    = 0x01 // then the four status-class counts, u64 each
 	lastUsedV1 = 0x01 // then Unix nanoseconds, i64
 	tokenUseV1 = 0x01 // then last used, Unix nanoseconds i64, then the prefix learned on use, if any
+	creditsV1  = 0x01 // then a key's spending: gen u64, remaining i64, refilled at i64
 )
 
 var errBadValue = errors.New("malformed stored value")
@@ -238,9 +239,14 @@ func orgOf(logName string) string {
 	return logName
 }
 
-// hotRow is what the in-memory index needs of a key.
+// hotRow is what the in-memory index needs of a key. Version 1 rows,
+// written before keys had names in the index and the options a PATCH sets,
+// read with those empty (version 1); the server rewrites them as version 2
+// once, at start (store.UpgradeKeyRows).
 type hotRow struct {
+	version   byte
 	env       byte // 1: live
+	flags     byte // rowDisabled
 	hash      [32]byte
 	expiresAt int64
 	revokedAt int64
@@ -249,24 +255,43 @@ type hotRow struct {
 	prefix    []byte
 	scopes    []byte // joined with ","
 	limits    []byte // limitsSignature, "" for the server default
+	name      []byte
+	meta      []byte // the JSON object as answers write it, "" for none
+	allowed   []byte // canonical CIDRs joined with ",", "" for any address
+	credits   []byte // appendCreditSetting, "" for no usage limit
 }
 
-const hotRowVersion = 1
+const (
+	hotRowV1 = 1
+	hotRowV2 = 2 // adds flags, name, meta, allowed IPs and credits
+
+	rowDisabled = 1 << 0
+)
 
 func appendHotRow(b []byte, k *keyRecord) []byte {
 	env := byte(0)
 	if k.Env == envLive {
 		env = 1
 	}
-	b = append(b, hotRowVersion, env)
+	var flags byte
+	if k.Disabled {
+		flags |= rowDisabled
+	}
+	b = append(b, hotRowV2, env)
 	b = append(b, k.Hash[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(k.ExpiresAt))
 	b = binary.BigEndian.AppendUint64(b, uint64(k.RevokedAt))
+	b = append(b, flags)
 	limits := ""
 	if k.RateLimits != nil {
 		limits = limitsSignature(k.RateLimits)
 	}
-	for _, str := range []string{k.ID, k.OrgID, k.Prefix, strings.Join(k.Scopes, ","), limits} {
+	var credits []byte
+	if k.Credits != nil {
+		credits = appendCreditSetting(nil, k.Credits)
+	}
+	for _, str := range []string{k.ID, k.OrgID, k.Prefix, strings.Join(k.Scopes, ","), limits,
+		k.Name, string(k.Meta), strings.Join(k.AllowedIPs, ","), string(credits)} {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(str)))
 		b = append(b, str...)
 	}
@@ -276,15 +301,24 @@ func appendHotRow(b []byte, k *keyRecord) []byte {
 var errBadRow = errors.New("malformed key row")
 
 func (r *hotRow) decode(b []byte) error {
-	if len(b) < 50 || b[0] != hotRowVersion {
+	if len(b) < 50 || b[0] != hotRowV1 && b[0] != hotRowV2 {
 		return errBadRow
 	}
-	r.env = b[1]
+	*r = hotRow{version: b[0], env: b[1]}
 	copy(r.hash[:], b[2:34])
 	r.expiresAt = int64(binary.BigEndian.Uint64(b[34:]))
 	r.revokedAt = int64(binary.BigEndian.Uint64(b[42:]))
 	b = b[50:]
-	for _, dst := range []*[]byte{&r.id, &r.orgID, &r.prefix, &r.scopes, &r.limits} {
+	// An array, not a slice that grows: a start decodes a million rows.
+	fields := [...]*[]byte{&r.id, &r.orgID, &r.prefix, &r.scopes, &r.limits, &r.name, &r.meta, &r.allowed, &r.credits}
+	n := 5
+	if r.version == hotRowV2 {
+		if len(b) < 1 {
+			return errBadRow
+		}
+		r.flags, b, n = b[0], b[1:], len(fields)
+	}
+	for _, dst := range fields[:n] {
 		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
 			return errBadRow
 		}
@@ -292,6 +326,67 @@ func (r *hotRow) decode(b []byte) error {
 		*dst, b = b[2:2+n], b[2+n:]
 	}
 	return nil
+}
+
+// A key's credit setting in its row: remaining i64, gen u64, set at i64,
+// refill amount i64, interval u8 (0 none, 1 daily, 2 monthly), day u8.
+const creditSettingLen = 8 + 8 + 8 + 8 + 1 + 1
+
+func appendCreditSetting(b []byte, c *creditSetting) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Remaining))
+	b = binary.BigEndian.AppendUint64(b, c.Gen)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.SetAt))
+	var amount int64
+	var interval, day byte
+	if c.Refill != nil {
+		amount, day = c.Refill.Amount, byte(c.Refill.Day)
+		switch c.Refill.Interval {
+		case refillDaily:
+			interval = 1
+		case refillMonthly:
+			interval = 2
+		}
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(amount))
+	return append(b, interval, day)
+}
+
+func decodeCreditSetting(b []byte) (creditSetting, bool) {
+	if len(b) != creditSettingLen {
+		return creditSetting{}, false
+	}
+	c := creditSetting{Remaining: int64(binary.BigEndian.Uint64(b)), Gen: binary.BigEndian.Uint64(b[8:]),
+		SetAt: int64(binary.BigEndian.Uint64(b[16:]))}
+	switch b[32] {
+	case 1:
+		c.Refill = &creditRefill{Amount: int64(binary.BigEndian.Uint64(b[24:])), Interval: refillDaily}
+	case 2:
+		c.Refill = &creditRefill{Amount: int64(binary.BigEndian.Uint64(b[24:])), Interval: refillMonthly, Day: int(b[33])}
+	}
+	return c, true
+}
+
+// A key's spending, written behind: gen (of the setting it counts from),
+// remaining, and when remaining was last set or refilled.
+type creditState struct {
+	gen        uint64
+	remaining  int64
+	refilledAt int64
+}
+
+func encodeCreditState(st creditState) []byte {
+	b := append(make([]byte, 0, 25), creditsV1)
+	b = binary.BigEndian.AppendUint64(b, st.gen)
+	b = binary.BigEndian.AppendUint64(b, uint64(st.remaining))
+	return binary.BigEndian.AppendUint64(b, uint64(st.refilledAt))
+}
+
+func decodeCreditState(v []byte) (creditState, bool) {
+	if len(v) != 25 || v[0] != creditsV1 {
+		return creditState{}, false
+	}
+	return creditState{gen: binary.BigEndian.Uint64(v[1:]), remaining: int64(binary.BigEndian.Uint64(v[9:])),
+		refilledAt: int64(binary.BigEndian.Uint64(v[17:]))}, true
 }
 
 // usageRowKey is a usage row's key: its prefix and the hour, u64 BE, so
@@ -303,4 +398,10 @@ func usageRowKey(ix *keyIndex, k usageKey) []byte {
 // usageRowPrefix is what the keys of one org's usage rows of one env start with.
 func usageRowPrefix(orgID, env string) []byte {
 	return []byte(orgID + "/" + env + "/")
+}
+
+// keyUsageRowKey is a key's usage row's key: the hour first, u64 BE, so
+// that pruning deletes from the start of the bucket, then org and key id.
+func keyUsageRowKey(hour int64, orgID, keyID string) []byte {
+	return append(u64(uint64(hour)), orgID+"/"+keyID...)
 }

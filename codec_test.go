@@ -131,3 +131,64 @@ func TestLogEntryCodec(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyRowsOfVersion1: a db whose key rows were written before rows held
+// names and the options a PATCH sets opens, its keys work as they did and
+// answer their names, and the rows are rewritten once in version 2.
+func TestKeyRowsOfVersion1(t *testing.T) {
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	_, key := te.createKey(org, `{"name":"first key","env":"live","scopes":["a:b"],"rate_limits":[{"limit":3,"window":"1m"}]}`)
+	revokedID, revoked := te.createKey(org, `{"name":"gone","env":"test"}`)
+	mustStatus(t, "revoke", te.root("POST", "/orgs/"+org+"/keys/"+revokedID+"/revoke", ""), 200)
+	// Rewrite every row as version 1 wrote it: no flags byte, five strings.
+	v1 := func(row []byte) []byte {
+		out := append([]byte{hotRowV1}, row[1:50]...)
+		rest := row[51:]
+		for range 5 {
+			n := 2 + int(rest[0])<<8 + int(rest[1])
+			out, rest = append(out, rest[:n]...), rest[n:]
+		}
+		return out
+	}
+	rewrite := func(version byte, conv func([]byte) []byte) int {
+		n := 0
+		err := te.s.store.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketKeyRows)
+			var keys, vals [][]byte
+			b.ForEach(func(k, v []byte) error {
+				if v[0] == version {
+					n++
+				}
+				keys, vals = append(keys, append([]byte(nil), k...)), append(vals, conv(append([]byte(nil), v...)))
+				return nil
+			})
+			for i := range keys {
+				if err := b.Put(keys[i], vals[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rewrite(hotRowV2, v1)
+	te.restart()
+	if !strings.Contains(te.stderr.String(), "rewrote key rows") {
+		t.Errorf("no word of the rewrite in the log: %s", te.stderr.String())
+	}
+	r := te.do("POST", "/v1/keys/verify", `{"key":"`+key+`","scope":"a:b"}`)
+	if !strings.Contains(string(r.body), `"valid":true`) || !strings.Contains(string(r.body), `"name":"first key"`) ||
+		!strings.Contains(string(r.body), `"ratelimit":{"limit":3`) {
+		t.Errorf("verify after the rewrite = %s", r.body)
+	}
+	if st := te.whoami(envTest, revoked).status; st != 401 {
+		t.Errorf("the revoked key after the rewrite = %d; want 401", st)
+	}
+	if n := rewrite(hotRowV2, func(v []byte) []byte { return v }); n != 2 {
+		t.Errorf("%d rows of version 2 after the start; want both", n)
+	}
+}

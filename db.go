@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -42,6 +43,8 @@ import (
 //	  <keyID>          -> int64 BE Unix nanoseconds (written behind)
 //	buckets/
 //	  <keyID>          -> limiterState (written behind)
+//	credits/
+//	  <keyID>          -> creditState, binary: a key's spending (written behind)
 //	logs/
 //	  <orgID>|_server/ -> bucket: <seq uint64 BE> -> a segment of binary
 //	                      log entries, keyed by the first one's seq (a ring)
@@ -51,6 +54,8 @@ import (
 //	  <seq uint64 BE>  -> auditEntry, written in the transaction of the change it records
 //	auditorgs/
 //	  <orgID>/<seq uint64 BE> -> empty: the org's entries, newest last
+//	keyusage/
+//	  <hour uint64 BE><orgID>/<keyID> -> usageCounts of one key (written behind)
 var (
 	bucketMeta      = []byte("meta")
 	bucketOrgs      = []byte("orgs")
@@ -64,13 +69,16 @@ var (
 	bucketTokenUse  = []byte("tokenuse")
 	bucketAudit     = []byte("audit")
 	bucketAuditOrgs = []byte("auditorgs")
+	bucketCredits   = []byte("credits")
+	bucketKeyUsage  = []byte("keyusage")
 
 	metaVersion   = []byte("version")
 	metaRootToken = []byte("root_token_hash")
 	metaFlagToken = []byte("flag_token_hash")
 
 	allBuckets = [][]byte{bucketMeta, bucketOrgs, bucketTokens, bucketKeys, bucketKeyRows,
-		bucketLastUsed, bucketLimits, bucketLogs, bucketUsage, bucketTokenUse, bucketAudit, bucketAuditOrgs}
+		bucketLastUsed, bucketLimits, bucketLogs, bucketUsage, bucketTokenUse, bucketAudit, bucketAuditOrgs,
+		bucketCredits, bucketKeyUsage}
 )
 
 const layoutVersion = "1"
@@ -113,6 +121,12 @@ type keyRecord struct {
 	ExpiresAt  int64       `json:"expires_at,omitempty"`
 	RevokedAt  int64       `json:"revoked_at,omitempty"`
 	Row        uint64      `json:"row"` // its key in keyrows
+	// What a PATCH sets besides the above; absent in records written
+	// before keys could be edited, which read as enabled with none.
+	Disabled   bool            `json:"disabled,omitempty" audit:"enabled"`
+	Meta       json.RawMessage `json:"meta,omitempty"`        // a JSON object, as answers write it
+	AllowedIPs []string        `json:"allowed_ips,omitempty"` // canonical CIDRs
+	Credits    *creditSetting  `json:"credits,omitempty"`
 }
 
 // store is keyhole's bbolt file, and the only code that opens a
@@ -676,6 +690,43 @@ func (s *store) OrgKeys(orgID string) ([]keyRecord, error) {
 		return nil
 	})
 	return keys, err
+}
+
+// UpgradeKeyRows rewrites the rows of the keys at paths (org id/key id)
+// from their records, in the current row version, and gives fn each
+// committed batch of records: version 1 rows lack what the index now
+// keeps (the name, what a PATCH sets). It runs once, at the first start
+// after an upgrade, in transactions of seedBatch keys.
+func (s *store) UpgradeKeyRows(paths []string, fn func([]*keyRecord)) error {
+	for len(paths) > 0 {
+		batch := paths[:min(len(paths), seedBatch)]
+		paths = paths[len(batch):]
+		var recs []*keyRecord
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			recs = recs[:0]
+			keys, rows := tx.Bucket(bucketKeys), tx.Bucket(bucketKeyRows)
+			for _, path := range batch {
+				v := keys.Get([]byte(path))
+				if v == nil {
+					return fmt.Errorf("key row of %s: %w", path, errNotFound)
+				}
+				k := new(keyRecord)
+				if err := decodeRecord(v, k); err != nil {
+					return fmt.Errorf("key %s: %w", path, err)
+				}
+				if err := rows.Put(u64(k.Row), appendHotRow(nil, k)); err != nil {
+					return err
+				}
+				recs = append(recs, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fn(recs)
+	}
+	return nil
 }
 
 // EachKeyRow calls fn for every key's row, in creation order: it is how the

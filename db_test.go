@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"reflect"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -121,24 +122,36 @@ func hashForm(b []byte, hash [32]byte) string {
 }
 
 func TestHotRowRoundTrip(t *testing.T) {
-	rec := keyRecord{ID: "key_0123456789abcdef", OrgID: "org_x", Env: envLive, Prefix: "kh_live_1a2b3c4d",
+	rec := keyRecord{ID: "key_0123456789abcdef", OrgID: "org_x", Name: "backend é", Env: envLive, Prefix: "kh_live_1a2b3c4d",
 		Hash: hashKey("x"), Scopes: []string{"a:b", "c"}, RateLimits: []rateLimit{{5, "1m"}},
-		ExpiresAt: 42, RevokedAt: 7}
+		ExpiresAt: 42, RevokedAt: 7, Disabled: true, Meta: json.RawMessage(`{"plan":"pro"}`),
+		AllowedIPs: []string{"192.0.2.0/24", "2001:db8::/32"},
+		Credits:    &creditSetting{Remaining: 9, Gen: 77, SetAt: 5, Refill: &creditRefill{Amount: 100, Interval: refillMonthly, Day: 31}}}
 	var row hotRow
 	if err := row.decode(appendHotRow(nil, &rec)); err != nil {
 		t.Fatal(err)
 	}
+	if set, ok := decodeCreditSetting(row.credits); !ok || !reflect.DeepEqual(&set, rec.Credits) {
+		t.Fatalf("credits from row = %+v, %v; want %+v", set, ok, rec.Credits)
+	}
 	ix := newKeyIndex(0)
-	e := ix.addRow(&row)
+	kc := newCreditBook().configure([8]byte{1}, rec.Credits)
+	e := ix.addRow(&row, kc)
 	if e.keyID() != rec.ID || ix.orgID(e) != rec.OrgID || e.env() != envLive || e.hash != rec.Hash ||
 		e.expiresAt.Load() != 42 || e.revokedAt.Load() != 7 || len(ix.scopes(e).list) != 2 ||
-		ix.scopes(e).header[0] != "a:b,c" || ix.limits(e).sig != "5/1m," {
+		ix.scopes(e).header[0] != "a:b,c" || ix.limits(e).sig != "5/1m," || ix.name(e) != rec.Name ||
+		e.flags.Load() != flagDisabled|flagExtra {
 		t.Fatalf("entry from row = %+v", e)
+	}
+	if x := ix.extra(e); x == nil || string(x.meta) != string(rec.Meta) || len(x.allowed) != 2 ||
+		x.allowed[1].String() != "2001:db8::/32" || x.credits != kc {
+		t.Fatalf("extras from row = %+v", x)
 	}
 	if ix.get(rec.Prefix, rec.ID) != e {
 		t.Fatalf("get by prefix and id did not find the entry")
 	}
-	for _, bad := range [][]byte{nil, make([]byte, 49), append([]byte{9}, make([]byte, 60)...), appendHotRow(nil, &rec)[:60]} {
+	for _, bad := range [][]byte{nil, make([]byte, 49), append([]byte{9}, make([]byte, 60)...), appendHotRow(nil, &rec)[:60],
+		appendHotRow(nil, &rec)[:51]} {
 		if err := row.decode(bad); err == nil {
 			t.Errorf("decode(%x) accepted a malformed row", bad)
 		}

@@ -24,11 +24,14 @@ func (e *apiError) Error() string { return e.code + ": " + e.message }
 
 // The rows of SPEC 3, and the admin API's own.
 var (
-	errMissingAuth  = &apiError{401, "missing_authorization", "Missing Authorization header."}
-	errInvalidSch   = &apiError{401, "invalid_scheme", "Authorization header must use the `Bearer <api key>` scheme."}
-	errInvalidKey   = &apiError{401, "invalid_or_revoked", "API key is invalid or revoked."}
-	errExpired      = &apiError{401, "key_expired", "API key has expired."}
-	errVerifyFailed = &apiError{500, "verification_failed", "Failed to verify API key."}
+	errMissingAuth   = &apiError{401, "missing_authorization", "Missing Authorization header."}
+	errInvalidSch    = &apiError{401, "invalid_scheme", "Authorization header must use the `Bearer <api key>` scheme."}
+	errInvalidKey    = &apiError{401, "invalid_or_revoked", "API key is invalid or revoked."}
+	errExpired       = &apiError{401, "key_expired", "API key has expired."}
+	errDisabled      = &apiError{401, "key_disabled", "API key is disabled."}
+	errIPNotAllowed  = &apiError{403, "ip_not_allowed", "API key is not allowed from this address."}
+	errUsageExceeded = &apiError{429, "usage_exceeded", "API key has no requests left."}
+	errVerifyFailed  = &apiError{500, "verification_failed", "Failed to verify API key."}
 
 	errAdminToken   = &apiError{401, "invalid_or_revoked", "Admin token is invalid or revoked."}
 	errRootOnly     = &apiError{403, "forbidden", "Only the root admin token can do this."}
@@ -140,16 +143,25 @@ const maxBodyBytes = 64 << 10
 // data, wrong types and bodies over 64 KiB are an invalid_request naming the
 // cause. An empty body decodes as {} when emptyOK.
 func decodeStrict(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *apiError {
+	buf, aerr := readAdminBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	return decodeStrictBytes(buf, v, emptyOK)
+}
+
+// readAdminBody reads an admin body of at most 64 KiB.
+func readAdminBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	body := http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	buf, err := io.ReadAll(body)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return invalidRequest("Request body must be at most %d bytes.", maxBodyBytes)
+		return nil, invalidRequest("Request body must be at most %d bytes.", maxBodyBytes)
 	}
 	if err != nil {
-		return invalidRequest("Request body could not be read.")
+		return nil, invalidRequest("Request body could not be read.")
 	}
-	return decodeStrictBytes(buf, v, emptyOK)
+	return buf, nil
 }
 
 func decodeStrictBytes(buf []byte, v any, emptyOK bool) *apiError {

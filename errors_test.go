@@ -32,6 +32,8 @@ type contractRow struct {
 	code    string // "" for an allowed request
 	message string
 	keyID   string // for an allowed request, the key it is identified as
+	noRetry bool   // a 429 without Retry-After: credits spent, no refill
+	credits string // X-Credits-Remaining, "" for none
 }
 
 func (row contractRow) headers() []string {
@@ -74,11 +76,20 @@ func contractRows(t *testing.T, te *testEnv) []contractRow {
 	minuteID, minute := te.createKey(org, `{"name":"m","env":"live","scopes":["*"],"rate_limits":[{"limit":1,"window":"1m"},{"limit":100,"window":"1h"}]}`)
 	hourlyID, hourly := te.createKey(org, `{"name":"h","env":"live","scopes":["*"],"rate_limits":[{"limit":10,"window":"1m"},{"limit":1,"window":"1h"}]}`)
 	_, daily := te.createKey(org, `{"name":"d","env":"live","scopes":["*"],"rate_limits":[{"limit":1,"window":"1d"}]}`)
+	disabledID, disabled := te.createKey(org, `{"name":"off","env":"live","scopes":["*"]}`)
+	mustStatus(t, "disable", te.root("PATCH", "/orgs/"+org+"/keys/"+disabledID, `{"enabled":false}`), 200)
+	// The in-process client is 192.0.2.1, the proxy's 127.0.0.1.
+	hereID, here := te.createKey(org, `{"name":"here","env":"live","scopes":["*"],"allowed_ips":["192.0.2.1","127.0.0.0/8","::1"]}`)
+	_, elsewhere := te.createKey(org, `{"name":"elsewhere","env":"live","scopes":["*"],"allowed_ips":["198.51.100.0/24","2001:db8::/32"]}`)
+	oneID, one := te.createKey(org, `{"name":"one","env":"live","scopes":["*"],"credits":{"remaining":1}}`)
+	_, spent := te.createKey(org, `{"name":"spent","env":"live","scopes":["*"],"credits":{"remaining":0,"refill":{"amount":5,"interval":"daily"}}}`)
+	_, spentNoScope := te.createKey(org, `{"name":"spent, no scope","env":"live","credits":{"remaining":0}}`)
+	_, spentLimited := te.createKey(org, `{"name":"spent, limited","env":"live","scopes":["*"],"credits":{"remaining":1},"rate_limits":[{"limit":1,"window":"1d"}]}`)
 	wrongSecret := live[:len(live)-4] + "0000"
 	if wrongSecret == live {
 		wrongSecret = live[:len(live)-4] + "1111"
 	}
-	for _, k := range []string{minute, hourly, daily} {
+	for _, k := range []string{minute, hourly, daily, spentLimited} {
 		mustStatus(t, "first call", te.whoami(envLive, k), 200)
 	}
 	te.clock.Advance(2 * time.Hour)
@@ -92,6 +103,7 @@ func contractRows(t *testing.T, te *testEnv) []contractRow {
 	const scheme = "Authorization header must use the `Bearer <api key>` scheme."
 	const invalid = "API key is invalid or revoked."
 	const mismatch = "A test key must be used with /api/v1/dev/ and a live key with /api/v1/prod/."
+	const disabledMsg, notHere, noneLeft = "API key is disabled.", "API key is not allowed from this address.", "API key has no requests left."
 	return []contractRow{
 		{name: "no key", base: envLive, status: 401, code: "missing_authorization", message: "Missing Authorization header."},
 		{name: "basic scheme", base: envLive, header: []string{"Authorization", "Basic dXNlcjpwYXNz"}, status: 401, code: "invalid_scheme", message: scheme},
@@ -114,6 +126,21 @@ func contractRows(t *testing.T, te *testEnv) []contractRow {
 		{name: "hour window empty", base: envLive, key: hourly, status: 429, code: "rate_limited", message: "Hourly rate limit exceeded."},
 		{name: "day window", base: envLive, key: daily, status: 429, code: "rate_limited", message: "Rate limit exceeded for the 1d window."},
 		{name: "x-api-key", base: envLive, key: live, apiKey: true, status: 200, keyID: liveID},
+		// Checked after revocation and before expiry, the address, the
+		// environment and scope (README: the order of the checks).
+		{name: "disabled", base: envLive, key: disabled, status: 401, code: "key_disabled", message: disabledMsg},
+		{name: "disabled, on the test base", base: envTest, key: disabled, status: 401, code: "key_disabled", message: disabledMsg},
+		{name: "inside allowed_ips", base: envLive, key: here, status: 200, keyID: hereID},
+		{name: "outside allowed_ips", base: envLive, key: elsewhere, status: 403, code: "ip_not_allowed", message: notHere},
+		{name: "outside allowed_ips, on the test base", base: envTest, key: elsewhere, status: 403, code: "ip_not_allowed", message: notHere},
+		{name: "the last credit", base: envLive, key: one, status: 200, keyID: oneID, credits: "0"},
+		{name: "no credits left", base: envLive, key: one, status: 429, code: "usage_exceeded", message: noneLeft, noRetry: true, credits: "0"},
+		// A refill ahead: Retry-After says when (01:30 from 22:30), in
+		// place of X-Credits-Remaining.
+		{name: "no credits left until the refill", base: envLive, key: spent, status: 429, code: "usage_exceeded", message: noneLeft},
+		{name: "no credits left, missing scope", base: envLive, key: spentNoScope, status: 403, code: "insufficient_scope",
+			message: "API key lacks the required scope: whoami:read.", credits: "0"},
+		{name: "no credits left, rate limited", base: envLive, key: spentLimited, status: 429, code: "usage_exceeded", message: noneLeft},
 		{name: "ambiguous path", base: envTest, path: "../prod/whoami", key: test, status: 400, code: "invalid_request",
 			message: "Request path must be canonical (no //, /./ or /../)."},
 	}
@@ -196,8 +223,9 @@ var contractSurfaces = []struct {
 		if a.Valid || a.Code != row.code || a.Message != row.message {
 			t.Fatalf("verify = %s; want valid false, %s %q", r.body, row.code, row.message)
 		}
-		if row.status == 429 && r.header.Get("Retry-After") == "" {
-			t.Errorf("rate_limited without Retry-After")
+		checkRetryAndCredits(t, r, row)
+		if row.code == "usage_exceeded" && (a.Credits == nil || a.Credits.Remaining != 0) {
+			t.Errorf("usage_exceeded answer %s; want its credits, remaining 0", r.body)
 		}
 	}},
 }
@@ -212,6 +240,9 @@ func checkContractAnswer(t *testing.T, r response, row contractRow) (allowed boo
 		t.Fatalf("status = %d %s; want %d", r.status, r.body, row.status)
 	}
 	if row.code == "" {
+		if got := r.header.Get("X-Credits-Remaining"); got != row.credits {
+			t.Errorf("X-Credits-Remaining %q; want %q", got, row.credits)
+		}
 		return true
 	}
 	m := r.json(t)
@@ -222,10 +253,23 @@ func checkContractAnswer(t *testing.T, r response, row contractRow) (allowed boo
 	if id, _ := m["request_id"].(string); id == "" || r.header.Get("X-Request-Id") != id {
 		t.Fatalf("request_id = %q, header %q; want the same non-empty id", id, r.header.Get("X-Request-Id"))
 	}
-	if row.status == 429 && r.header.Get("Retry-After") == "" {
-		t.Errorf("429 without Retry-After")
-	}
+	checkRetryAndCredits(t, r, row)
 	return false
+}
+
+// checkRetryAndCredits checks a 429's Retry-After (none for credits spent
+// without a refill) and X-Credits-Remaining.
+func checkRetryAndCredits(t *testing.T, r response, row contractRow) {
+	t.Helper()
+	if retry := r.header.Get("Retry-After"); row.status == 429 && (retry == "") != row.noRetry {
+		t.Errorf("429 with Retry-After %q; want one: %v", retry, !row.noRetry)
+	}
+	if row.name == "no credits left until the refill" && r.header.Get("Retry-After") != "5400" {
+		t.Errorf("Retry-After %q; want 5400, the seconds until the refill at 00:00 UTC", r.header.Get("Retry-After"))
+	}
+	if got := r.header.Get("X-Credits-Remaining"); got != row.credits {
+		t.Errorf("X-Credits-Remaining %q; want %q", got, row.credits)
+	}
 }
 
 // TestErrorRows runs the SPEC 3 table against each surface, on a server

@@ -79,6 +79,7 @@ server {
         proxy_set_header Content-Length    "";
         proxy_set_header X-Original-Method $request_method;
         proxy_set_header X-Original-URI    $request_uri;
+        proxy_set_header X-Forwarded-For   $proxy_add_x_forwarded_for;
     }
 
     # auth_request passes on only 401 and 403 and turns any other answer
@@ -404,14 +405,19 @@ type frontEnv struct {
 	token, org                 string
 	live, liveID, test, testID string
 	plain, plainID, once       string
+	here, far                  string // allowed_ips: the client's address, and elsewhere
 }
+
+// frontClient is the address the cases that check allowed_ips connect to
+// the front proxy from: not the proxy's own, which keyhole trusts.
+const frontClient = "127.0.0.2"
 
 func newFrontEnv(t *testing.T) *frontEnv {
 	t.Helper()
 	const token = "kh_admin_f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
 	fe := &frontEnv{up: newUpstreamAPI(t, frontUpstream), token: token}
 	fe.kh = startKeyhole(t, "--db", filepath.Join(t.TempDir(), "keyhole.db"), "--admin-token", token,
-		"--rules", writeRules(t), "--flush-interval", "50ms")
+		"--rules", writeRules(t), "--flush-interval", "50ms", "--trusted-proxies", "127.0.0.1")
 	call := func(path, body string) map[string]any {
 		r := fe.kh.admin(token, "POST", path, body)
 		var m map[string]any
@@ -429,6 +435,8 @@ func newFrontEnv(t *testing.T) *frontEnv {
 	fe.testID, fe.test = key(`{"name":"test","env":"test","scopes":["sms:send"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
 	fe.plainID, fe.plain = key(`{"name":"plain","env":"live","rate_limits":[{"limit":100,"window":"1m"}]}`)
 	_, fe.once = key(`{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	_, fe.here = key(`{"name":"here","env":"live","allowed_ips":["` + frontClient + `"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
+	_, fe.far = key(`{"name":"far","env":"live","allowed_ips":["192.0.2.0/24"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
 	return fe
 }
 
@@ -520,6 +528,12 @@ type frontResponse struct {
 // headers are name, value pairs; a POST carries a small JSON body.
 func (f front) send(t *testing.T, method, path string, headers ...string) frontResponse {
 	t.Helper()
+	return f.sendFrom(t, "", method, path, headers...)
+}
+
+// sendFrom is send on a connection from the local address from ("": any).
+func (f front) sendFrom(t *testing.T, from, method, path string, headers ...string) frontResponse {
+	t.Helper()
 	body := ""
 	if method == "POST" {
 		body = `{"to":"+15550100"}`
@@ -531,7 +545,7 @@ func (f front) send(t *testing.T, method, path string, headers ...string) frontR
 		fmt.Fprintf(&b, "%s: %s\r\n", headers[i], headers[i+1])
 	}
 	b.WriteString("\r\n" + body)
-	c := &testClient{t: t, base: "http://" + f.addr, deadline: 20 * time.Second}
+	c := &testClient{t: t, base: "http://" + f.addr, deadline: 20 * time.Second, from: from}
 	conn, br, resp := c.exchange(b.String())
 	r := frontResponse{response: response{status: resp.StatusCode, header: resp.Header}}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -798,6 +812,38 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 		seen := reached(t, before, "GET", "/api/v1/prod/things", fe.liveID, "live", "sms:send")
 		if got := seen.header.Values("Upgrade"); f.websocket && (len(got) != 1 || got[0] != "websocket") || !f.websocket && len(got) != 0 {
 			t.Errorf("upstream Upgrade = %q", got)
+		}
+	})
+
+	// keyhole trusts the proxy (--trusted-proxies 127.0.0.1), so a key's
+	// allowlist is checked against the client the proxy forwards, never
+	// against an X-Forwarded-For the client wrote.
+	t.Run("allowed_ips see the client through the proxy", func(t *testing.T) {
+		from := net.JoinHostPort(frontClient, "0")
+		for _, c := range []struct {
+			name, key, xff string
+			want           int
+		}{
+			{"the client's address", fe.here, "", 200},
+			{"the client's address, a forged header beside it", fe.here, "192.0.2.9", 200},
+			{"elsewhere", fe.far, "", 403},
+			{"elsewhere, a forged header that would be inside", fe.far, "192.0.2.9", 403},
+		} {
+			headers := []string{"Authorization", "Bearer " + c.key}
+			if c.xff != "" {
+				headers = append(headers, "X-Forwarded-For", c.xff)
+			}
+			before := len(fe.up.requests())
+			r := f.sendFrom(t, from, "GET", "/api/v1/prod/things", headers...)
+			if r.status != c.want {
+				t.Errorf("%s: %d %s; want %d", c.name, r.status, r.body, c.want)
+			}
+			if reached := len(fe.up.requests()) - before; reached != map[bool]int{true: 1}[c.want == 200] {
+				t.Errorf("%s: the upstream saw %d requests", c.name, reached)
+			}
+			if c.want == 403 && f.bodies && !strings.Contains(string(r.body), `"ip_not_allowed"`) {
+				t.Errorf("%s: body %s; want ip_not_allowed", c.name, r.body)
+			}
 		}
 	})
 

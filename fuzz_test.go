@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -524,6 +525,7 @@ type adminState struct {
 	roll       keyView // as created
 	rollID     string  // the newest key rolled from roll: an older one may have expired
 	revokeID   string
+	patchID    string // the key PATCH edits
 	orgsBody   string
 	keysBody   string
 	tokenCount int
@@ -541,6 +543,7 @@ func newAdminState(tb testing.TB) *adminState {
 	st.roll = mustCreate(tb, te, "/orgs/"+st.org+"/keys", adminRollBody)
 	st.rollID = st.roll.ID
 	st.revokeID = mustCreate(tb, te, "/orgs/"+st.org+"/keys", `{"name":"revoke-me","env":"test"}`).ID
+	st.patchID = mustCreate(tb, te, "/orgs/"+st.org+"/keys", `{"name":"patch-me","env":"live"}`).ID
 	st.orgsBody, st.keysBody, st.tokenCount = st.snapshot(tb)
 	return st
 }
@@ -607,15 +610,30 @@ func verifyValid(te *testEnv, key string) (bool, string) {
 	return r.status == 200 && ans.Valid, string(r.body)
 }
 
-// checkNewKey checks a 201 key answer: the key works and is what the record says.
+// checkNewKey checks a 201 key answer: the key works, or is refused as
+// its options say, and is what the record says.
 func checkNewKey(t *testing.T, te *testEnv, what string, v keyView) {
 	t.Helper()
 	p, err := te.s.format.parse(v.Key)
 	if err != nil || p.lookup != v.Prefix || p.env != v.Env || v.ID == "" {
 		t.Fatalf("%s: key %q, prefix %q, env %q: %v", what, v.Key, v.Prefix, v.Env, err)
 	}
-	if ok, body := verifyValid(te, v.Key); !ok {
+	want := ""
+	prefixes, _ := parseCIDRs(v.AllowedIPs)
+	switch {
+	case !v.Enabled:
+		want = "key_disabled"
+	case len(v.AllowedIPs) > 0 && !prefixesContain(prefixes, netip.MustParseAddr("192.0.2.1")):
+		want = "ip_not_allowed"
+	case v.Credits != nil && v.Credits.Remaining == 0:
+		want = "usage_exceeded"
+	}
+	ok, body := verifyValid(te, v.Key)
+	if want == "" && !ok {
 		t.Fatalf("%s: the new key does not verify: %s", what, body)
+	}
+	if want != "" && (ok || !strings.Contains(body, `"code":"`+want+`"`)) {
+		t.Fatalf("%s: the new key verifies as %s; want %s", what, body, want)
 	}
 }
 
@@ -662,6 +680,17 @@ var adminBodySeeds = []string{
 	`{"name":"k","env":"test","rate_limits":[{"limit":5,"window":"1m","limit":6}]}`,
 	`{"name":"k","env":"test","\u017fcopes":[]}`,
 	`{"Expires_In":"1h"}`,
+	`{"enabled":false}`,
+	`{"enabled":true,"name":"renamed"}`,
+	`{"meta":{"a":[1,{"b":null}],"c":"<d>&"}}`,
+	`{"allowed_ips":["192.0.2.0/24","2001:db8::1"]}`,
+	`{"credits":{"remaining":3,"refill":{"amount":5,"interval":"monthly","day":31}}}`,
+	`{"name":"k","env":"live","credits":{"remaining":0},"meta":{"x":"<y>"},"allowed_ips":["198.51.100.0/24"],"enabled":false}`,
+	`{"credits":null,"meta":null,"allowed_ips":null,"expires_at":null,"rate_limits":null,"scopes":null}`,
+	`{"meta":{"a":1,"a":2}}`,
+	`{"allowed_ips":["10.0.0.1/8"]}`,
+	`{"meta":{"name":{"env":1}}}`,
+	`{"credits":{"remaining":1,"refill":{"amount":1,"interval":"daily","day":2}}}`,
 }
 
 func FuzzAdminBodies(f *testing.F) {
@@ -688,18 +717,19 @@ func FuzzAdminBodies(f *testing.F) {
 		defer func() { st.stale = t.Failed() }()
 		emptyOrJSON := strings.Trim(body, " \t\r\n") == "" || json.Valid([]byte(body))
 		endpoints := []struct {
-			name, path string
-			ok         int
-			emptyOK    bool
+			name, method, path string
+			ok                 int
+			emptyOK            bool
 		}{
-			{"create org", "/orgs", 201, false},
-			{"create admin token", "/orgs/" + st.org + "/admin-tokens", 201, false},
-			{"create key", "/orgs/" + st.org + "/keys", 201, false},
-			{"roll", "/orgs/" + st.org + "/keys/" + st.rollID + "/roll", 201, true},
-			{"revoke", "/orgs/" + st.org + "/keys/" + st.revokeID + "/revoke", 200, true},
+			{"create org", "POST", "/orgs", 201, false},
+			{"create admin token", "POST", "/orgs/" + st.org + "/admin-tokens", 201, false},
+			{"create key", "POST", "/orgs/" + st.org + "/keys", 201, false},
+			{"roll", "POST", "/orgs/" + st.org + "/keys/" + st.rollID + "/roll", 201, true},
+			{"revoke", "POST", "/orgs/" + st.org + "/keys/" + st.revokeID + "/revoke", 200, true},
+			{"patch", "PATCH", "/orgs/" + st.org + "/keys/" + st.patchID, 200, false},
 		}
 		for _, ep := range endpoints {
-			r := te.root("POST", ep.path, body)
+			r := te.root(ep.method, ep.path, body)
 			orgs, keys, tokens := st.snapshot(t)
 			if r.status != ep.ok {
 				checkErrorShape(t, ep.name, r, 400, "invalid_request")
@@ -764,6 +794,8 @@ func FuzzAdminBodies(f *testing.F) {
 				if v.ID != st.revokeID || v.RevokedAt == nil {
 					t.Fatalf("revoke: answer %s", r.body)
 				}
+			case "patch":
+				checkPatchedKey(t, te, body, keyIn(t, st.keysBody, st.patchID), v, keyIn(t, keys, st.patchID))
 			}
 			// The checks above used the new key, which sets its last_used_at.
 			st.orgsBody, st.keysBody, st.tokenCount = st.snapshot(t)
@@ -773,14 +805,18 @@ func FuzzAdminBodies(f *testing.F) {
 
 // adminNames are the member names of the admin bodies, at any depth.
 var adminNames = map[string]bool{"name": true, "env": true, "scopes": true, "rate_limits": true,
-	"expires_at": true, "limit": true, "window": true, "expires_in": true}
+	"expires_at": true, "limit": true, "window": true, "expires_in": true, "meta": true, "enabled": true,
+	"allowed_ips": true, "credits": true, "remaining": true, "refill": true, "amount": true, "interval": true, "day": true}
 
 // namesExactOnce says whether every member name in the JSON text buf is one
-// of adminNames byte for byte, and none is given twice in one object.
+// of adminNames byte for byte (inside "meta", any name), and none is given
+// twice in one object.
 func namesExactOnce(buf []byte) bool {
 	type open struct {
 		names   map[string]bool // nil in a list
 		wantKey bool
+		free    bool   // inside meta
+		last    string // the member whose value is read
 	}
 	var stack []open
 	dec := json.NewDecoder(bytes.NewReader(buf))
@@ -797,15 +833,20 @@ func namesExactOnce(buf []byte) bool {
 		case tok == json.Delim('}') || tok == json.Delim(']'):
 			stack = stack[:len(stack)-1]
 		case top != nil && top.wantKey:
-			if !adminNames[name] || top.names[name] {
+			if !top.free && !adminNames[name] || top.names[name] {
 				return false
 			}
-			top.names[name], top.wantKey = true, false
+			top.names[name], top.wantKey, top.last = true, false, name
 		case tok == json.Delim('{') || tok == json.Delim('['):
+			free := false
+			if len(stack) > 0 {
+				parent := stack[len(stack)-1]
+				free = parent.free || parent.names != nil && parent.last == "meta"
+			}
 			if top != nil {
 				top.wantKey = true // once this value is closed
 			}
-			o := open{wantKey: true}
+			o := open{wantKey: true, free: free}
 			if tok == json.Delim('{') {
 				o.names = map[string]bool{}
 			}
@@ -857,6 +898,7 @@ func checkCreatedKey(t *testing.T, te *testEnv, body string, v keyView) {
 			t.Fatalf("create key %q: rate_limits %+v; asked %+v", body, v.RateLimits, wantLimits)
 		}
 	}
+	checkOptions(t, "create key "+body, req.Meta, req.Enabled, req.AllowedIPs, req.Credits, v)
 	switch {
 	case req.ExpiresAt == nil && v.ExpiresAt != nil:
 		t.Fatalf("create key %q: expires_at %q", body, *v.ExpiresAt)
@@ -869,6 +911,123 @@ func checkCreatedKey(t *testing.T, te *testEnv, body string, v keyView) {
 		if err != nil || !got.Equal(asked.Truncate(time.Millisecond)) {
 			t.Fatalf("create key: asked to expire at %s, answer says %s", asked, *v.ExpiresAt)
 		}
+	}
+}
+
+// checkOptions checks a key view's meta, enabled, allowed_ips and credits
+// against what a body gave (nil: not given, or null).
+func checkOptions(t *testing.T, what string, meta json.RawMessage, enabled *bool, allowed []string, credits *creditsRequest, v keyView) {
+	t.Helper()
+	isNull := func(m json.RawMessage) bool { return m == nil || sameJSON(m, json.RawMessage("null")) }
+	if (isNull(meta)) != isNull(v.Meta) || !isNull(meta) && !sameJSON(meta, v.Meta) {
+		t.Fatalf("%s: meta %s; asked %s", what, v.Meta, meta)
+	}
+	if v.Enabled != (enabled == nil || *enabled) {
+		t.Fatalf("%s: enabled %v; asked %v", what, v.Enabled, enabled)
+	}
+	if len(v.AllowedIPs) != len(allowed) {
+		t.Fatalf("%s: allowed_ips %v; asked %v", what, v.AllowedIPs, allowed)
+	}
+	asked, err := parseCIDRs(allowed)
+	for i, p := range v.AllowedIPs {
+		if err != nil || p != asked[i].String() {
+			t.Fatalf("%s: allowed_ips %v; asked %v", what, v.AllowedIPs, allowed)
+		}
+	}
+	if (credits == nil) != (v.Credits == nil) {
+		t.Fatalf("%s: credits %+v; asked %+v", what, v.Credits, credits)
+	}
+	if credits != nil {
+		r := credits.Refill
+		if v.Credits.Remaining != *credits.Remaining || (r == nil) != (v.Credits.Refill == nil) ||
+			r != nil && (v.Credits.Refill.Amount != *r.Amount || v.Credits.Refill.Interval != r.Interval ||
+				r.Day != nil && v.Credits.Refill.Day != *r.Day) {
+			t.Fatalf("%s: credits %+v; asked %+v", what, v.Credits, credits)
+		}
+	}
+}
+
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
+}
+
+// keyIn is key id in a key list answer.
+func keyIn(t *testing.T, list, id string) keyView {
+	t.Helper()
+	var m map[string][]keyView
+	if err := json.Unmarshal([]byte(list), &m); err != nil {
+		t.Fatalf("list %s: %v", list, err)
+	}
+	for _, k := range m["keys"] {
+		if k.ID == id {
+			return k
+		}
+	}
+	t.Fatalf("key %s is not in %s", id, list)
+	return keyView{}
+}
+
+// checkPatchedKey checks a 200 PATCH answer against the body and the key
+// before: each member given is changed as it says, the others are not,
+// and the answer is the record as listed.
+func checkPatchedKey(t *testing.T, te *testEnv, body string, was, answer, is keyView) {
+	t.Helper()
+	var given map[string]json.RawMessage
+	var req patchKeyRequest
+	if json.Unmarshal([]byte(body), &given) != nil || json.Unmarshal([]byte(body), &req) != nil {
+		t.Fatalf("patch accepted %q", body)
+	}
+	a, _ := json.Marshal(answer)
+	b, _ := json.Marshal(is)
+	if string(a) != string(b) {
+		t.Fatalf("patch %q answered %s; the listing has %s", body, a, b)
+	}
+	expect := was
+	if _, ok := given["name"]; ok {
+		expect.Name = *req.Name
+	}
+	if _, ok := given["scopes"]; ok {
+		expect.Scopes = nonNil(req.Scopes)
+	}
+	if _, ok := given["rate_limits"]; ok {
+		expect.RateLimits = te.cfg.rateLimits
+		if req.RateLimits != nil {
+			expect.RateLimits, _ = normalizeLimits(req.RateLimits)
+		}
+	}
+	if _, ok := given["expires_at"]; ok {
+		expect.ExpiresAt = nil
+		if req.ExpiresAt != nil {
+			at, _ := time.Parse(time.RFC3339Nano, *req.ExpiresAt)
+			expect.ExpiresAt = optionalTime(at.UnixNano())
+		}
+	}
+	meta, enabled, allowed, credits := was.Meta, &was.Enabled, was.AllowedIPs, (*creditsRequest)(nil)
+	if was.Credits != nil {
+		credits = &creditsRequest{Remaining: &was.Credits.Remaining}
+		if r := was.Credits.Refill; r != nil {
+			credits.Refill = &refillRequest{Amount: &r.Amount, Interval: r.Interval, Day: &r.Day}
+		}
+	}
+	if _, ok := given["meta"]; ok {
+		meta = req.Meta
+	}
+	if _, ok := given["enabled"]; ok {
+		enabled = req.Enabled
+	}
+	if _, ok := given["allowed_ips"]; ok {
+		allowed = req.AllowedIPs
+	}
+	if _, ok := given["credits"]; ok {
+		credits = req.Credits
+	}
+	checkOptions(t, "patch "+body, meta, enabled, allowed, credits, is)
+	expect.Meta, expect.Enabled, expect.AllowedIPs, expect.Credits = is.Meta, is.Enabled, is.AllowedIPs, is.Credits
+	expect.LastUsedAt = is.LastUsedAt
+	e, _ := json.Marshal(expect)
+	if string(e) != string(b) {
+		t.Fatalf("patch %q: the key is\n%s\nwant\n%s", body, b, e)
 	}
 }
 
@@ -896,6 +1055,7 @@ func refVerifyRequest(body []byte) (req verifyRequest, ok bool) {
 		return req, false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return req, false
 	}
@@ -915,6 +1075,22 @@ func refVerifyRequest(body []byte) (req verifyRequest, ok bool) {
 			dst = &req.Env
 		case "scope":
 			dst = &req.Scope
+		case "cost":
+			// A whole number from 0 to 10^15 in plain digits, or null.
+			tok, err := dec.Token()
+			if err != nil {
+				return req, false
+			}
+			if tok == nil {
+				continue
+			}
+			num, isNum := tok.(json.Number)
+			n, err := strconv.ParseInt(string(num), 10, 64)
+			if !isNum || !regexp.MustCompile(`^(0|[1-9][0-9]{0,15})$`).MatchString(string(num)) || err != nil || n > 1e15 {
+				return req, false
+			}
+			req.Cost = verifyCost{n: n, set: true}
+			continue
 		default:
 			return req, false
 		}

@@ -16,7 +16,6 @@ type verdict struct {
 	key     *keyEntry // nil: the key was not identified
 	dec     decision
 	decided bool // dec holds a rate-limit state for the headers
-	touched bool // the key's last use moved: the flush writes it
 }
 
 // extractKey reads the key from Authorization: Bearer, else x-api-key.
@@ -60,10 +59,24 @@ func (s *server) envForPath(path string) string {
 	return ""
 }
 
-// verify runs the checks of SPEC 3 in order: shape, key, expiry,
-// environment, scope, rate limit. wantEnv "" means any environment; scope ""
-// means none is needed. Only an allowed request takes a token.
-func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict) {
+// checkArgs is what a request asks of a key besides the key itself.
+type checkArgs struct {
+	env   string // "" means any environment
+	scope string // "" means none is needed
+	cost  int64  // credits an allowed request spends
+	// r is the request whose client address a key's allowlist is checked
+	// against (clientip.go); nil: none is known, and no allowlist holds it.
+	r *http.Request
+	// windows, if not nil, receives every window's tokens (verify's answer).
+	windows *[maxWindows]float64
+}
+
+// verify runs the checks of SPEC 3 in order: shape, key, revoked,
+// disabled, expiry, client address, environment, scope, then credits and
+// rate limit together. Only an allowed request takes a token and spends
+// credits. A key without meta, allowlist or credits costs one load of its
+// flags more than before those existed.
+func (s *server) verify(token string, a *checkArgs, now time.Time) (v verdict) {
 	defer func() {
 		if recover() != nil {
 			v = verdict{err: errVerifyFailed, key: v.key}
@@ -85,21 +98,38 @@ func (s *server) verify(token, wantEnv, scope string, now time.Time) (v verdict)
 		return v
 	}
 	nowNano := now.UnixNano()
+	flags := k.flags.Load()
+	var x *keyExtra
+	if flags&flagExtra != 0 {
+		x = s.index.extra(k)
+	}
 	switch {
+	case flags&flagDisabled != 0:
+		v.err = errDisabled
 	case k.expiresAt.Load() != 0 && nowNano >= k.expiresAt.Load():
 		v.err = errExpired
-	case wantEnv != "" && k.env() != wantEnv:
+	case x != nil && x.allowed != nil && !prefixesContain(x.allowed, s.clientIP(a.r)):
+		v.err = errIPNotAllowed
+	case a.env != "" && k.env() != a.env:
 		v.err = s.envError
-	case scope != "" && !s.index.hasScope(k, scope):
-		v.err = scopeError(scope)
+	case a.scope != "" && !s.index.hasScope(k, a.scope):
+		v.err = scopeError(a.scope)
 	}
-	v.dec = s.limiter.take(k.id, s.limitsFor(k), nowNano, v.err == nil)
+	if x != nil && x.credits != nil {
+		var exceeded bool
+		v.dec, exceeded = s.credits.take(x.credits, a.cost, v.err == nil, s.limiter, k.id, s.limitsFor(k), nowNano, a.windows)
+		if exceeded {
+			v.err = errUsageExceeded
+		}
+	} else {
+		v.dec = s.limiter.take(k.id, s.limitsFor(k), nowNano, v.err == nil, a.windows)
+	}
 	v.decided = true
 	if v.err == nil && !v.dec.allowed {
 		v.err = &apiError{429, "rate_limited", v.dec.message()}
 	}
 	if v.err == nil || v.err.status == 429 {
-		v.touched = k.touch(nowNano)
+		k.touch(nowNano)
 	}
 	return v
 }
@@ -142,22 +172,28 @@ func (s *server) checkRequest(r *http.Request, method, rawPath, path string, now
 		wantEnv = "none" // outside both bases: no key may call it
 	}
 	// Rules name methods in upper case; a server may take "post" for POST.
-	return s.verify(token, wantEnv, requiredScope(s.rules, strings.ToUpper(method), path), now)
+	return s.verify(token, &checkArgs{env: wantEnv, scope: requiredScope(s.rules, strings.ToUpper(method), path),
+		cost: 1, r: r}, now)
 }
 
 // ownHeaderNames are all the names of the headers keyhole puts on a
 // guarded response: setOwnHeaders's.
 var ownHeaderNames = []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-Remaining",
-	"X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "Retry-After"}
+	"X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "Retry-After", "X-Credits-Remaining"}
 
 // setOwnHeaders writes keyhole's headers on a guarded answer: the request
-// id and, for an identified key (d not nil), the headers of SPEC 4. The
-// per-request values are one string and one slice; limits and policies
-// are precomputed.
+// id and, for an identified key (d not nil), the headers of SPEC 4, and a
+// Retry-After on a 429 (the rate limit's, or for usage_exceeded the time
+// until the credits' refill). A key with credits gets X-Credits-Remaining
+// instead of the Retry-After slot when there is none: so keyhole's own
+// answers stay within eight header entries, a small Go map
+// (TestAnswersFitASmallHeaderMap), and a key without credits pays nothing.
+// The per-request values are one allocation (ownValues); limits and
+// policies are precomputed.
 //
-// RateLimit's t is the seconds until more quota: on a 429 that is
-// Retry-After, when a token is back in the window that refused; otherwise
-// X-RateLimit-Reset's, when the window is full again.
+// RateLimit's t is the seconds until more quota: on a rate limit's 429
+// that is Retry-After, when a token is back in the window that refused;
+// otherwise X-RateLimit-Reset's, when the window is full again.
 func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	if d == nil {
 		h["X-Request-Id"] = []string{reqID}
@@ -169,27 +205,33 @@ func setOwnHeaders(h http.Header, reqID string, d *decision) {
 	b = strconv.AppendInt(b, d.reset, 10)
 	reset := len(b)
 	tFrom, tTo := remaining, reset // t is X-RateLimit-Reset's value…
-	if !d.allowed {
-		b = strconv.AppendInt(b, d.retryAfter, 10)
-		tFrom, tTo = reset, len(b) // …or, on a 429, Retry-After's
+	last := ""
+	switch {
+	case !d.allowed:
+		b, last = strconv.AppendInt(b, d.retryAfter, 10), "Retry-After"
+		tFrom, tTo = reset, len(b) // …or, on a rate limit's 429, Retry-After's
+	case d.refillIn > 0:
+		b, last = strconv.AppendInt(b, d.refillIn, 10), "Retry-After"
+	case d.hasCredits:
+		b, last = strconv.AppendInt(b, d.credits, 10), "X-Credits-Remaining"
 	}
-	retry := len(b)
+	extra := len(b)
 	b = append(b, '"')
-	b = append(b, d.limits[d.tightest].Window...)
+	b = append(b, d.set.limits[d.tightest].Window...)
 	b = append(b, `";r=`...)
 	b = append(b, b[:remaining]...)
 	b = append(b, ";t="...)
 	b = append(b, b[tFrom:tTo]...)
 	all := o.seal(b)
-	o.vals = [5]string{reqID, all[:remaining], all[remaining:reset], all[retry:], all[reset:retry]}
+	o.vals = [5]string{reqID, all[:remaining], all[remaining:reset], all[extra:], all[reset:extra]}
 	h["X-Request-Id"] = o.vals[0:1:1]
 	h["X-Ratelimit-Limit"] = d.set.limitValue[d.tightest]
 	h["X-Ratelimit-Remaining"] = o.vals[1:2:2]
 	h["X-Ratelimit-Reset"] = o.vals[2:3:3]
 	h["Ratelimit-Policy"] = d.set.policy
 	h["Ratelimit"] = o.vals[3:4:4]
-	if !d.allowed {
-		h["Retry-After"] = o.vals[4:5:5]
+	if last != "" {
+		h[last] = o.vals[4:5:5]
 	}
 }
 
@@ -245,12 +287,19 @@ func appendIdentity(b []byte, ix *keyIndex, k *keyEntry) []byte {
 	return append(b, ']')
 }
 
-// writeWhoami writes {"key_id","org_id","env","scopes"} by hand from a
-// pooled buffer: it is the hot path's whole body.
+// writeWhoami writes {"key_id","org_id","env","scopes"}, and "meta" for a
+// key that has it, by hand from a pooled buffer: it is the hot path's
+// whole body.
 func writeWhoami(w http.ResponseWriter, ix *keyIndex, k *keyEntry) {
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], '{')
 	b = appendIdentity(b, ix, k)
+	if k.flags.Load()&flagExtra != 0 {
+		if x := ix.extra(k); x != nil && x.meta != nil {
+			b = append(b, `,"meta":`...)
+			b = append(b, x.meta...)
+		}
+	}
 	b = append(b, "}\n"...)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(200)

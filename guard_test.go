@@ -13,7 +13,7 @@ func TestVerificationFailed(t *testing.T) {
 	_, key := te.createKey(org, `{"name":"k","env":"live"}`)
 	p, _ := te.s.format.parse(key)
 	// A set without windows makes verification panic.
-	te.s.index.find(p).limitSet = 1 + te.s.index.limitSets.intern([]byte("test: no windows"), func() *limitSet { return &limitSet{} })
+	te.s.index.find(p).limitSet.Store(1 + te.s.index.limitSets.intern([]byte("test: no windows"), func() *limitSet { return &limitSet{} }))
 	r := te.whoami(envLive, key)
 	if r.status != 500 || r.errorCode(t) != "verification_failed" || strings.Contains(string(r.body), "nil") {
 		t.Fatalf("corrupt entry = %d %s; want 500 verification_failed", r.status, r.body)

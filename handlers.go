@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -98,18 +101,22 @@ func (s *server) getOrg(w http.ResponseWriter, _ *http.Request, p httprouter.Par
 // keyView is a key record as the API shows it: never a hash, and the key
 // itself only in the create and roll answers.
 type keyView struct {
-	ID         string      `json:"id"`
-	OrgID      string      `json:"org_id"`
-	Name       string      `json:"name"`
-	Env        string      `json:"env"`
-	Prefix     string      `json:"prefix"`
-	Scopes     []string    `json:"scopes"`
-	RateLimits []rateLimit `json:"rate_limits"`
-	CreatedAt  string      `json:"created_at"`
-	LastUsedAt *string     `json:"last_used_at"`
-	ExpiresAt  *string     `json:"expires_at"`
-	RevokedAt  *string     `json:"revoked_at"`
-	Key        string      `json:"key,omitempty"`
+	ID         string          `json:"id"`
+	OrgID      string          `json:"org_id"`
+	Name       string          `json:"name"`
+	Env        string          `json:"env"`
+	Prefix     string          `json:"prefix"`
+	Scopes     []string        `json:"scopes"`
+	RateLimits []rateLimit     `json:"rate_limits"`
+	CreatedAt  string          `json:"created_at"`
+	LastUsedAt *string         `json:"last_used_at"`
+	ExpiresAt  *string         `json:"expires_at"`
+	RevokedAt  *string         `json:"revoked_at"`
+	Enabled    bool            `json:"enabled"`
+	Meta       json.RawMessage `json:"meta"`        // null: none
+	AllowedIPs []string        `json:"allowed_ips"` // []: any address
+	Credits    *creditsView    `json:"credits"`     // null: no usage limit
+	Key        string          `json:"key,omitempty"`
 }
 
 func (s *server) viewKey(k keyRecord) keyView {
@@ -118,21 +125,36 @@ func (s *server) viewKey(k keyRecord) keyView {
 		limits = s.cfg.rateLimits
 	}
 	var lastUsed int64
-	if e := s.index.get(k.Prefix, k.ID); e != nil {
+	e := s.index.get(k.Prefix, k.ID)
+	if e != nil {
 		lastUsed = e.lastUsed.Load()
+	}
+	var credits *creditsView
+	if k.Credits != nil {
+		if e != nil {
+			credits = s.credits.view(e.id, s.now().UnixNano())
+		}
+		if credits == nil {
+			credits = &creditsView{Remaining: k.Credits.Remaining, Refill: k.Credits.Refill}
+		}
 	}
 	return keyView{ID: k.ID, OrgID: k.OrgID, Name: k.Name, Env: k.Env, Prefix: k.Prefix,
 		Scopes: nonNil(k.Scopes), RateLimits: limits, CreatedAt: formatTime(k.CreatedAt),
 		LastUsedAt: optionalTime(lastUsed), ExpiresAt: optionalTime(k.ExpiresAt),
-		RevokedAt: optionalTime(k.RevokedAt)}
+		RevokedAt: optionalTime(k.RevokedAt), Enabled: !k.Disabled, Meta: k.Meta,
+		AllowedIPs: nonNil(k.AllowedIPs), Credits: credits}
 }
 
 type createKeyRequest struct {
-	Name       string      `json:"name"`
-	Env        string      `json:"env"`
-	Scopes     []string    `json:"scopes"`
-	RateLimits []rateLimit `json:"rate_limits"`
-	ExpiresAt  *string     `json:"expires_at"`
+	Name       string          `json:"name"`
+	Env        string          `json:"env"`
+	Scopes     []string        `json:"scopes"`
+	RateLimits []rateLimit     `json:"rate_limits"`
+	ExpiresAt  *string         `json:"expires_at"`
+	Meta       json.RawMessage `json:"meta"`
+	Enabled    *bool           `json:"enabled"`
+	AllowedIPs []string        `json:"allowed_ips"`
+	Credits    *creditsRequest `json:"credits"`
 }
 
 func (s *server) createKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError {
@@ -162,38 +184,102 @@ func (s *server) validateNewKey(req createKeyRequest, orgID string) (keyRecord, 
 	if req.Env != envTest && req.Env != envLive {
 		return rec, invalidRequest(`Field "env" must be "test" or "live".`)
 	}
-	if len(req.Scopes) > 50 {
-		return rec, invalidRequest(`Field "scopes" may hold at most 50 scopes.`)
-	}
-	for _, sc := range req.Scopes {
-		if !validScope(sc) {
-			return rec, invalidRequest(`Field "scopes" holds %q, which is not a scope like sms:send.`, sc)
-		}
-	}
+	var aerr *apiError
 	if req.Scopes != nil {
-		rec.Scopes = req.Scopes
+		if rec.Scopes, aerr = validScopes(req.Scopes); aerr != nil {
+			return rec, aerr
+		}
 	}
 	if req.RateLimits != nil {
-		limits, err := normalizeLimits(req.RateLimits)
-		if err != nil || len(limits) == 0 {
-			return rec, invalidRequest(`Field "rate_limits": %s.`, problem(err, "give at least one window"))
+		if rec.RateLimits, aerr = validLimits(req.RateLimits); aerr != nil {
+			return rec, aerr
 		}
-		rec.RateLimits = limits
 	}
+	now := s.now()
 	if req.ExpiresAt != nil {
-		t, err := time.Parse(time.RFC3339Nano, *req.ExpiresAt)
-		if err != nil {
-			return rec, invalidRequest(`Field "expires_at" must be an RFC 3339 time like 2030-01-02T15:04:05Z.`)
+		if rec.ExpiresAt, aerr = validExpiry(*req.ExpiresAt, now); aerr != nil {
+			return rec, aerr
 		}
-		if !time.Unix(0, t.UnixNano()).Equal(t) { // past 2262 the nanoseconds wrap around
-			return rec, invalidRequest(`Field "expires_at" must be before 2262-04-11.`)
+	}
+	if rec.Meta, aerr = validMeta(req.Meta); aerr != nil {
+		return rec, aerr
+	}
+	rec.Disabled = req.Enabled != nil && !*req.Enabled
+	if rec.AllowedIPs, aerr = canonicalCIDRs(req.AllowedIPs); aerr != nil {
+		return rec, aerr
+	}
+	if req.Credits != nil {
+		if rec.Credits, aerr = validCredits(req.Credits, now); aerr != nil {
+			return rec, aerr
 		}
-		if !t.After(s.now()) {
-			return rec, invalidRequest(`Field "expires_at" must be in the future.`)
-		}
-		rec.ExpiresAt = t.UnixNano()
 	}
 	return rec, nil
+}
+
+func validScopes(scopes []string) ([]string, *apiError) {
+	if len(scopes) > 50 {
+		return nil, invalidRequest(`Field "scopes" may hold at most 50 scopes.`)
+	}
+	for _, sc := range scopes {
+		if !validScope(sc) {
+			return nil, invalidRequest(`Field "scopes" holds %q, which is not a scope like sms:send.`, sc)
+		}
+	}
+	return nonNil(scopes), nil
+}
+
+func validLimits(given []rateLimit) ([]rateLimit, *apiError) {
+	limits, err := normalizeLimits(given)
+	if err != nil || len(limits) == 0 {
+		return nil, invalidRequest(`Field "rate_limits": %s.`, problem(err, "give at least one window"))
+	}
+	return limits, nil
+}
+
+func validExpiry(given string, now time.Time) (int64, *apiError) {
+	t, err := time.Parse(time.RFC3339Nano, given)
+	if err != nil {
+		return 0, invalidRequest(`Field "expires_at" must be an RFC 3339 time like 2030-01-02T15:04:05Z.`)
+	}
+	if !time.Unix(0, t.UnixNano()).Equal(t) { // past 2262 the nanoseconds wrap around
+		return 0, invalidRequest(`Field "expires_at" must be before 2262-04-11.`)
+	}
+	if !t.After(now) {
+		return 0, invalidRequest(`Field "expires_at" must be in the future.`)
+	}
+	return t.UnixNano(), nil
+}
+
+// maxMetaBytes is the most a key's meta may hold, as compact JSON.
+const maxMetaBytes = 4 << 10
+
+// validMeta checks a key's "meta": a JSON object of at most 4 KiB once
+// compacted (null or absent: none). It is kept as encoding/json writes it
+// (compact, with <, > and & escaped), so that the hand-written answers
+// (verify, whoami) and the admin API's give the same bytes.
+func validMeta(raw json.RawMessage) (json.RawMessage, *apiError) {
+	trimmed := bytes.TrimLeft(raw, " \t\r\n")
+	if len(trimmed) == 0 || bytes.HasPrefix(trimmed, []byte("null")) {
+		return nil, nil
+	}
+	if trimmed[0] != '{' {
+		return nil, invalidRequest(`Field "meta" must be a JSON object.`)
+	}
+	if !utf8.Valid(raw) {
+		return nil, invalidRequest(`Field "meta" must be valid UTF-8.`)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return nil, invalidRequest(`Field "meta" must be a JSON object.`)
+	}
+	if compact.Len() > maxMetaBytes {
+		return nil, invalidRequest(`Field "meta" must be at most %d bytes of JSON; it is %d.`, maxMetaBytes, compact.Len())
+	}
+	out, err := json.Marshal(json.RawMessage(compact.Bytes()))
+	if err != nil {
+		return nil, invalidRequest(`Field "meta" must be a JSON object.`)
+	}
+	return out, nil
 }
 
 func problem(err error, fallback string) string {
@@ -215,7 +301,7 @@ func (s *server) issueKey(rec *keyRecord, a auditEntry) (string, error) {
 	if err := s.store.PutKey(rec, a); err != nil {
 		return "", err
 	}
-	s.index.add(rec)
+	s.addKey(rec)
 	return key, nil
 }
 
@@ -270,6 +356,153 @@ func (s *server) getKey(w http.ResponseWriter, _ *http.Request, p httprouter.Par
 	return nil
 }
 
+// patchKeyRequest is a PATCH body: each member present is changed, the
+// others are left as they are. Pointers and lists tell absent from given;
+// patchKey tells null from absent with the body's member names.
+type patchKeyRequest struct {
+	Name       *string         `json:"name"`
+	Scopes     []string        `json:"scopes"`
+	RateLimits []rateLimit     `json:"rate_limits"`
+	ExpiresAt  *string         `json:"expires_at"`
+	Meta       json.RawMessage `json:"meta"`
+	Enabled    *bool           `json:"enabled"`
+	AllowedIPs []string        `json:"allowed_ips"`
+	Credits    *creditsRequest `json:"credits"`
+}
+
+// patchKey edits a key in place: any of name, scopes, rate_limits,
+// expires_at, meta, enabled, allowed_ips and credits. null clears what
+// can be cleared (expires_at, meta, allowed_ips, credits; rate_limits back
+// to the server default; scopes to none). The whole body is checked
+// before anything is written; the answer comes after the commit, and the
+// next request sees the change. A revoked key cannot be edited.
+func (s *server) patchKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError {
+	buf, aerr := readAdminBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	var req patchKeyRequest
+	if aerr := decodeStrictBytes(buf, &req, false); aerr != nil {
+		return aerr
+	}
+	var given map[string]json.RawMessage
+	if json.Unmarshal(buf, &given) != nil || given == nil {
+		return invalidRequest("Request body must be a JSON object.")
+	}
+	edit, aerr := s.keyEdit(&req, given)
+	if aerr != nil {
+		return aerr
+	}
+	audit := s.newAudit(c, editAction(req.Enabled))
+	k, _, err := s.store.UpdateKey(p.ByName("org"), p.ByName("key"), audit, func(k *keyRecord) ([]*keyRecord, error) {
+		if k.RevokedAt != 0 {
+			return nil, invalidRequest("Key %s is revoked and cannot be edited.", k.ID)
+		}
+		edit(k)
+		return nil, nil
+	})
+	if aerr := s.storeError(err, "Key", "editing key"); aerr != nil {
+		return aerr
+	}
+	s.updateKey(&k)
+	writeJSON(w, 200, s.viewKey(k))
+	return nil
+}
+
+// editAction is the audit action of an edit: disabling and enabling a key
+// are named as such, whatever else the edit changes.
+func editAction(enabled *bool) string {
+	switch {
+	case enabled == nil:
+		return actionKeyUpdated
+	case *enabled:
+		return actionKeyEnabled
+	}
+	return actionKeyDisabled
+}
+
+// keyEdit checks every member of a PATCH body and gives the edit it
+// makes. The edit may run more than once (store.UpdateKey): what it sets
+// is made here, once.
+func (s *server) keyEdit(req *patchKeyRequest, given map[string]json.RawMessage) (func(*keyRecord), *apiError) {
+	isNull := func(name string) bool { return string(bytes.TrimSpace(given[name])) == "null" }
+	var edits []func(*keyRecord)
+	now := s.now()
+	if _, ok := given["name"]; ok {
+		if req.Name == nil {
+			return nil, invalidRequest(`Field "name" must be a string.`)
+		}
+		if aerr := validName("name", *req.Name); aerr != nil {
+			return nil, aerr
+		}
+		name := *req.Name
+		edits = append(edits, func(k *keyRecord) { k.Name = name })
+	}
+	if _, ok := given["scopes"]; ok {
+		scopes, aerr := validScopes(req.Scopes)
+		if aerr != nil {
+			return nil, aerr
+		}
+		edits = append(edits, func(k *keyRecord) { k.Scopes = scopes })
+	}
+	if _, ok := given["rate_limits"]; ok {
+		var limits []rateLimit // null: the server default
+		if !isNull("rate_limits") {
+			var aerr *apiError
+			if limits, aerr = validLimits(req.RateLimits); aerr != nil {
+				return nil, aerr
+			}
+		}
+		edits = append(edits, func(k *keyRecord) { k.RateLimits = limits })
+	}
+	if _, ok := given["expires_at"]; ok {
+		var at int64 // null: never
+		if req.ExpiresAt != nil {
+			var aerr *apiError
+			if at, aerr = validExpiry(*req.ExpiresAt, now); aerr != nil {
+				return nil, aerr
+			}
+		}
+		edits = append(edits, func(k *keyRecord) { k.ExpiresAt = at })
+	}
+	if _, ok := given["meta"]; ok {
+		meta, aerr := validMeta(req.Meta)
+		if aerr != nil {
+			return nil, aerr
+		}
+		edits = append(edits, func(k *keyRecord) { k.Meta = meta })
+	}
+	if _, ok := given["enabled"]; ok {
+		if req.Enabled == nil {
+			return nil, invalidRequest(`Field "enabled" must be true or false.`)
+		}
+		disabled := !*req.Enabled
+		edits = append(edits, func(k *keyRecord) { k.Disabled = disabled })
+	}
+	if _, ok := given["allowed_ips"]; ok {
+		allowed, aerr := canonicalCIDRs(req.AllowedIPs)
+		if aerr != nil {
+			return nil, aerr
+		}
+		edits = append(edits, func(k *keyRecord) { k.AllowedIPs = allowed })
+	}
+	if _, ok := given["credits"]; ok {
+		var credits *creditSetting // null: no usage limit
+		if req.Credits != nil {
+			var aerr *apiError
+			if credits, aerr = validCredits(req.Credits, now); aerr != nil {
+				return nil, aerr
+			}
+		}
+		edits = append(edits, func(k *keyRecord) { k.Credits = credits })
+	}
+	return func(k *keyRecord) {
+		for _, edit := range edits {
+			edit(k)
+		}
+	}, nil
+}
+
 // revokeKey is idempotent: revoking a revoked key answers its record.
 func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.Params, c caller) *apiError {
 	if aerr := decodeStrict(w, r, &struct{}{}, true); aerr != nil {
@@ -292,7 +525,7 @@ func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, p httprouter.
 	if aerr := s.storeError(err, "Key", "revoking key"); aerr != nil {
 		return aerr
 	}
-	s.index.update(&k)
+	s.updateKey(&k)
 	writeJSON(w, 200, s.viewKey(k))
 	return nil
 }
@@ -357,8 +590,8 @@ func (s *server) rollKey(w http.ResponseWriter, r *http.Request, p httprouter.Pa
 	if aerr := s.storeError(err, "Key", "rolling key"); aerr != nil {
 		return aerr
 	}
-	s.index.add(added[0])
-	s.index.update(&old)
+	s.addKey(added[0])
+	s.updateKey(&old)
 	view := s.viewKey(*added[0])
 	view.Key = key
 	writeJSON(w, 201, view)
@@ -380,7 +613,20 @@ func (s *server) rolled(old *keyRecord, grace time.Duration, now time.Time) (str
 	key, lookup := s.format.newKey(old.Env)
 	fresh := &keyRecord{ID: newID("key"), OrgID: old.OrgID, Name: old.Name, Env: old.Env,
 		Prefix: lookup, Hash: hashKey(key), Scopes: old.Scopes, RateLimits: old.RateLimits,
-		CreatedAt: now.UnixNano(), ExpiresAt: expiresAt}
+		CreatedAt: now.UnixNano(), ExpiresAt: expiresAt,
+		Disabled: old.Disabled, Meta: old.Meta, AllowedIPs: old.AllowedIPs}
+	if old.Credits != nil {
+		// The new key starts from what the old one has left now, on the
+		// same schedule; during the grace period each spends its own.
+		c := *old.Credits
+		if e := s.index.get(old.Prefix, old.ID); e != nil {
+			if v := s.credits.view(e.id, now.UnixNano()); v != nil {
+				c.Remaining = v.Remaining
+			}
+		}
+		c.Gen, c.SetAt = rand.Uint64()|1, now.UnixNano()
+		fresh.Credits = &c
+	}
 	return key, fresh, nil
 }
 

@@ -154,7 +154,9 @@ type testClient struct {
 	handler http.Handler // in-process when set
 	base    string       // else "http://host:port"
 	http    *http.Client // over a socket; http.DefaultClient if nil
-	// from is the client address in-process; 192.0.2.1:1234 if empty.
+	// from is the client address: in-process its RemoteAddr, 192.0.2.1:1234
+	// if empty; over a socket, the local address a raw connection (dial,
+	// exchange) is made from, any if empty.
 	from string
 	// deadline is a raw connection's hang guard; 10s if zero.
 	deadline time.Duration
@@ -294,7 +296,15 @@ func (c *testClient) hostPort() string {
 // bytes; it is closed when the test ends.
 func (c *testClient) dial() net.Conn {
 	c.t.Helper()
-	conn, err := net.DialTimeout("tcp", c.hostPort(), 5*time.Second)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if c.from != "" {
+		local, err := net.ResolveTCPAddr("tcp", c.from)
+		if err != nil {
+			c.fatalf("from %s: %v", c.from, err)
+		}
+		d.LocalAddr = local
+	}
+	conn, err := d.Dial("tcp", c.hostPort())
 	if err != nil {
 		c.fatalf("dial %s: %v", c.hostPort(), err)
 	}

@@ -464,6 +464,37 @@ func TestAdminThrottlePerAddress(t *testing.T) {
 	}
 }
 
+// TestAdminThrottleBehindTrustedProxies: behind --trusted-proxies the
+// throttle counts the clients the proxy forwards, so one guesser does not
+// lock out everyone behind the proxy; an untrusted peer cannot escape its
+// count with an X-Forwarded-For of its own.
+func TestAdminThrottleBehindTrustedProxies(t *testing.T) {
+	t.Parallel()
+	te := newTestEnv(t, func(c *config) { c.trustedSpec = "10.0.0.1" })
+	from := func(peer, xff, token string) int {
+		c := *te.testClient
+		c.from = peer
+		return c.do("GET", "/admin/v1/orgs", "", "Authorization", "Bearer "+token, "X-Forwarded-For", xff).status
+	}
+	wrong := "kh_admin_" + strings.Repeat("9", 32)
+	for i := range maxFails {
+		from("10.0.0.1:1", "203.0.113.5", wrong)
+		from("198.51.100.7:1", "203.0.113."+strconv.Itoa(100+i), wrong) // a new client each time, it says
+	}
+	for _, c := range []struct {
+		peer, xff string
+		want      int
+	}{
+		{"10.0.0.1:2", "203.0.113.5", 429},     // the guesser behind the proxy
+		{"10.0.0.1:2", "203.0.113.6", 200},     // its neighbour behind the same proxy
+		{"198.51.100.7:2", "203.0.113.1", 429}, // the untrusted guesser, whatever it says
+	} {
+		if st := from(c.peer, c.xff, testRootToken); st != c.want {
+			t.Errorf("from %s for %s: %d; want %d", c.peer, c.xff, st, c.want)
+		}
+	}
+}
+
 // TestAdminThrottleKeepsBlocks: the throttle's table stays within
 // maxFailClient entries, and failures from more addresses than that do not
 // lift a block. Only when every entry is a live block do blocks go, those

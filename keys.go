@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -142,24 +145,43 @@ func hashKey(s string) [32]byte {
 }
 
 // keyEntry is the hot-path view of a key, kept small because a server may
-// hold a million: about 90 bytes, in chunks that are never moved. What
-// changes after creation (revoked, expiry, last use) is atomic, so readers
-// need no lock once they have the entry. What many keys share (org id,
-// scopes, windows) is interned and referred to by number, and the next
-// entry of a chain by its place: an entry holds no pointer, so the garbage
-// collector does not scan the index (at a million keys it marked ~150 MiB
-// at every cycle, about 75 ms of CPU).
+// hold a million: about 100 bytes, in chunks that are never moved. What
+// changes after creation (revoked, expiry, last use, and what a PATCH
+// edits) is atomic, so readers need no lock once they have the entry. What
+// many keys share (org id, scopes, windows) is interned and referred to by
+// number, the name is a reference into a byte arena, and the next entry of
+// a chain is referred to by its place: an entry holds no pointer, so the
+// garbage collector does not scan the index (at a million keys it marked
+// ~150 MiB at every cycle, about 75 ms of CPU). What few keys have (meta,
+// an IP allowlist, credits) is in the index's extras, looked up only when
+// flags says the key has some.
 type keyEntry struct {
 	hash      [32]byte
 	id        [8]byte // "key_" + hex of these
 	org       uint32  // in the index's orgIDs
-	scopeSet  uint32  // in the index's scopeSets
-	limitSet  uint32  // 1 + its place in the index's limitSets; 0: the server default
 	live      bool
+	scopeSet  atomic.Uint32 // in the index's scopeSets
+	limitSet  atomic.Uint32 // 1 + its place in the index's limitSets; 0: the server default
+	flags     atomic.Uint32 // flagDisabled, flagExtra
+	name      atomic.Uint64 // in the index's names (nameArena.put)
 	expiresAt atomic.Int64
 	revokedAt atomic.Int64
 	lastUsed  atomic.Int64
 	next      uint32 // 1 + the place of the next key with the same lookup value; 0: none
+}
+
+const (
+	flagDisabled = 1 << iota // enabled: false
+	flagExtra                // the key has meta, allowed IPs or credits: see keyIndex.extra
+)
+
+// keyExtra is what few keys have, looked up by key id when the entry's
+// flagExtra says so. It is replaced whole, never changed, except the
+// credits it points to, which are the credit book's (credits.go).
+type keyExtra struct {
+	meta    []byte         // the JSON object, as the answers write it; nil: none
+	allowed []netip.Prefix // nil: any address
+	credits *keyCredits    // nil: no usage limit
 }
 
 func (ix *keyIndex) orgID(e *keyEntry) string { return ix.orgIDs.get(e.org) }
@@ -170,15 +192,11 @@ func (ix *keyIndex) orgID(e *keyEntry) string { return ix.orgIDs.get(e.org) }
 // use is shown to the millisecond.
 const lastUsedStep = int64(time.Millisecond)
 
-// touch records a use of the key at now (Unix nanoseconds) and says
-// whether the last use moved. If it did not, the key is already among
-// those the next flush writes, or the last flush wrote this very value.
-func (e *keyEntry) touch(now int64) bool {
-	if now-e.lastUsed.Load() < lastUsedStep {
-		return false
+// touch records a use of the key at now (Unix nanoseconds).
+func (e *keyEntry) touch(now int64) {
+	if now-e.lastUsed.Load() >= lastUsedStep {
+		e.lastUsed.Store(now)
 	}
-	e.lastUsed.Store(now)
-	return true
 }
 
 func (e *keyEntry) env() string { return envName(e.live) }
@@ -190,15 +208,27 @@ func envName(live bool) string {
 	return envTest
 }
 
-func (ix *keyIndex) scopes(e *keyEntry) *scopeSet { return ix.scopeSets.get(e.scopeSet) }
+func (ix *keyIndex) scopes(e *keyEntry) *scopeSet { return ix.scopeSets.get(e.scopeSet.Load()) }
 
 // limits is the key's own windows, or nil for the server default (also
 // when its stored windows could not be read).
 func (ix *keyIndex) limits(e *keyEntry) *limitSet {
-	if e.limitSet == 0 {
+	n := e.limitSet.Load()
+	if n == 0 {
 		return nil
 	}
-	return ix.limitSets.get(e.limitSet - 1)
+	return ix.limitSets.get(n - 1)
+}
+
+// name is the key's name, a string over the arena's bytes.
+func (ix *keyIndex) name(e *keyEntry) string { return ix.names.get(e.name.Load()) }
+
+// extra is the key's meta, allowlist and credits, or nil.
+func (ix *keyIndex) extra(e *keyEntry) *keyExtra {
+	ix.extrasMu.RLock()
+	x := ix.extras[e.id]
+	ix.extrasMu.RUnlock()
+	return x
 }
 
 // keyID is the key's id as a string, built on the stack: one allocation.
@@ -284,6 +314,10 @@ type keyIndex struct {
 	orgIDs    internTable[string]
 	scopeSets internTable[*scopeSet]
 	limitSets internTable[*limitSet]
+	names     nameArena
+
+	extrasMu sync.RWMutex
+	extras   map[[8]byte]*keyExtra // only keys with flagExtra
 }
 
 // newKeyIndex makes an index with room for about n keys.
@@ -296,18 +330,10 @@ func entry(chunks [][]keyEntry, ref uint32) *keyEntry {
 	return &chunks[(ref-1)/chunkSize][(ref-1)%chunkSize]
 }
 
-// add makes rec usable. It is called after rec's transaction committed.
-func (ix *keyIndex) add(rec *keyRecord) *keyEntry {
-	var row hotRow
-	if err := row.decode(appendHotRow(nil, rec)); err != nil {
-		panic(err) // appendHotRow and decode disagree: a bug, caught by every test
-	}
-	return ix.addRow(&row)
-}
-
-// addRow adds the key of a row. Interned values are looked up with the
-// row's bytes, so a start with a million keys allocates little per key.
-func (ix *keyIndex) addRow(row *hotRow) *keyEntry {
+// addRow adds the key of a row, with its credits (nil: none). Interned
+// values are looked up with the row's bytes, so a start with a million
+// keys allocates little per key.
+func (ix *keyIndex) addRow(row *hotRow, credits *keyCredits) *keyEntry {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if ix.n%chunkSize == 0 {
@@ -321,24 +347,64 @@ func (ix *keyIndex) addRow(row *hotRow) *keyEntry {
 	}
 	e.org = ix.orgIDs.intern(row.orgID, func() string { return string(row.orgID) })
 	e.live = row.env == 1
-	e.scopeSet = ix.scopeSets.intern(row.scopes, func() *scopeSet { return newScopeSet(row.scopes) })
-	if len(row.limits) > 0 {
-		e.limitSet = ix.internLimits(row.limits)
-	}
-	e.expiresAt.Store(row.expiresAt)
-	e.revokedAt.Store(row.revokedAt)
+	ix.set(e, row, credits)
 	lv := lookupValue(row.prefix)
 	e.next = ix.byLookup[lv]
 	ix.byLookup[lv] = uint32(ix.n)
 	return e
 }
 
-// update applies a committed revoke or expiry change.
-func (ix *keyIndex) update(rec *keyRecord) {
-	if e := ix.get(rec.Prefix, rec.ID); e != nil {
-		e.expiresAt.Store(rec.ExpiresAt)
-		e.revokedAt.Store(rec.RevokedAt)
+// updateRow applies a committed change of a key (revoke, expiry, a PATCH)
+// to its entry: the very next request sees it.
+func (ix *keyIndex) updateRow(row *hotRow, credits *keyCredits) {
+	if e := ix.get(string(row.prefix), string(row.id)); e != nil {
+		ix.set(e, row, credits)
 	}
+}
+
+// set makes e what row says. The extras are in place before the flags that
+// send a request to them.
+func (ix *keyIndex) set(e *keyEntry, row *hotRow, credits *keyCredits) {
+	e.scopeSet.Store(ix.scopeSets.intern(row.scopes, func() *scopeSet { return newScopeSet(row.scopes) }))
+	var limits uint32
+	if len(row.limits) > 0 {
+		limits = ix.internLimits(row.limits)
+	}
+	e.limitSet.Store(limits)
+	if ix.names.get(e.name.Load()) != string(row.name) {
+		e.name.Store(ix.names.put(row.name))
+	}
+	e.expiresAt.Store(row.expiresAt)
+	e.revokedAt.Store(row.revokedAt)
+	var flags uint32
+	if row.flags&rowDisabled != 0 {
+		flags |= flagDisabled
+	}
+	if len(row.meta) > 0 || len(row.allowed) > 0 || credits != nil {
+		x := &keyExtra{credits: credits}
+		if len(row.meta) > 0 {
+			x.meta = bytes.Clone(row.meta)
+		}
+		if len(row.allowed) > 0 {
+			// Written by canonicalCIDRs; one that does not parse allows nobody.
+			x.allowed, _ = parseCIDRs(strings.Split(string(row.allowed), ","))
+			if x.allowed == nil {
+				x.allowed = []netip.Prefix{}
+			}
+		}
+		ix.extrasMu.Lock()
+		if ix.extras == nil {
+			ix.extras = make(map[[8]byte]*keyExtra)
+		}
+		ix.extras[e.id] = x
+		ix.extrasMu.Unlock()
+		flags |= flagExtra
+	} else if e.flags.Load()&flagExtra != 0 {
+		ix.extrasMu.Lock()
+		delete(ix.extras, e.id)
+		ix.extrasMu.Unlock()
+	}
+	e.flags.Store(flags)
 }
 
 func newScopeSet(joined []byte) *scopeSet {
@@ -445,4 +511,56 @@ func (t *internTable[T]) intern(key []byte, value func() T) uint32 {
 
 func (t *internTable[T]) get(i uint32) T {
 	return (*t.chunks.Load())[i/internChunk][i%internChunk]
+}
+
+const nameChunk = 64 << 10
+
+// nameArena holds key names back to back in chunks of bytes, which hold no
+// pointer: a million names are a few chunks for the collector, not a
+// million strings. A name is referred to by chunk, offset and length
+// packed in a uint64, and read as a string over the chunk's bytes, which
+// are never written again once put. A rename puts the new name and leaves
+// the old bytes unused: edits are rare next to keys.
+type nameArena struct {
+	mu     sync.Mutex
+	chunks atomic.Pointer[[]*[nameChunk]byte]
+	used   int // bytes used in the last chunk
+}
+
+// put stores name (cut to 255 bytes; names are at most 200) and returns
+// its reference.
+func (a *nameArena) put(name []byte) uint64 {
+	name = name[:min(len(name), 255)]
+	if len(name) == 0 {
+		return 0
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.chunks.Load()
+	if old == nil || a.used+len(name) > nameChunk {
+		var chunks []*[nameChunk]byte
+		if old != nil {
+			chunks = slices.Clone(*old)
+		}
+		chunks = append(chunks, new([nameChunk]byte))
+		a.chunks.Store(&chunks)
+		a.used = 0
+	}
+	chunks := *a.chunks.Load()
+	c := len(chunks) - 1
+	copy(chunks[c][a.used:], name)
+	ref := uint64(c)<<32 | uint64(a.used)<<8 | uint64(len(name))
+	a.used += len(name)
+	return ref
+}
+
+// get is the name put under ref, without a copy.
+func (a *nameArena) get(ref uint64) string {
+	n := int(ref & 0xff)
+	if n == 0 {
+		return ""
+	}
+	chunk := (*a.chunks.Load())[ref>>32]
+	off := int(ref>>8) & 0xffffff
+	return unsafe.String(&chunk[off], n)
 }

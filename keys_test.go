@@ -141,7 +141,7 @@ func TestKeyIndexChains(t *testing.T) {
 			whole = fmt.Sprintf("%s%024x", prefix, i)
 		}
 		rec := keyRecord{ID: id, OrgID: fmt.Sprintf("org_%d", i%3), Env: envLive, Prefix: prefix, Hash: hashKey(whole)}
-		ix.add(&rec)
+		ix.addRow(recordRow(&rec), nil)
 		wholes, ids = append(wholes, whole), append(ids, id)
 	}
 	for _, i := range []int{0, 1, 2, chunkSize - 1, chunkSize, chunkSize + 1, chunkSize + 2} {

@@ -16,8 +16,9 @@ type rateLimit struct {
 }
 
 const (
-	maxWindow = 366 * 24 * time.Hour
-	maxLimit  = 1_000_000_000
+	maxWindow  = 366 * 24 * time.Hour
+	maxLimit   = 1_000_000_000
+	maxWindows = 8 // per key
 )
 
 // seconds is the window length; windows are validated to whole seconds.
@@ -64,8 +65,8 @@ func windowName(d time.Duration) string {
 
 // normalizeLimits validates windows and gives each its canonical name.
 func normalizeLimits(limits []rateLimit) ([]rateLimit, error) {
-	if len(limits) > 8 {
-		return nil, fmt.Errorf("at most 8 windows")
+	if len(limits) > maxWindows {
+		return nil, fmt.Errorf("at most %d windows", maxWindows)
 	}
 	out := make([]rateLimit, len(limits))
 	for i, r := range limits {
@@ -163,15 +164,18 @@ type keyBuckets struct {
 	dirty bool
 }
 
-// decision is the outcome of one take, with what the headers report.
+// decision is the outcome of one take, with what the headers report; for
+// a key with credits (credits.go), also the credits left.
 type decision struct {
 	allowed    bool
+	hasCredits bool
 	set        *limitSet
-	limits     []rateLimit
 	tightest   int   // index of the window with the fewest tokens left
 	remaining  int64 // whole tokens left in that window
 	reset      int64 // seconds until that window is full again
 	retryAfter int64 // when denied: seconds until a token is back
+	credits    int64 // with hasCredits: credits left
+	refillIn   int64 // usage_exceeded: seconds until the refill; 0: none
 }
 
 // limiter holds every key's buckets in memory; the write-behind flusher
@@ -206,14 +210,15 @@ func (l *limiter) buckets(keyID [8]byte) *keyBuckets {
 
 // take removes one token from every window, or from none when any window is
 // empty. With consume false it only reports the state (for requests that
-// were refused before the rate limit).
-func (l *limiter) take(keyID [8]byte, set *limitSet, now int64, consume bool) decision {
+// were refused before the rate limit). windows, if not nil, receives every
+// window's tokens after the take.
+func (l *limiter) take(keyID [8]byte, set *limitSet, now int64, consume bool, windows *[maxWindows]float64) decision {
 	limits := set.limits
 	kb := l.buckets(keyID)
 	kb.mu.Lock()
 	defer kb.mu.Unlock()
 	refill(&kb.state, set, now)
-	d := decision{allowed: true, set: set, limits: limits}
+	d := decision{allowed: true, set: set}
 	for i := range limits {
 		if kb.state.Tokens[i] < 1 {
 			d.allowed = false
@@ -229,6 +234,9 @@ func (l *limiter) take(keyID [8]byte, set *limitSet, now int64, consume bool) de
 		}
 	}
 	d.report(kb.state.Tokens)
+	if windows != nil {
+		copy(windows[:], kb.state.Tokens)
+	}
 	return d
 }
 
@@ -265,7 +273,8 @@ func refill(st *bucketState, set *limitSet, now int64) {
 // denied, the empty window that takes longest to give a token back.
 func (d *decision) report(tokens []float64) {
 	d.tightest = 0
-	for i := range d.limits {
+	limits := d.set.limits
+	for i := range limits {
 		if !d.allowed {
 			if tokens[i] < 1 && (tokens[d.tightest] >= 1 || d.secondsToToken(tokens, i) > d.secondsToToken(tokens, d.tightest)) {
 				d.tightest = i
@@ -277,16 +286,21 @@ func (d *decision) report(tokens []float64) {
 		}
 	}
 	i := d.tightest
-	r := d.limits[i]
 	d.remaining = int64(tokens[i])
-	d.reset = ceilSeconds((float64(r.Limit) - tokens[i]) * d.set.secs[i] / float64(r.Limit))
+	d.reset = d.set.resetIn(i, tokens[i])
 	if !d.allowed {
 		d.retryAfter = max(1, d.secondsToToken(tokens, i))
 	}
 }
 
 func (d *decision) secondsToToken(tokens []float64, i int) int64 {
-	return ceilSeconds((1 - tokens[i]) * d.set.secs[i] / float64(d.limits[i].Limit))
+	return ceilSeconds((1 - tokens[i]) * d.set.secs[i] / float64(d.set.limits[i].Limit))
+}
+
+// resetIn is the seconds until window i, with tokens left, is full again.
+func (set *limitSet) resetIn(i int, tokens float64) int64 {
+	r := set.limits[i]
+	return ceilSeconds((float64(r.Limit) - tokens) * set.secs[i] / float64(r.Limit))
 }
 
 func ceilSeconds(s float64) int64 {
@@ -308,7 +322,7 @@ func (d *decision) message() string {
 	case 3600:
 		return "Hourly rate limit exceeded."
 	}
-	return "Rate limit exceeded for the " + d.limits[d.tightest].Window + " window."
+	return "Rate limit exceeded for the " + d.set.limits[d.tightest].Window + " window."
 }
 
 // takeDirty returns the states changed since the last call, for the flusher.

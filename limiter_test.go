@@ -49,25 +49,25 @@ func TestBucketRefill(t *testing.T) {
 	limits := mustLimits(t, "5/1m")
 	now := time.Unix(1_700_000_000, 0).UnixNano()
 	for i := 0; i < 5; i++ {
-		d := l.take(testKeyID, limits, now, true)
+		d := l.take(testKeyID, limits, now, true, nil)
 		if !d.allowed || d.remaining != int64(4-i) {
 			t.Fatalf("take %d = %+v; want allowed with %d left", i+1, d, 4-i)
 		}
 	}
-	d := l.take(testKeyID, limits, now, true)
+	d := l.take(testKeyID, limits, now, true, nil)
 	if d.allowed || d.retryAfter != 12 || d.reset != 60 {
 		t.Fatalf("sixth take = %+v; want denied, retry after 12s, full in 60s", d)
 	}
 	now += int64(11 * time.Second)
-	if d := l.take(testKeyID, limits, now, true); d.allowed {
+	if d := l.take(testKeyID, limits, now, true, nil); d.allowed {
 		t.Fatalf("take after 11s = %+v; want denied (a token takes 12s)", d)
 	}
 	now += int64(time.Second)
-	if d := l.take(testKeyID, limits, now, true); !d.allowed || d.remaining != 0 {
+	if d := l.take(testKeyID, limits, now, true, nil); !d.allowed || d.remaining != 0 {
 		t.Fatalf("take after 12s = %+v; want allowed with 0 left", d)
 	}
 	now += int64(10 * time.Minute)
-	if d := l.take(testKeyID, limits, now, false); d.remaining != 5 || d.reset != 0 {
+	if d := l.take(testKeyID, limits, now, false, nil); d.remaining != 5 || d.reset != 0 {
 		t.Fatalf("after a long pause = %+v; want a full bucket, not more", d)
 	}
 }
@@ -77,24 +77,24 @@ func TestAllOrNone(t *testing.T) {
 	l := newLimiter()
 	limits := mustLimits(t, "2/1m,3/1h")
 	now := time.Unix(1_700_000_000, 0).UnixNano()
-	l.take(testKeyID, limits, now, true)
-	l.take(testKeyID, limits, now, true)
+	l.take(testKeyID, limits, now, true, nil)
+	l.take(testKeyID, limits, now, true, nil)
 	for i := 0; i < 10; i++ {
-		if d := l.take(testKeyID, limits, now, true); d.allowed {
+		if d := l.take(testKeyID, limits, now, true, nil); d.allowed {
 			t.Fatalf("take with the minute window empty allowed")
 		}
 	}
 	now += int64(time.Minute)
-	d := l.take(testKeyID, limits, now, true)
+	d := l.take(testKeyID, limits, now, true, nil)
 	if !d.allowed {
 		t.Fatalf("after a minute = %+v; want allowed: the denied takes must not have drained the hour window", d)
 	}
-	d = l.take(testKeyID, limits, now, true)
+	d = l.take(testKeyID, limits, now, true, nil)
 	if d.allowed || d.message() != "Hourly rate limit exceeded." {
 		t.Fatalf("fourth allowed take = %+v %q; want denied by the hour window", d, d.message())
 	}
-	if d.limits[d.tightest].Window != "1h" || d.retryAfter != 1140 {
-		t.Fatalf("denied by hour: tightest %s retry %d; want 1h and 1140s (a token per 1200s, 60s already refilled)", d.limits[d.tightest].Window, d.retryAfter)
+	if d.set.limits[d.tightest].Window != "1h" || d.retryAfter != 1140 {
+		t.Fatalf("denied by hour: tightest %s retry %d; want 1h and 1140s (a token per 1200s, 60s already refilled)", d.set.limits[d.tightest].Window, d.retryAfter)
 	}
 }
 
@@ -115,9 +115,9 @@ func TestTightestWindow(t *testing.T) {
 		l := newLimiter()
 		var d decision
 		for i := 0; i < tt.takes; i++ {
-			d = l.take(testKeyID, mustLimits(t, tt.spec), now, true)
+			d = l.take(testKeyID, mustLimits(t, tt.spec), now, true, nil)
 		}
-		r := d.limits[d.tightest]
+		r := d.set.limits[d.tightest]
 		if r.Window != tt.wantWindow || d.remaining != tt.wantLeft || d.reset != tt.wantReset {
 			t.Errorf("%s after %d: window %s left %d reset %d; want %s %d %d", tt.spec, tt.takes,
 				r.Window, d.remaining, d.reset, tt.wantWindow, tt.wantLeft, tt.wantReset)
@@ -128,8 +128,8 @@ func TestTightestWindow(t *testing.T) {
 func TestLimitsChangeResetsBucket(t *testing.T) {
 	l := newLimiter()
 	now := time.Unix(1_700_000_000, 0).UnixNano()
-	l.take(testKeyID, mustLimits(t, "1/1m"), now, true)
-	if d := l.take(testKeyID, mustLimits(t, "3/1m"), now, true); !d.allowed || d.remaining != 2 {
+	l.take(testKeyID, mustLimits(t, "1/1m"), now, true, nil)
+	if d := l.take(testKeyID, mustLimits(t, "3/1m"), now, true, nil); !d.allowed || d.remaining != 2 {
 		t.Fatalf("new windows = %+v; want a fresh bucket", d)
 	}
 }

@@ -40,7 +40,6 @@ type pendingEntry struct {
 	env     string
 	reqID   string
 	count   uint32 // refusals folded into this one; 0 is 1
-	touched bool   // the key's last use moved (keyEntry.touch)
 }
 
 const (
@@ -53,13 +52,17 @@ const (
 	maxLogLimit     = 1000
 )
 
+// keyUsageRetention is how long one key's hourly counts are kept: a server
+// may have many more keys than organizations.
+const keyUsageRetention = 7 * 24 * time.Hour
+
 // record queues the log entry and usage count of one guarded request.
 // The entry keeps copies of what it logs: method and path are cut from the
 // request line or a header, and a substring would hold all of it (up to
 // 64 KiB a request) until the flush.
 func (s *server) record(method, path string, status int, start time.Time, v *verdict, reqID string) time.Duration {
 	e := pendingEntry{at: start.UnixNano(), latency: s.now().Sub(start), method: ownedMethod(method),
-		path: ownedPath(path), status: status, key: v.key, env: s.envForPath(path), reqID: reqID, touched: v.touched}
+		path: ownedPath(path), status: status, key: v.key, env: s.envForPath(path), reqID: reqID}
 	if v.key != nil {
 		e.env = v.key.env()
 	}

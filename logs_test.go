@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 type logsAnswer struct {
@@ -172,6 +174,82 @@ func TestUsageAndLastUsed(t *testing.T) {
 		if r := te.root("GET", "/orgs/"+org+"/usage?"+bad, ""); r.status != 400 {
 			t.Errorf("usage?%s = %d; want 400", bad, r.status)
 		}
+	}
+}
+
+// TestKeyUsage: GET /orgs/:org/usage?key_id= is one key's hourly usage,
+// in the organization's shape; the organization's rows are still the sum
+// of its keys'. A key's rows are kept seven days.
+func TestKeyUsage(t *testing.T) {
+	t.Parallel()
+	te := newTestEnv(t)
+	org := te.createOrg("acme")
+	aID, a := te.createKey(org, `{"name":"a","env":"live","rate_limits":[{"limit":2,"window":"1h"}]}`)
+	bID, b := te.createKey(org, `{"name":"b","env":"live"}`)
+	cID, c := te.createKey(org, `{"name":"c","env":"test"}`)
+	te.whoami(envLive, a)
+	if err := te.s.behind.Flush(); err != nil { // a second flush adds to the same rows
+		t.Fatal(err)
+	}
+	te.whoami(envLive, a)
+	te.whoami(envLive, a) // 429
+	te.whoami(envLive, b)
+	te.whoami(envTest, c)
+	te.clock.Advance(time.Hour)
+	te.whoami(envLive, b)
+	te.restart()
+	usage := func(query string) string {
+		t.Helper()
+		r := te.root("GET", "/orgs/"+org+"/usage?"+query, "")
+		mustStatus(t, "usage?"+query, r, 200)
+		var u struct{ Buckets []map[string]any }
+		json.Unmarshal(r.body, &u)
+		var out []string
+		for _, b := range u.Buckets {
+			out = append(out, fmt.Sprintf("%s %s %v %v %v %v", b["hour"], b["env"], b["2xx"], b["4xx"], b["429"], b["5xx"]))
+		}
+		return strings.Join(out, "; ")
+	}
+	for query, want := range map[string]string{
+		"key_id=" + aID:               "2026-11-24T20:00:00Z live 2 0 1 0",
+		"key_id=" + bID:               "2026-11-24T20:00:00Z live 1 0 0 0; 2026-11-24T21:00:00Z live 1 0 0 0",
+		"key_id=" + bID + "&hours=1":  "2026-11-24T21:00:00Z live 1 0 0 0",
+		"key_id=" + cID:               "2026-11-24T20:00:00Z test 1 0 0 0",
+		"key_id=" + cID + "&env=live": "",
+		"env=live":                    "2026-11-24T20:00:00Z live 3 0 1 0; 2026-11-24T21:00:00Z live 1 0 0 0",
+	} {
+		if got := usage(query); got != want {
+			t.Errorf("usage?%s = %q; want %q", query, got, want)
+		}
+	}
+	for query, want := range map[string]int{
+		"key_id=" + aID + "&hours=169": 400,
+		"key_id=" + aID + "&hours=168": 200,
+		"key_id=nokey":                 400,
+		"key_id=key_0000000000000000":  404,
+	} {
+		if r := te.root("GET", "/orgs/"+org+"/usage?"+query, ""); r.status != want {
+			t.Errorf("usage?%s = %d %s; want %d", query, r.status, r.body, want)
+		}
+	}
+	rows := func() (n int) {
+		te.s.store.db.View(func(tx *bolt.Tx) error {
+			n = tx.Bucket(bucketKeyUsage).Stats().KeyN
+			return nil
+		})
+		return n
+	}
+	if n := rows(); n != 4 {
+		t.Fatalf("%d key usage rows; want 4", n)
+	}
+	te.clock.Advance(7*24*time.Hour - 30*time.Minute) // 21:00 is kept, 20:00 is past
+	te.whoami(envLive, b)
+	te.s.behind.lastPrune = time.Time{}
+	if err := te.s.behind.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 2 {
+		t.Errorf("%d key usage rows after seven days; want the hour kept and the new one", n)
 	}
 }
 

@@ -12,18 +12,21 @@ import (
 const maxSegment = 4096
 
 // writeBatch is one flush of the write-behind: log entries by log name,
-// usage rows by row key, last-used times and rate-limit state by key id.
+// usage rows (an org's and a key's) by row key, last-used times,
+// rate-limit state and credit spending by key id.
 type writeBatch struct {
 	logs      map[string][]*pendingEntry
 	retention int    // entries kept per log
 	segments  []byte // encoded entries; bbolt holds values until the commit
 	usage     map[string]*usageCounts
+	keyUsage  map[string]*usageCounts
 	lastUsed  map[[8]byte]int64
 	buckets   map[[8]byte]bucketState
 	tokenUse  map[string]tokenUse // org admin tokens' last use, by token id
-	// pruneUsageBefore, if not 0, drops usage rows of hours before it
-	// (Unix seconds).
-	pruneUsageBefore int64
+	credits   map[[8]byte]creditState
+	// pruneUsageBefore, if not 0, drops usage rows of hours before it, and
+	// pruneKeyUsageBefore keys' usage rows (Unix seconds).
+	pruneUsageBefore, pruneKeyUsageBefore int64
 }
 
 // WriteBehind writes a flush in one transaction.
@@ -32,7 +35,10 @@ func (st *store) WriteBehind(b *writeBatch) error {
 		if err := writeEntries(tx, b); err != nil {
 			return err
 		}
-		if err := writeUsage(tx, b.usage); err != nil {
+		if err := writeUsage(tx.Bucket(bucketUsage), b.usage); err != nil {
+			return err
+		}
+		if err := writeUsage(tx.Bucket(bucketKeyUsage), b.keyUsage); err != nil {
 			return err
 		}
 		if b.pruneUsageBefore != 0 {
@@ -40,7 +46,12 @@ func (st *store) WriteBehind(b *writeBatch) error {
 				return err
 			}
 		}
-		if err := writeTouched(tx, b.lastUsed, b.buckets); err != nil {
+		if b.pruneKeyUsageBefore != 0 {
+			if err := pruneKeyUsage(tx, b.pruneKeyUsageBefore); err != nil {
+				return err
+			}
+		}
+		if err := writeTouched(tx, b); err != nil {
 			return err
 		}
 		return writeTokenUse(tx, b.tokenUse)
@@ -123,8 +134,7 @@ func trimRing(b *bolt.Bucket, keep uint64) error {
 	return nil
 }
 
-func writeUsage(tx *bolt.Tx, usage map[string]*usageCounts) error {
-	b := tx.Bucket(bucketUsage)
+func writeUsage(b *bolt.Bucket, usage map[string]*usageCounts) error {
 	for key, c := range usage {
 		row := []byte(key)
 		if err := b.Put(row, appendUsage(nil, b.Get(row), c)); err != nil {
@@ -151,15 +161,27 @@ func pruneUsage(tx *bolt.Tx, before int64) error {
 	return err
 }
 
-func writeTouched(tx *bolt.Tx, lastUsed map[[8]byte]int64, buckets map[[8]byte]bucketState) error {
+// pruneKeyUsage deletes keys' usage rows of hours before before: they are
+// at the start of their bucket, which is in hour order.
+func pruneKeyUsage(tx *bolt.Tx, before int64) error {
+	c := tx.Bucket(bucketKeyUsage).Cursor()
+	for k, _ := c.First(); len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) < before; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeTouched(tx *bolt.Tx, b *writeBatch) error {
 	lu := tx.Bucket(bucketLastUsed)
-	for id, at := range lastUsed {
+	for id, at := range b.lastUsed {
 		if err := lu.Put(appendKeyID(nil, id), encodeLastUsed(at)); err != nil {
 			return err
 		}
 	}
 	lb := tx.Bucket(bucketLimits)
-	for id, st := range buckets {
+	for id, st := range b.buckets {
 		buf, err := encodeRecord(st)
 		if err != nil {
 			return err
@@ -168,13 +190,20 @@ func writeTouched(tx *bolt.Tx, lastUsed map[[8]byte]int64, buckets map[[8]byte]b
 			return err
 		}
 	}
+	cb := tx.Bucket(bucketCredits)
+	for id, st := range b.credits {
+		if err := cb.Put(appendKeyID(nil, id), encodeCreditState(st)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// LoadWrittenBehind reads back last-used times and rate-limit state at
-// start, each by key id, and the admin tokens' use by token id.
+// LoadWrittenBehind reads back last-used times, rate-limit state and
+// credit spending at start, each by key id, and the admin tokens' use by
+// token id.
 func (st *store) LoadWrittenBehind(lastUsed func(id [8]byte, at int64), bucket func(id [8]byte, b bucketState),
-	tokenUses func(id string, u tokenUse)) error {
+	credits func(id [8]byte, c creditState), tokenUses func(id string, u tokenUse)) error {
 	return st.db.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketTokenUse).ForEach(func(k, v []byte) error {
 			if u, ok := decodeTokenUse(v); ok {
@@ -195,11 +224,21 @@ func (st *store) LoadWrittenBehind(lastUsed func(id [8]byte, at int64), bucket f
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketLimits).ForEach(func(k, v []byte) error {
+		err = tx.Bucket(bucketLimits).ForEach(func(k, v []byte) error {
 			var st bucketState
 			id, ok := parseKeyID(string(k))
 			if ok && decodeRecord(v, &st) == nil {
 				bucket(id, st)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketCredits).ForEach(func(k, v []byte) error {
+			id, ok := parseKeyID(string(k))
+			if st, valid := decodeCreditState(v); ok && valid {
+				credits(id, st)
 			}
 			return nil
 		})
@@ -288,6 +327,24 @@ func (st *store) ReadUsage(orgID, env string, from int64) ([]usageBucket, error)
 	})
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Hour < out[j].Hour || out[i].Hour == out[j].Hour && out[i].Env < out[j].Env
+	})
+	return out, err
+}
+
+// ReadKeyUsage is one key's usage, the hours from from (Unix seconds, at
+// the start of an hour) to to, those that saw requests, oldest first.
+func (st *store) ReadKeyUsage(orgID, keyID, env string, from, to int64) ([]usageBucket, error) {
+	out := []usageBucket{}
+	err := st.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKeyUsage)
+		for hour := from; hour <= to; hour += 3600 {
+			if v := b.Get(keyUsageRowKey(hour, orgID, keyID)); v != nil {
+				c := decodeUsage(v)
+				out = append(out, usageBucket{Hour: time.Unix(hour, 0).UTC().Format(time.RFC3339), Env: env,
+					OK: c[0], Client: c[1], Limited: c[2], Server: c[3]})
+			}
+		}
+		return nil
 	})
 	return out, err
 }

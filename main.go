@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -36,8 +37,10 @@ type config struct {
 	logFormat     string // logJSON or logText
 	// auditRetention is how long audit entries are kept.
 	auditRetention time.Duration
+	trustedSpec    string
 
-	rateLimits []rateLimit
+	rateLimits     []rateLimit
+	trustedProxies []netip.Prefix // --trusted-proxies
 
 	// Server limits; not flags. Zero means the default below; tests shorten them.
 	readHeaderTimeout time.Duration
@@ -90,6 +93,7 @@ func parseServeFlags(args []string, getenv func(string) string) (config, error) 
 	c.auditRetention = defaultAuditKeep
 	fs.Var(daysFlag{&c.auditRetention}, "audit-retention", "how long audit entries are kept, like 365d or 720h")
 	fs.StringVar(&c.logFormat, "log-format", logJSON, "`FORMAT` of the log on stderr: json, or text for a terminal")
+	fs.StringVar(&c.trustedSpec, "trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For names the client, comma-separated")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -104,6 +108,9 @@ func (c *config) validate() error {
 	var err error
 	if c.rateLimits, err = parseRateLimits(c.rateLimitSpec); err != nil {
 		return usageErrorf("serve", "--rate-limits: %v", err)
+	}
+	if c.trustedProxies, err = parseTrustedProxies(c.trustedSpec); err != nil {
+		return err
 	}
 	switch {
 	case !validBrand(c.brand):

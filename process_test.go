@@ -171,7 +171,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	for _, want := range []string{`"environment_mismatch"`, `"valid":true`, `"invalid_or_revoked"`, "Ratelimit-Policy",
 		`"last_used_at"`, "Admin token is invalid or revoked.", `"action":"admin_token.revoked"`,
-		`"action":"key.revoked"`, `"action":"backup.taken"`, `"action":"root_token.rolled"`} {
+		`"action":"key.revoked"`, `"action":"backup.taken"`, `"action":"root_token.rolled"`,
+		`"name":"backend (eu)"`, `"meta":{"customer":"cus_123","plan":"pro"}`, `"allowed_ips":["127.0.0.1/32","10.0.0.0/8"]`,
+		`"key_disabled"`, "X-Credits-Remaining: 1", `"credits":{"remaining":0,`, `"usage_exceeded"`, "Retry-After:"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("walkthrough output lacks %s:\n%s", want, out)
 		}

@@ -43,6 +43,7 @@ func newProxy(upstream string, s *server) (*proxy, error) {
 			pr.SetURL(target)
 			dropProxyHeaders(pr.Out.Header)
 			pr.SetXForwarded()
+			s.forwardClient(pr)
 			for _, name := range forwardedNames {
 				pr.Out.Header[name] = pr.In.Header[name]
 			}
@@ -89,6 +90,22 @@ func dropProxyHeaders(h http.Header) {
 		if isProxyHeader(name) {
 			delete(h, name)
 		}
+	}
+}
+
+// forwardClient tells the upstream the client that a trusted proxy in
+// front of keyhole named (clientip.go), the address a key's allowlist was
+// checked against, instead of that proxy's: X-Forwarded-For is then that
+// one address. From any other peer SetXForwarded's connection address
+// stands, and nothing the client wrote is passed on.
+func (s *server) forwardClient(pr *httputil.ProxyRequest) {
+	if len(s.cfg.trustedProxies) == 0 {
+		return
+	}
+	if client := s.clientIP(pr.In); client.IsValid() {
+		pr.Out.Header["X-Forwarded-For"] = []string{client.String()}
+	} else {
+		delete(pr.Out.Header, "X-Forwarded-For") // a trusted proxy's unreadable header names no one
 	}
 }
 

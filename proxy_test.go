@@ -170,6 +170,35 @@ func (pe *proxyEnv) logEntry(requestID string) (status int, ok bool) {
 	return 0, false
 }
 
+// TestProxyForwardsTrustedClient: behind a proxy in --trusted-proxies the
+// upstream's X-Forwarded-For is the client that proxy named (the address
+// allowlists are checked against), and nothing the client wrote to its
+// left; from an untrusted peer it stays the connection's.
+func TestProxyForwardsTrustedClient(t *testing.T) {
+	t.Parallel()
+	up := newUpstreamAPI(t, nil)
+	te := newTestEnv(t, func(c *config) {
+		c.upstream = up.URL
+		c.rulesPath = writeRules(t)
+		c.trustedSpec = "127.0.0.1/32"
+	})
+	wire := te.listen()
+	_, key := te.createKey(te.createOrg("acme"), `{"name":"k","env":"live","scopes":["sms:send"]}`)
+	for _, c := range []struct{ xff, want string }{
+		{"10.9.9.9, 203.0.113.7", "203.0.113.7"},
+		{"", "127.0.0.1"}, // the trusted proxy itself
+	} {
+		headers := bearer(key)
+		if c.xff != "" {
+			headers = append(headers, "X-Forwarded-For", c.xff)
+		}
+		mustStatus(t, "proxied POST", wire.do("POST", "/api/v1/prod/sms/send", `{}`, headers...), 200)
+		if got := up.last(t).header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != c.want {
+			t.Errorf("X-Forwarded-For %q: upstream got %q; want [%s]", c.xff, got, c.want)
+		}
+	}
+}
+
 func TestProxyHeaders(t *testing.T) {
 	t.Parallel()
 	pe := newProxyEnv(t, nil)
@@ -662,24 +691,37 @@ func TestProxyUpgrade(t *testing.T) {
 }
 
 // TestOwnHeaderNames keeps the names the proxy clears from an upstream's
-// 101 in step with every header keyhole sets, a 429's included.
+// 101 in step with every header keyhole sets: a 429's, and a key with
+// credits' X-Credits-Remaining.
 func TestOwnHeaderNames(t *testing.T) {
 	te := newTestEnv(t)
-	_, key := te.createKey(te.createOrg("acme"), `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
-	te.s.verify(key, "", "", time.Now())
-	v := te.s.verify(key, "", "", time.Now())
+	org := te.createOrg("acme")
+	_, key := te.createKey(org, `{"name":"k","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
+	_, credited := te.createKey(org, `{"name":"c","env":"live","credits":{"remaining":5}}`)
+	te.s.verify(key, &checkArgs{cost: 1}, time.Now())
+	v := te.s.verify(key, &checkArgs{cost: 1}, time.Now())
 	if v.err == nil || v.err.status != 429 {
 		t.Fatalf("second call: %v; want 429", v.err)
 	}
-	w := &statusWriter{ResponseWriter: httptest.NewRecorder(), reqID: "req_x", dec: v.dec, decided: true}
-	w.WriteHeader(429)
-	h := w.Header()
-	for name := range h {
-		if !slices.Contains(ownHeaderNames, name) {
-			t.Errorf("%s is set but not in ownHeaderNames", name)
+	c := te.s.verify(credited, &checkArgs{cost: 1}, time.Now())
+	if c.err != nil {
+		t.Fatalf("key with credits: %v", c.err)
+	}
+	set := map[string]bool{}
+	for _, a := range []struct {
+		v      verdict
+		status int
+	}{{v, 429}, {c, 200}} {
+		w := &statusWriter{ResponseWriter: httptest.NewRecorder(), reqID: "req_x", dec: a.v.dec, decided: true}
+		w.WriteHeader(a.status)
+		for name := range w.Header() {
+			if !slices.Contains(ownHeaderNames, name) {
+				t.Errorf("%s is set but not in ownHeaderNames", name)
+			}
+			set[name] = true
 		}
 	}
-	if len(h) != len(ownHeaderNames) {
-		t.Errorf("a 429 sets %d headers; ownHeaderNames has %d", len(h), len(ownHeaderNames))
+	if len(set) != len(ownHeaderNames) {
+		t.Errorf("the answers set %d headers; ownHeaderNames has %d", len(set), len(ownHeaderNames))
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +24,9 @@ type server struct {
 	store   *store
 	index   *keyIndex
 	limiter *limiter
+	credits *creditBook // usage-limited keys' credits
+	// keyUpdates puts committed key changes into the index one at a time.
+	keyUpdates sync.Mutex
 	// defaultLimits are --rate-limits, for keys without their own.
 	defaultLimits *limitSet
 	behind        *writeBehind // logs, usage, last-used and rate-limit state, written behind
@@ -97,6 +102,7 @@ func (s *server) routes() {
 	rt.POST(a+"/orgs/:org/keys", s.admin(orgAdmin, s.createKey))
 	rt.GET(a+"/orgs/:org/keys", s.admin(orgAdmin, s.listKeys))
 	rt.GET(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.getKey))
+	rt.PATCH(a+"/orgs/:org/keys/:key", s.admin(orgAdmin, s.patchKey))
 	rt.POST(a+"/orgs/:org/keys/:key/revoke", s.admin(orgAdmin, s.revokeKey))
 	rt.POST(a+"/orgs/:org/keys/:key/roll", s.admin(orgAdmin, s.rollKey))
 	rt.GET(a+"/orgs/:org/logs", s.admin(orgAdmin, s.orgLogs))
@@ -209,7 +215,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 		return nil, err
 	}
 	s := &server{
-		cfg: cfg, store: st, limiter: newLimiter(),
+		cfg: cfg, store: st, limiter: newLimiter(), credits: newCreditBook(),
 		rules: rules, format: keyFormat{brand: cfg.brand, style: cfg.keyStyle}, now: now,
 		log: logger, throttle: newFailThrottle(), defaultLimits: newLimitSet(cfg.rateLimits),
 		envError: &apiError{401, "environment_mismatch", "A test key must be used with " + cfg.testBase +
@@ -225,10 +231,65 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 	if err := guardDB(s.loadState); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", cfg.dbPath, err)
 	}
-	s.behind = newWriteBehind(st, s.index, s.limiter, &s.admins, cfg.logRetention, now)
+	s.behind = newWriteBehind(st, s.index, s.limiter, &s.admins, s.credits, cfg.logRetention, now)
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
+}
+
+// addKeyRow makes the key of a row usable: its index entry and, if it has
+// them, its credits.
+func (s *server) addKeyRow(row *hotRow) *keyEntry {
+	return s.index.addRow(row, s.configureCredits(row))
+}
+
+// addKey makes a committed new key usable.
+func (s *server) addKey(rec *keyRecord) *keyEntry { return s.addKeyRow(recordRow(rec)) }
+
+// updateKey applies a committed change of a key (revoke, roll, a PATCH) to
+// the index before the change is answered: the very next request sees it.
+// Two writes of one key may commit in one order and get here in the other,
+// so it applies what the store holds now, one key change at a time: the
+// last to run applies the newest commit.
+func (s *server) updateKey(rec *keyRecord) {
+	s.keyUpdates.Lock()
+	defer s.keyUpdates.Unlock()
+	cur, err := s.store.Key(rec.OrgID, rec.ID)
+	if err != nil {
+		s.log.Error().Err(err).Str("key_id", rec.ID).Msg("rereading a key after its commit")
+		cur = *rec
+	}
+	s.applyKey(&cur)
+}
+
+// applyKey makes the index what rec says of its key.
+func (s *server) applyKey(rec *keyRecord) {
+	row := recordRow(rec)
+	s.index.updateRow(row, s.configureCredits(row))
+}
+
+// configureCredits sets a row's key's credits in the book, or drops them.
+func (s *server) configureCredits(row *hotRow) *keyCredits {
+	id, ok := parseKeyID(string(row.id))
+	if !ok {
+		return nil
+	}
+	set, ok := decodeCreditSetting(row.credits)
+	if !ok {
+		s.credits.drop(id)
+		return nil
+	}
+	return s.credits.configure(id, &set)
+}
+
+// recordRow is a record's row, decoded: the one path from a record to the
+// index, at start and after a commit alike.
+func recordRow(rec *keyRecord) *hotRow {
+	var row hotRow
+	if err := row.decode(appendHotRow(nil, rec)); err != nil {
+		panic(err) // appendHotRow and decode disagree: a bug, caught by every test
+	}
+	return &row
 }
 
 // loadState builds the in-memory index from the db.
@@ -242,15 +303,34 @@ func (s *server) loadState() error {
 	if has, err := s.store.HasLastUsed(); err != nil || has {
 		lastUsed = make(map[[8]byte]*atomic.Int64, count)
 	}
+	var old []string // keys of version 1 rows, by path
 	err = s.store.EachKeyRow(func(row *hotRow) error {
-		e := s.index.addRow(row)
+		e := s.addKeyRow(row)
 		if lastUsed != nil {
 			lastUsed[e.id] = &e.lastUsed
+		}
+		if row.version == hotRowV1 {
+			old = append(old, keyPath(string(row.orgID), string(row.id)))
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading keys: %w", err)
+	}
+	if len(old) > 0 {
+		// The collector is held off while the index loads (serve): what a
+		// batch decoded is garbage, collected after it, so that a million
+		// records are not all held at once.
+		err := s.store.UpgradeKeyRows(old, func(recs []*keyRecord) {
+			for _, rec := range recs {
+				s.applyKey(rec)
+			}
+			runtime.GC()
+		})
+		if err != nil {
+			return fmt.Errorf("upgrading key rows: %w", err)
+		}
+		s.log.Info().Int("keys", len(old)).Msg("rewrote key rows written by an earlier keyhole")
 	}
 	tokens, err := s.store.Tokens()
 	if err != nil {
@@ -263,7 +343,7 @@ func (s *server) loadState() error {
 		if lu := lastUsed[id]; lu != nil {
 			lu.Store(at)
 		}
-	}, s.limiter.restore, s.admins.restoreUse)
+	}, s.limiter.restore, s.credits.restore, s.admins.restoreUse)
 	if err != nil {
 		return fmt.Errorf("loading usage state: %w", err)
 	}

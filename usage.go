@@ -1,14 +1,15 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 
 	"github.com/julienschmidt/httprouter"
 )
 
-// usageKey names one hourly counter row. The org is its interned number,
-// so counting a request hashes 16 bytes, not two strings.
+// usageKey names one organization's hourly counter row, which a flush adds
+// up from its keys' (writeBehind.usage). The org is its interned number.
 type usageKey struct {
 	org  uint32 // in orgIDs
 	live bool
@@ -39,30 +40,67 @@ type usageBucket struct {
 	Server  uint64 `json:"5xx"`
 }
 
-const maxUsageHours = 90 * 24
+const (
+	maxUsageHours    = 90 * 24
+	maxKeyUsageHours = 7 * 24 // keyUsageRetention
+)
 
-// orgUsage answers the hours that saw traffic, oldest first, test and live apart.
+// orgUsage answers the hours that saw traffic, oldest first, test and live
+// apart; with key_id, one key's.
 func (s *server) orgUsage(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
 	q := r.URL.Query()
-	env := q.Get("env")
+	env, keyID := q.Get("env"), q.Get("key_id")
 	if env != "" && env != envTest && env != envLive {
 		return invalidRequest(`Parameter "env" must be "test" or "live".`)
+	}
+	most := maxUsageHours
+	if keyID != "" {
+		most = maxKeyUsageHours
 	}
 	hours := 48
 	if h := q.Get("hours"); h != "" {
 		n, err := strconv.Atoi(h)
-		if err != nil || n < 1 || n > maxUsageHours {
-			return invalidRequest(`Parameter "hours" must be between 1 and %d.`, maxUsageHours)
+		if err != nil || n < 1 || n > most {
+			return invalidRequest(`Parameter "hours" must be between 1 and %d.`, most)
 		}
 		hours = n
+	}
+	if keyID != "" {
+		if _, ok := parseKeyID(keyID); !ok {
+			return invalidRequest(`Parameter "key_id" must be a key id like key_0123456789abcdef.`)
+		}
 	}
 	if err := s.behind.Flush(); err != nil {
 		return s.internal(err, "flushing usage")
 	}
-	from := s.now().Unix()/3600*3600 - int64(hours-1)*3600
+	to := s.now().Unix() / 3600 * 3600
+	from := to - int64(hours-1)*3600
+	if keyID != "" {
+		return s.keyUsage(w, p.ByName("org"), keyID, env, from, to)
+	}
 	buckets, err := s.store.ReadUsage(p.ByName("org"), env, from)
 	if err != nil {
 		return s.internal(err, "reading usage")
+	}
+	writeJSON(w, 200, map[string][]usageBucket{"buckets": buckets})
+	return nil
+}
+
+// keyUsage answers one key's hours, from its own rows; a key of another
+// organization is not found.
+func (s *server) keyUsage(w http.ResponseWriter, orgID, keyID, env string, from, to int64) *apiError {
+	k, err := s.store.Key(orgID, keyID)
+	if errors.Is(err, errNotFound) {
+		return notFound("Key")
+	}
+	if err != nil {
+		return s.internal(err, "loading key")
+	}
+	buckets := []usageBucket{}
+	if env == "" || env == k.Env {
+		if buckets, err = s.store.ReadKeyUsage(orgID, keyID, k.Env, from, to); err != nil {
+			return s.internal(err, "reading usage")
+		}
 	}
 	writeJSON(w, 200, map[string][]usageBucket{"buckets": buckets})
 	return nil

@@ -13,6 +13,10 @@ var verifyParserSeeds = []string{
 	`{"key":"a"`, `[]`, `null`, ``, `{"key":"a\u0000"}`, "{\"key\":\"a\x01\"}", `{"key":"a\x"}`, `{"KEY":"a"}`,
 	`{"key":"é"}`, `{"key":"a","key":"b"}`, `{"key":true}`, `{"scope":["a"]}`, "{\"key\":\"\xff\"}",
 	`{"Key":"a"}`, `{"\u212aey":"a"}`, `{"key":"a","env":null,"env":"live"}`, `{"k\u0065y":"a","key":"b"}`,
+	`{"key":"a","cost":0}`, `{"cost":5}`, `{"cost":1.5}`, `{"cost":-1}`, `{"cost":"1"}`, `{"cost":1e3}`, `{"cost":01}`,
+	`{"cost":null}`, `{"cost":1000000000000000}`, `{"cost":1000000000000001}`, `{"cost":1,"cost":2}`, `{"cost":true}`,
+	`{"cost":-}`, `{"cost":1.}`, `{"cost":99999999999999999999}`, `{"cost": 7 ,"key":"a"}`, `{"Cost":1}`, `{"cost":-0}`,
+	`{"cost":0.0}`, `{"cost":[1]}`,
 }
 
 // TestVerifyParserMatchesEncodingJSON: the hand parser accepts exactly what

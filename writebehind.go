@@ -10,9 +10,10 @@ import (
 )
 
 // writeBehind holds what the guarded surface writes behind its answers: log
-// entries, usage counts, last-used times and (from the limiter) rate-limit
-// state; and the admin tokens' last use, so that no admin request waits
-// on a write of its own either. The request path adds to memory under one short lock; Flush hands
+// entries, usage counts (each key's, and from them its organization's),
+// last-used times, and (from the limiter and the credit book) rate-limit
+// state and credit spending; and the admin tokens' last use, so that no
+// admin request waits on a write of its own either. The request path adds to memory under one short lock; Flush hands
 // everything to the store, which writes it in one transaction; Run flushes
 // every interval and once more when it ends. When the disk falls behind by
 // more than maxPending entries, new log entries are dropped and counted;
@@ -23,17 +24,20 @@ type writeBehind struct {
 	index     *keyIndex // the org ids of entries and usage rows
 	limiter   *limiter
 	admins    *adminTokens // their last use
-	retention int          // --log-retention
+	credits   *creditBook
+	retention int // --log-retention
 	now       func() time.Time
 
 	mu      sync.Mutex
 	pending []pendingEntry
-	usage   map[usageKey]*usageCounts
+	// usage is every identified request's count by key and hour: the keys
+	// in it are the keys whose last-used time changed, and a flush adds
+	// their counts up into their organizations' rows.
+	usage map[keyHour]*usageCounts
 	// lastRowKey and lastRow are the usage row Add found last; Flush,
 	// which replaces usage, forgets them.
-	lastRowKey usageKey
+	lastRowKey keyHour
 	lastRow    *usageCounts
-	touched    map[*keyEntry]struct{}
 	folds      map[foldKey]*fold // identified keys' refusals past the budget
 	dropped    atomic.Uint64
 	kick       chan struct{}
@@ -47,14 +51,20 @@ type writeBehind struct {
 	segments  []byte         // encoded entries of the flush under way
 }
 
-func newWriteBehind(st *store, ix *keyIndex, lim *limiter, admins *adminTokens, retention int, now func() time.Time) *writeBehind {
+func newWriteBehind(st *store, ix *keyIndex, lim *limiter, admins *adminTokens, credits *creditBook,
+	retention int, now func() time.Time) *writeBehind {
 	return &writeBehind{
-		store: st, index: ix, limiter: lim, admins: admins, retention: retention, now: now,
-		usage:   make(map[usageKey]*usageCounts),
-		touched: make(map[*keyEntry]struct{}),
-		folds:   make(map[foldKey]*fold),
-		kick:    make(chan struct{}, 1),
+		store: st, index: ix, limiter: lim, admins: admins, credits: credits, retention: retention, now: now,
+		usage: make(map[keyHour]*usageCounts),
+		folds: make(map[foldKey]*fold),
+		kick:  make(chan struct{}, 1),
 	}
+}
+
+// keyHour names one key's counts of one hour (Unix seconds at its start).
+type keyHour struct {
+	key  *keyEntry
+	hour int64
 }
 
 // refusalBudget is how many refusals of one key with one status its
@@ -133,10 +143,10 @@ func (wb *writeBehind) appendPending(e pendingEntry) {
 	}
 }
 
-// usageCounts is the row of uk, made if new. Requests come in runs of one
-// organization and hour, so the last row found is kept at hand: a map
-// lookup with a struct key was a third of Add's time. Called with mu held.
-func (wb *writeBehind) usageCounts(uk usageKey) *usageCounts {
+// usageCounts is the row of kh, made if new. Requests come in runs of one
+// key, so the last row found is kept at hand: a map lookup with a struct
+// key was a third of Add's time. Called with mu held.
+func (wb *writeBehind) usageCounts(uk keyHour) *usageCounts {
 	if wb.lastRow != nil && wb.lastRowKey == uk {
 		return wb.lastRow
 	}
@@ -156,10 +166,7 @@ func (wb *writeBehind) Add(e pendingEntry, start time.Time, refused bool) {
 	}
 	wb.classes[statusClass(e.status)]++
 	if e.key != nil {
-		wb.usageCounts(usageKey{org: e.key.org, live: e.key.live, hour: start.Unix() / 3600 * 3600})[statusClass(e.status)]++
-		if e.touched {
-			wb.touched[e.key] = struct{}{}
-		}
+		wb.usageCounts(keyHour{key: e.key, hour: start.Unix() / 3600 * 3600})[statusClass(e.status)]++
 	}
 	n := len(wb.pending)
 	wb.mu.Unlock()
@@ -211,28 +218,32 @@ func (wb *writeBehind) Flush() (err error) {
 		}
 	}()
 	wb.mu.Lock()
-	pending, usage, touched := wb.pending, wb.usage, wb.touched
+	pending, usage := wb.pending, wb.usage
 	wb.pending, wb.spare = wb.spare[:0], nil
-	wb.usage, wb.lastRow = make(map[usageKey]*usageCounts), nil
-	wb.touched = make(map[*keyEntry]struct{})
+	wb.usage, wb.lastRow = make(map[keyHour]*usageCounts), nil
 	wb.mu.Unlock()
 	buckets := wb.limiter.takeDirty()
+	credits := wb.credits.takeDirty()
 	tokenUses := wb.admins.takeUsed()
-	if len(pending) == 0 && len(usage) == 0 && len(touched) == 0 && len(buckets) == 0 && len(tokenUses) == 0 {
+	if len(pending) == 0 && len(usage) == 0 && len(buckets) == 0 && len(credits) == 0 && len(tokenUses) == 0 {
 		return nil
 	}
 	now := wb.now()
-	b := wb.batch(pending, usage, touched, buckets)
+	b := wb.batch(pending, usage, buckets, credits)
 	b.tokenUse = tokenUses
 	if prune := now.Sub(wb.lastPrune) > time.Hour; prune {
 		b.pruneUsageBefore = now.Add(-usageRetention).Unix()
+		b.pruneKeyUsageBefore = now.Add(-keyUsageRetention).Unix()
 	}
 	if err = wb.store.WriteBehind(b); err != nil {
-		wb.putBack(pending, usage, touched)
+		wb.putBack(pending, usage)
 		for id := range buckets {
 			wb.limiter.redirty(id)
 		}
 		wb.admins.putBackUsed(tokenUses)
+		for id := range credits {
+			wb.credits.redirty(id)
+		}
 		return err
 	}
 	if b.pruneUsageBefore != 0 {
@@ -247,26 +258,36 @@ func (wb *writeBehind) Flush() (err error) {
 }
 
 // batch is what a flush hands the store, by name: entries by log, usage
-// and last-used rows by their keys.
-func (wb *writeBehind) batch(pending []pendingEntry, usage map[usageKey]*usageCounts,
-	touched map[*keyEntry]struct{}, buckets map[[8]byte]bucketState) *writeBatch {
+// rows (each key's, and their sums by organization) and last-used times by
+// their keys.
+func (wb *writeBehind) batch(pending []pendingEntry, usage map[keyHour]*usageCounts,
+	buckets map[[8]byte]bucketState, credits map[[8]byte]creditState) *writeBatch {
 	b := &writeBatch{logs: map[string][]*pendingEntry{}, retention: wb.retention,
-		segments: wb.segments[:0], usage: make(map[string]*usageCounts, len(usage)),
-		lastUsed: make(map[[8]byte]int64, len(touched)), buckets: buckets}
+		segments: wb.segments[:0], usage: make(map[string]*usageCounts),
+		keyUsage: make(map[string]*usageCounts, len(usage)),
+		lastUsed: make(map[[8]byte]int64, len(usage)), buckets: buckets, credits: credits}
 	for i := range pending {
 		name := pending[i].logName(wb.index)
 		b.logs[name] = append(b.logs[name], &pending[i])
 	}
-	for k, c := range usage {
-		b.usage[string(usageRowKey(wb.index, k))] = c
-	}
-	for k := range touched {
+	for kh, c := range usage {
+		k := kh.key
+		row := string(usageRowKey(wb.index, usageKey{org: k.org, live: k.live, hour: kh.hour}))
+		sum := b.usage[row]
+		if sum == nil {
+			sum = new(usageCounts)
+			b.usage[row] = sum
+		}
+		for i := range c {
+			sum[i] += c[i]
+		}
+		b.keyUsage[string(keyUsageRowKey(kh.hour, wb.index.orgID(k), k.keyID()))] = c
 		b.lastUsed[k.id] = k.lastUsed.Load()
 	}
 	return b
 }
 
-func (wb *writeBehind) putBack(pending []pendingEntry, usage map[usageKey]*usageCounts, touched map[*keyEntry]struct{}) {
+func (wb *writeBehind) putBack(pending []pendingEntry, usage map[keyHour]*usageCounts) {
 	wb.mu.Lock()
 	defer wb.mu.Unlock()
 	if room := maxPending - len(wb.pending); len(pending) > room {
@@ -283,8 +304,5 @@ func (wb *writeBehind) putBack(pending []pendingEntry, usage map[usageKey]*usage
 			wb.usage[k] = c
 		}
 
-	}
-	for k := range touched {
-		wb.touched[k] = struct{}{}
 	}
 }

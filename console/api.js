@@ -24,6 +24,10 @@ export function onSessionEnd(f) {
   sessionEnded = f;
 }
 
+// endSession ends the session as a refused token does, saying why: for a
+// page that has just revoked the token it is signed in with.
+export const endSession = (err) => sessionEnded(err);
+
 // api calls /admin/v1 + path and answers the decoded JSON, or throws an ApiError.
 export async function api(method, path, body, token = getToken()) {
   const headers = { Accept: 'application/json' };
@@ -55,3 +59,26 @@ export async function api(method, path, body, token = getToken()) {
 
 // path builds an API path from segments, each one escaped.
 export const path = (...parts) => '/' + parts.map(encodeURIComponent).join('/');
+
+// pager reads a newest-first list page by page with its cursor: get(before)
+// answers the page of query(before), or null when reset() was called
+// meanwhile (the filters changed), so a late answer to an old query never
+// lands in the table.
+export function pager(query) {
+  let gen = 0;
+  return {
+    reset() {
+      gen++;
+    },
+    async get(before) {
+      const mine = gen;
+      try {
+        const page = await api('GET', query(before));
+        return mine === gen ? page : null;
+      } catch (e) {
+        if (mine === gen) throw e;
+        return null;
+      }
+    },
+  };
+}

@@ -6,6 +6,8 @@ import { orgsPage } from './orgs.js';
 import { keysPage } from './keys.js';
 import { logsPage } from './logs.js';
 import { usagePage } from './usage.js';
+import { tokensPage } from './tokens.js';
+import { auditPage } from './audit.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -54,7 +56,7 @@ function header() {
   nav.replaceChildren();
   who.replaceChildren();
   if (!session) return;
-  if (session.root) nav.append(h('a', { href: '#/orgs' }, 'Organizations'));
+  if (session.root) nav.append(h('a', { href: '#/orgs' }, 'Organizations'), h('a', { href: '#/audit', id: 'nav-audit' }, 'Audit log'));
   who.append(h('span', { class: 'role' }, session.root ? 'Root admin' : 'Org admin'),
     h('button', { type: 'button', class: 'ghost small', id: 'sign-out', onclick: () => signOut() }, 'Sign out'));
 }
@@ -90,7 +92,8 @@ function signInPage(message) {
         signOut({ message: 'This token belongs to no organization.' });
         return;
       }
-      go(route().parts[0] === 'orgs' && route().parts[1] ? location.hash : home());
+      const [first, org] = route().parts;
+      go((first === 'orgs' && org) || (first === 'audit' && session.root) ? location.hash : home());
     });
   });
   main.replaceChildren(h('section', { class: 'card signin' },
@@ -109,10 +112,11 @@ function orgHead(org, tab) {
     h('h1', { tabindex: '-1' }, org.name),
     h('p', { class: 'hint' }, h('code', null, org.id)),
     h('nav', { class: 'tabs', 'aria-label': 'Organization' },
-      link('keys', 'API keys'), link('logs', 'API logs'), link('usage', 'Usage')));
+      link('keys', 'API keys'), link('logs', 'API logs'), link('usage', 'Usage'),
+      link('tokens', 'Admin tokens'), link('audit', 'Audit log')));
 }
 
-const pages = { keys: keysPage, logs: logsPage, usage: usagePage };
+const pages = { keys: keysPage, logs: logsPage, usage: usagePage, tokens: tokensPage, audit: auditPage };
 
 async function render(message) {
   if (stop) stop();
@@ -134,11 +138,16 @@ async function render(message) {
   }
   header();
   const { parts, params } = route();
+  const view = h('div', { class: 'view' });
+  if (parts[0] === 'audit' && session.root) {
+    main.replaceChildren(view);
+    stop = auditPage(view, { org: null, params, session });
+    return;
+  }
   if (parts[0] !== 'orgs' || (!parts[1] && !session.root)) {
     location.replace(home());
     return;
   }
-  const view = h('div', { class: 'view' });
   if (!parts[1]) {
     main.replaceChildren(view);
     stop = orgsPage(view, session);
@@ -157,7 +166,7 @@ async function render(message) {
     session.orgs.push(org);
   }
   main.replaceChildren(orgHead(org, tab), view);
-  stop = pages[tab](view, { org, params });
+  stop = pages[tab](view, { org, params, session });
 }
 
 let lastPage = '';

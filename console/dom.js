@@ -46,12 +46,17 @@ export function field(label, control, hint) {
   return h('div', { class: 'field' }, h('label', { for: control.id }, label), control, hintEl);
 }
 
+// select is a <select> of [value, text] options, set to value.
+export const select = (id, options, value) =>
+  h('select', { id, value }, options.map(([v, t]) => h('option', { value: v }, t)));
+
 // errorBox is where an action's error shows, next to where the user acted.
 export const errorBox = () => h('p', { class: 'error', role: 'alert', hidden: true });
 
 export function showError(box, err) {
   const detail = [err.code, err.requestId && 'request ' + err.requestId].filter(Boolean).join(', ');
-  box.replaceChildren(h('strong', null, err.message || String(err)), detail ? h('span', { class: 'detail' }, ` (${detail})`) : null);
+  // (replaceChildren would write a null as "null")
+  box.replaceChildren(h('strong', null, err.message || String(err)), ...(detail ? [h('span', { class: 'detail' }, ` (${detail})`)] : []));
   box.hidden = false;
 }
 

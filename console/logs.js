@@ -1,13 +1,10 @@
 // An organization's request log: newest first, filters, "load older" with the
 // cursor, and new entries fetched by themselves every few seconds.
-import { api, path } from './api.js';
-import { h, field, errorBox, showError, hideError, busy, fullTime } from './dom.js';
+import { api, path, pager } from './api.js';
+import { h, field, select, errorBox, showError, hideError, busy, fullTime } from './dom.js';
 
 const PAGE = 50;
 const EVERY = 4000;
-
-const select = (id, options, value) =>
-  h('select', { id, value }, options.map(([v, t]) => h('option', { value: v }, t)));
 
 const clock = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
@@ -78,19 +75,7 @@ export function logsPage(view, { org, params }) {
     note.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
   }
 
-  // get fetches a page; it answers null when the filters changed meanwhile,
-  // so a late answer to an old query never lands in the table.
-  let gen = 0;
-  async function get(before) {
-    const mine = gen;
-    try {
-      const page = await api('GET', query(before));
-      return mine === gen ? page : null;
-    } catch (e) {
-      if (mine === gen) throw e;
-      return null;
-    }
-  }
+  const pages = pager(query);
 
   function update(f) {
     return async () => {
@@ -106,8 +91,8 @@ export function logsPage(view, { org, params }) {
 
   // load replaces the list with the newest page.
   const load = update(async () => {
-    gen++;
-    const page = await get();
+    pages.reset();
+    const page = await pages.get();
     if (!page) return false;
     entries = page.entries;
     next = page.next;
@@ -117,7 +102,7 @@ export function logsPage(view, { org, params }) {
   // poll puts entries newer than the top one on top, keeping older pages.
   let polling = false;
   const fetchNew = update(async () => {
-    const page = await get();
+    const page = await pages.get();
     if (!page) return false;
     const top = entries.length ? Number(entries[0].id) : 0;
     const fresh = page.entries.filter((e) => Number(e.id) > top);
@@ -138,7 +123,7 @@ export function logsPage(view, { org, params }) {
   }
 
   const loadOlder = update(async () => {
-    const page = await get(next);
+    const page = await pages.get(next);
     if (!page) return false;
     entries = entries.concat(page.entries);
     next = page.entries.length ? page.next : null;

@@ -1,7 +1,7 @@
 // Organizations (root admin): list, create, issue an org admin token.
-import { api, path } from './api.js';
+import { api } from './api.js';
 import { h, field, errorBox, showError, hideError, busy, when } from './dom.js';
-import { reveal, confirm } from './widgets.js';
+import { issueToken } from './tokens.js';
 
 export function orgsPage(view, session) {
   const slot = h('div', { class: 'reveal-slot' });
@@ -33,7 +33,7 @@ export function orgsPage(view, session) {
       h('td', { 'data-label': 'ID' }, h('code', null, org.id)),
       h('td', { 'data-label': 'Created' }, when(org.created_at)),
       h('td', { class: 'actions-cell' },
-        h('button', { type: 'button', class: 'small issue-token', onclick: () => issueToken(org) }, 'Issue admin token')));
+        h('button', { type: 'button', class: 'small issue-token', onclick: () => issueToken(org, slot) }, 'Issue admin token')));
   }
 
   function show(orgs) {
@@ -49,21 +49,6 @@ export function orgsPage(view, session) {
     } catch (e) {
       showError(listErr, e);
     }
-  }
-
-  function issueToken(org) {
-    const tokenName = h('input', { type: 'text', id: 'token-name', autocomplete: 'off', value: 'console' });
-    confirm({
-      title: `Issue an admin token for ${org.name}`,
-      body: h('p', null, 'Whoever holds this token can manage the keys, logs and usage of this organization, and nothing else.'),
-      fields: field('Token name', tokenName, 'For your records, e.g. the team that gets it.'),
-      label: 'Issue token',
-      action: async () => {
-        const t = await api('POST', path('orgs', org.id, 'admin-tokens'), { name: tokenName.value });
-        reveal(slot, { title: `Admin token for ${org.name}`, secret: t.token,
-          note: 'Copy this token now and hand it to the organization’s admin.' });
-      },
-    });
   }
 
   form.addEventListener('submit', (ev) => {

@@ -1,5 +1,5 @@
-// The one-time reveal panel and the confirmation dialog.
-import { h, uid, errorBox, showError, hideError, busy } from './dom.js';
+// The one-time reveal panel, the confirmation dialog and a roll's grace period.
+import { h, uid, select, errorBox, showError, hideError, busy } from './dom.js';
 
 // reveal shows a secret the server answers once. The secret lives only in
 // this panel: "Done" removes it, and a reload never brings it back.
@@ -23,7 +23,7 @@ export function reveal(slot, { title, secret, note }) {
       status.textContent = "Copied to the clipboard. Store it somewhere safe now: it won't be shown again.";
     } catch {
       getSelection().selectAllChildren(code);
-      status.textContent = "The browser did not allow copying. The key is selected: press Ctrl+C (or ⌘C) to copy it. It won't be shown again.";
+      status.textContent = "The browser did not allow copying. It is selected: press Ctrl+C (or ⌘C) to copy it. It won't be shown again.";
     }
   });
   done.addEventListener('click', () => {
@@ -64,3 +64,8 @@ export function confirm({ title, body, fields, label, danger, action }) {
   (form.querySelector('input, select') || cancel).focus();
   return dlg;
 }
+
+// graceSelect is how long what a roll replaces keeps working: a roll's
+// "expires_in".
+export const graceSelect = () => select('roll-grace', [['0s', 'Stops working now'], ['1h', 'Keeps working for 1 hour'],
+  ['24h', 'Keeps working for 24 hours'], ['168h', 'Keeps working for 7 days']], '0s');
