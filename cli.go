@@ -37,7 +37,7 @@ func commands() []command {
 		{"backup", "[--db FILE] OUT", "Write a consistent copy of the db to OUT (created 0600); the server must be stopped.", backupCmd, nil},
 		{"seed", "[--db FILE] [--orgs N] [--keys M]", "Fill a db with many organizations and keys, for benchmarks.", seedCmd, nil},
 		{"orgs", "list|show|create", "Organizations, on a running server (see the admin commands below).", nil, orgsCommands()},
-		{"keys", "list|show|create|revoke|roll ORG …", "An organization's API keys.", nil, keysCommands()},
+		{"keys", "list|show|create|update|revoke|roll ORG …", "An organization's API keys.", nil, keysCommands()},
 		{"tokens", "list|create|revoke|roll ORG …", "An organization's admin tokens.", nil, tokensCommands()},
 		{"logs", "ORG [--follow]", "An organization's request log, newest first; --follow prints new entries until Ctrl-C.", logsCmd, nil},
 		{"audit", "[ORG]", "The audit log, an organization's or the whole of it: who changed what.", auditCmd, nil},

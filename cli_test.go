@@ -50,7 +50,7 @@ var commandNames = []string{"serve", "admin-token", "backup", "seed", "orgs", "k
 // adminSubcommands are the groups' subcommands, which help lists too.
 var adminSubcommands = map[string][]string{
 	"orgs":   {"list", "show", "create"},
-	"keys":   {"list", "show", "create", "revoke", "roll"},
+	"keys":   {"list", "show", "create", "revoke", "roll", "update"},
 	"tokens": {"list", "create", "revoke", "roll"},
 }
 

@@ -102,10 +102,15 @@ func TestCLIAdminCommands(t *testing.T) {
 	checkAligned(t, out)
 	var orgs struct{ Orgs []orgView }
 	a.json(&orgs, "orgs", "list")
-	if len(orgs.Orgs) != 2 || orgs.Orgs[0].Name != "acme" {
+	var org string
+	for _, o := range orgs.Orgs {
+		if o.Name == "acme" {
+			org = o.ID
+		}
+	}
+	if len(orgs.Orgs) != 2 || org == "" {
 		t.Fatalf("orgs list --json = %+v", orgs)
 	}
-	org := orgs.Orgs[0].ID
 
 	key := createKeyCLI(t, a, org)
 	if r := a.server.do("GET", "/api/v1/prod/whoami", "", bearer(key)...); r.status != 200 {
@@ -450,10 +455,71 @@ func TestReadmeCLI(t *testing.T) {
 		t.Fatalf("the CLI block failed: %v\n%s\nserver:\n%s", err, out, c.output())
 	}
 	for _, want := range []string{"Copy this live key for “backend” now. It won't be shown again.", "ID                    NAME",
-		`"key_id"`, "200     GET", "exit status 3: not found", "Copy this token now", "key.revoked", "admin_token.created"} {
+		`"key_id"`, "200     GET", "exit status 3: not found", "Copy this token now", "key.revoked", "admin_token.created",
+		`"code":"key_disabled"`, "allowed_ips   127.0.0.1/32, 10.0.0.0/8"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the CLI block's output lacks %q:\n%s", want, out)
 		}
 	}
 	checkMode(t, filepath.Join(cmd.Dir, "acme-ops.token"), 0o600)
+}
+
+// TestCLIKeysUpdate: keys update edits only what its flags name, and the
+// next request sees it; flags that undo each other, or none, are a usage
+// error, a value the server refuses exit 5.
+func TestCLIKeysUpdate(t *testing.T) {
+	t.Parallel()
+	a := newAdminCLI(t)
+	org, key := childOrgAndKey(t, a.server, testRootToken)
+	var list struct{ Keys []keyView }
+	if err := json.Unmarshal(a.server.on(t).root("GET", "/orgs/"+org+"/keys", "").body, &list); err != nil || len(list.Keys) != 1 {
+		t.Fatalf("keys: %+v %v", list, err)
+	}
+	k := list.Keys[0]
+	a.json(&k, "keys", "update", org, k.ID, "--name", "renamed", "--scopes", "sms:send, sms:read", "--disable",
+		"--meta", `{"plan":"pro"}`, "--credits", `{"remaining":5}`, "--expires-at", "2099-01-02T15:04:05Z")
+	if k.Name != "renamed" || strings.Join(k.Scopes, ",") != "sms:send,sms:read" || k.Enabled || string(k.Meta) != `{"plan":"pro"}` ||
+		k.Credits == nil || k.Credits.Remaining != 5 || k.ExpiresAt == nil || k.Env != "live" {
+		t.Fatalf("keys update --json = %+v", k)
+	}
+	if r := a.server.do("GET", "/api/v1/prod/whoami", "", bearer(key)...); r.status != 401 || !strings.Contains(string(r.body), "key_disabled") {
+		t.Fatalf("a disabled key: whoami = %d %s", r.status, r.body)
+	}
+	out, _ := a.quiet(0, "keys", "list", org)
+	if !regexp.MustCompile(`(?m)^` + k.ID + ` +renamed .* disabled$`).MatchString(out) {
+		t.Fatalf("keys list shows a disabled key as:\n%s", out)
+	}
+	out, _ = a.quiet(0, "keys", "update", org, k.ID, "--enable", "--no-expiry", "--meta", "null", "--allowed-ips", "10.0.0.0/8")
+	for _, want := range []string{`(?m)^enabled +true$`, `(?m)^expires_at +-$`, `(?m)^meta +-$`, `(?m)^allowed_ips +10\.0\.0\.0/8$`, `(?m)^name +renamed$`} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("keys update printed no %s:\n%s", want, out)
+		}
+	}
+	if r := a.server.do("GET", "/api/v1/prod/whoami", "", bearer(key)...); r.status != 403 || !strings.Contains(string(r.body), "ip_not_allowed") {
+		t.Fatalf("a key allowed only 10.0.0.0/8: whoami from 127.0.0.1 = %d %s", r.status, r.body)
+	}
+	a.quiet(0, "keys", "update", org, k.ID, "--allowed-ips", "", "--credits", "null", "--default-rate-limits")
+	if r := a.server.do("GET", "/api/v1/prod/whoami", "", bearer(key)...); r.status != 200 {
+		t.Fatalf("after --allowed-ips '': whoami = %d %s", r.status, r.body)
+	}
+	for _, tt := range []struct {
+		args   []string
+		status int
+		want   string
+	}{
+		{[]string{org, k.ID}, exitUsage, "nothing to change"},
+		{[]string{org, k.ID, "--enable", "--disable"}, exitUsage, "--enable and --disable: give one of them"},
+		{[]string{org, k.ID, "--expires-at", "2099-01-01T00:00:00Z", "--no-expiry"}, exitUsage, "give one of them"},
+		{[]string{org, k.ID, "--meta", "[1]"}, exitUsage, `--meta "[1]": want a JSON object, or null`},
+		{[]string{org, k.ID, "--credits", "{"}, exitUsage, "want a JSON object"},
+		{[]string{org, k.ID, "--expires-at", "tomorrow"}, exitUsage, `--expires-at "tomorrow": want an RFC 3339 time`},
+		{[]string{org, k.ID, "--allowed-ips", "10.0.0.1/8"}, exitRejected, `invalid_request: Field "allowed_ips"`},
+		{[]string{org, "key_0000000000000000", "--disable"}, exitNotFound, "not_found: Key not found."},
+	} {
+		_, errOut := a.run(tt.status, append([]string{"keys", "update"}, tt.args...)...)
+		if !strings.Contains(errOut, tt.want) {
+			t.Errorf("keys update %s: stderr %q; want %q", strings.Join(tt.args, " "), errOut, tt.want)
+		}
+	}
+	checkNoSecret(t, a, key)
 }

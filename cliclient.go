@@ -233,7 +233,7 @@ type commandError struct {
 func (e *commandError) Error() string { return e.err.Error() }
 func (e *commandError) Unwrap() error { return e.err }
 
-// get, post: call with the context of a command that runs to its end.
+// get, post, patch: call with the context of a command that runs to its end.
 func (a *adminConn) get(path string, q url.Values) ([]byte, error) {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
@@ -243,6 +243,10 @@ func (a *adminConn) get(path string, q url.Values) ([]byte, error) {
 
 func (a *adminConn) post(path string, body any) ([]byte, error) {
 	return a.call(context.Background(), http.MethodPost, path, body)
+}
+
+func (a *adminConn) patch(path string, body any) ([]byte, error) {
+	return a.call(context.Background(), http.MethodPatch, path, body)
 }
 
 // apiPath joins the segments of an admin API path, each escaped.

@@ -28,6 +28,8 @@ func keysCommands() []command {
 			"Create a key; the key is shown once.", keysCreateCmd, nil},
 		{"revoke", "ORG KEY", "Revoke a key: refused from the next request on, for good.", keysRevokeCmd, nil},
 		{"roll", "ORG KEY [--expires-in 24h]", "Issue a new key like it, shown once; the old one stops after --expires-in (default: at once).", keysRollCmd, nil},
+		{"update", "ORG KEY [--name N] [--scopes a,b] [--enable|--disable] [--expires-at TIME|--no-expiry] [--meta JSON] [--allowed-ips CIDR,…] [--credits JSON] …",
+			"Edit a key in place: only what the flags name changes.", keysUpdateCmd, nil},
 	}
 }
 
@@ -151,7 +153,7 @@ func printKeys(a *adminConn, body []byte) error {
 	rows := make([][]string, len(page.Keys))
 	for i, k := range page.Keys {
 		rows[i] = []string{k.ID, k.Name, k.Env, k.Prefix, strings.Join(k.Scopes, ","), shortTime(&k.CreatedAt),
-			neverOr(k.LastUsedAt), orNever(k.ExpiresAt), recordStatus(k.RevokedAt, k.ExpiresAt, now)}
+			neverOr(k.LastUsedAt), orNever(k.ExpiresAt), keyStatus(&k, now)}
 	}
 	printTable(a.out.stdout, []string{"ID", "NAME", "ENV", "PREFIX", "SCOPES", "CREATED", "LAST USED", "EXPIRES", "STATUS"}, rows)
 	return nil
@@ -167,6 +169,15 @@ func orNever(s *string) string {
 		return "never"
 	}
 	return shortTime(s)
+}
+
+// keyStatus is a key's: a record's, or disabled.
+func keyStatus(k *keyView, now time.Time) string {
+	status := recordStatus(k.RevokedAt, k.ExpiresAt, now)
+	if status == "active" && !k.Enabled {
+		return "disabled"
+	}
+	return status
 }
 
 // recordStatus is a key's or a token's: revoked, expired or active.
