@@ -45,7 +45,14 @@ func runBinary(t *testing.T, env []string, args ...string) (status int, stdout, 
 	return status, out.String(), errOut.String()
 }
 
-var commandNames = []string{"serve", "admin-token", "backup", "seed", "version", "help"}
+var commandNames = []string{"serve", "admin-token", "backup", "seed", "orgs", "keys", "tokens", "logs", "audit", "version", "help"}
+
+// adminSubcommands are the groups' subcommands, which help lists too.
+var adminSubcommands = map[string][]string{
+	"orgs":   {"list", "show", "create"},
+	"keys":   {"list", "show", "create", "revoke", "roll", "update"},
+	"tokens": {"list", "create", "revoke", "roll"},
+}
 
 // TestCLIHelp: --help, -h and help list every command and exit 0; each
 // command's --help (and help CMD) shows its usage and flags.
@@ -73,6 +80,8 @@ func TestCLIHelp(t *testing.T) {
 		"admin-token": {"--db", "--brand"},
 		"backup":      {"--db"},
 		"seed":        {"--db", "--orgs", "--keys", "--brand"},
+		"logs":        {"--server", "--token-file", "--json", "--follow", "--interval", "--limit", "--key", "--env", "--status"},
+		"audit":       {"--server", "--token-file", "--json", "--actor", "--action", "--target", "--limit"},
 	}
 	for _, name := range commandNames {
 		for _, args := range [][]string{{name, "--help"}, {"help", name}} {
@@ -87,6 +96,7 @@ func TestCLIHelp(t *testing.T) {
 			}
 		}
 	}
+	checkSubcommandHelp(t)
 	// Every flag serve --help lists is in the README's table, and the other
 	// way round (the loop above).
 	_, out, _ := runBinary(t, nil, "serve", "--help")
@@ -94,6 +104,33 @@ func TestCLIHelp(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^  (--[a-z-]+)`).FindAllStringSubmatch(out, -1) {
 		if !strings.Contains(readme+" ", m[1]+" ") {
 			t.Errorf("serve --help lists %s, which README.md's flag table lacks", m[1])
+		}
+	}
+}
+
+// checkSubcommandHelp: a group's help lists its subcommands, and each
+// subcommand's --help (and help GROUP SUB) shows its usage, the admin
+// commands' flags and their exit statuses.
+func checkSubcommandHelp(t *testing.T) {
+	t.Helper()
+	for group, subs := range adminSubcommands {
+		_, out, _ := runBinary(t, nil, group, "--help")
+		for _, sub := range subs {
+			if !strings.Contains(out, "keyhole "+group+" "+sub+" ") {
+				t.Errorf("keyhole %s --help does not list %s:\n%s", group, sub, out)
+			}
+			for _, args := range [][]string{{group, sub, "--help"}, {"help", group, sub}} {
+				status, out, errOut := runBinary(t, nil, args...)
+				if status != 0 || errOut != "" || !strings.HasPrefix(out, "Usage: keyhole "+group+" "+sub+" ") ||
+					!strings.Contains(out, "3 not found") {
+					t.Fatalf("keyhole %s: exit %d, stderr %q, stdout %q; want 0 and its usage", strings.Join(args, " "), status, errOut, out)
+				}
+				for _, f := range []string{"--server", "--token-file", "--json"} {
+					if !regexp.MustCompile(`(?m)^  ` + f + `\b`).MatchString(out) {
+						t.Errorf("keyhole %s does not list %s:\n%s", strings.Join(args, " "), f, out)
+					}
+				}
+			}
 		}
 	}
 }
@@ -147,6 +184,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{nil, []string{"admin-token", "--db", db}, "want the subcommand reset"},
 		{[]string{"KEYHOLE_ORGS=many"}, []string{"seed", "--db", db}, `KEYHOLE_ORGS="many": want a whole number`},
 		{nil, []string{"version", "extra"}, `unexpected argument "extra"`},
+		{[]string{"KEYHOLE_ADMIN_TOKEN=kh_orgadmin_0123456789abcdef0123456789abcdef"}, []string{"serve", "--db", db},
+			"--admin-token is an org admin token (_orgadmin_…), which must not become the root token"},
 	}
 	for _, tt := range tests {
 		status, out, errOut := runBinary(t, tt.env, tt.args...)

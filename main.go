@@ -123,6 +123,9 @@ func (c *config) validate() error {
 		return usageErrorf("serve", "--flush-interval %s: want a positive duration such as 250ms or 1s", c.flushInterval)
 	case c.auditRetention < time.Hour:
 		return usageErrorf("serve", "--audit-retention %s: want at least 1h, like 365d or 720h", c.auditRetention)
+	case strings.Contains(c.adminToken, orgTokenKind):
+		return usageErrorf("serve", "--admin-token is an org admin token (%s…), which must not become the root token; "+
+			"is KEYHOLE_ADMIN_TOKEN set for the admin commands in this shell?", orgTokenKind)
 	case c.dbPath == "":
 		return usageErrorf("serve", "--db is empty: want the path of a file")
 	case c.logFormat != logJSON && c.logFormat != logText:

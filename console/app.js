@@ -4,6 +4,7 @@ import { api, path, getToken, setToken, clearSession, onSessionEnd } from './api
 import { h, field, errorBox, showError, hideError, busy } from './dom.js';
 import { orgsPage } from './orgs.js';
 import { keysPage } from './keys.js';
+import { keyPage } from './key.js';
 import { logsPage } from './logs.js';
 import { usagePage } from './usage.js';
 import { tokensPage } from './tokens.js';
@@ -166,14 +167,17 @@ async function render(message) {
     session.orgs.push(org);
   }
   main.replaceChildren(orgHead(org, tab), view);
-  stop = pages[tab](view, { org, params, session });
+  if (tab === 'keys' && parts[3]) stop = keyPage(view, { org, params, keyId: parts[3] });
+  else stop = pages[tab](view, { org, params, session });
 }
 
 let lastPage = '';
 window.addEventListener('hashchange', () => {
-  const page = route().parts.slice(0, 3).join('/');
+  const page = route().parts.slice(0, 4).join('/');
   render().then(() => {
-    if (page !== lastPage) main.querySelector('h1')?.focus(); // tell keyboard and screen reader users where they are
+    // tell keyboard and screen reader users where they are: a page's own
+    // heading (a key's), or the organization's
+    if (page !== lastPage) (main.querySelector('[data-heading]') || main.querySelector('h1'))?.focus();
     lastPage = page;
   });
 });

@@ -9,10 +9,10 @@ const PAGE = 50;
 
 // The actions of audit.go's auditActions; the last five belong to no
 // organization.
-const ACTIONS = ['org.created', 'key.created', 'key.updated', 'key.revoked', 'key.rolled',
+const ACTIONS = ['org.created', 'key.created', 'key.updated', 'key.disabled', 'key.enabled', 'key.revoked', 'key.rolled',
   'admin_token.created', 'admin_token.revoked', 'admin_token.rolled',
   'root_token.created', 'root_token.set', 'root_token.reset', 'root_token.rolled', 'backup.taken'];
-const ORG_ACTIONS = ACTIONS.slice(0, 8);
+const ORG_ACTIONS = ACTIONS.slice(0, 10);
 
 const FILTERS = ['actor', 'action', 'target'];
 

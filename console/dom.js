@@ -50,6 +50,9 @@ export function field(label, control, hint) {
 export const select = (id, options, value) =>
   h('select', { id, value }, options.map(([v, t]) => h('option', { value: v }, t)));
 
+// muted is a quiet text: "never", "none".
+export const muted = (text) => h('span', { class: 'muted' }, text);
+
 // errorBox is where an action's error shows, next to where the user acted.
 export const errorBox = () => h('p', { class: 'error', role: 'alert', hidden: true });
 

@@ -1,18 +1,22 @@
-// An organization's API keys: create with a one-time reveal, list, revoke, roll.
+// An organization's API keys: create with a one-time reveal, list, search,
+// revoke, roll; a key's name opens its page (key.js).
 import { api, path } from './api.js';
-import { h, field, errorBox, showError, hideError, busy, when, refreshTimes, fullTime } from './dom.js';
-import { reveal, confirm } from './widgets.js';
+import { h, field, muted, errorBox, showError, hideError, busy, when, refreshTimes, fullTime } from './dom.js';
+import { reveal, confirm, graceSelect } from './widgets.js';
 
+// status is a key's or an admin token's state, in the order the server
+// checks them (README, "The order of the checks").
 export function status(key, now = Date.now()) {
   if (key.revoked_at) return 'revoked';
+  if (key.enabled === false) return 'disabled';
   if (key.expires_at && Date.parse(key.expires_at) <= now) return 'expired';
   return 'active';
 }
 
-const words = (text) => text.split(/[\s,]+/).filter(Boolean);
+export const words = (text) => text.split(/[\s,]+/).filter(Boolean);
 
 // parseLimits reads "5/1m, 100/1h" into rate_limits; the server checks the windows.
-function parseLimits(text) {
+export function parseLimits(text) {
   return words(text).map((w) => {
     const m = /^(\d+)\/(\w+)$/.exec(w);
     if (!m) throw { message: `Rate limit "${w}" must look like 5/1m or 100/1h (requests per window).` };
@@ -20,7 +24,58 @@ function parseLimits(text) {
   });
 }
 
-const limitsText = (limits) => (limits || []).map((l) => `${l.limit}/${l.window}`).join(', ');
+export const limitsText = (limits) => (limits || []).map((l) => `${l.limit}/${l.window}`).join(', ');
+
+// codes is a list of scopes or CIDRs, each kept on one line, or none.
+export const codes = (list, none) =>
+  (list.length ? h('span', { class: 'codes' }, list.map((x) => [h('code', { class: 'scope' }, x), ' '])) : muted(none));
+
+export const keyHref = (org, k) => `#/orgs/${encodeURIComponent(org.id)}/keys/${encodeURIComponent(k.id)}`;
+
+// statusBadge is a key's status, with its dates on hover.
+export function statusBadge(k, st = status(k)) {
+  let title = 'Rate limits: ' + limitsText(k.rate_limits);
+  if (st === 'revoked') title = 'Revoked ' + fullTime(k.revoked_at);
+  else if (st === 'disabled') title = 'Disabled: refused until enabled again';
+  else if (k.expires_at) title = (st === 'expired' ? 'Expired ' : 'Expires ') + fullTime(k.expires_at);
+  return h('span', { class: 'badge ' + st, title }, st);
+}
+
+// revokeKey asks to revoke k, then calls done.
+export function revokeKey(org, k, done) {
+  confirm({
+    title: `Revoke “${k.name}”?`,
+    body: h('p', null, 'Requests with ', h('code', null, k.prefix + '…'),
+      ' will be refused at once with 401. The key stays listed as revoked. This cannot be undone.'),
+    label: 'Revoke key',
+    danger: true,
+    action: async () => {
+      await api('POST', path('orgs', org.id, 'keys', k.id, 'revoke'));
+      await done();
+    },
+  });
+}
+
+// rollKey asks to roll k with a grace period, reveals the new key in slot,
+// then calls done with the new key's record.
+export function rollKey(org, k, slot, done) {
+  const grace = graceSelect();
+  confirm({
+    title: `Roll “${k.name}”?`,
+    body: h('p', null, 'A new key with the same name, environment, scopes, limits and expiry is issued and shown once.'),
+    fields: field('The current key', grace),
+    label: 'Roll key',
+    action: async () => {
+      const fresh = await api('POST', path('orgs', org.id, 'keys', k.id, 'roll'), { expires_in: grace.value });
+      revealKey(slot, fresh, 'Your rolled API key');
+      await done(fresh);
+    },
+  });
+}
+
+function revealKey(slot, k, title) {
+  reveal(slot, { title, secret: k.key, note: `Copy this ${k.env} key for “${k.name}” now.` });
+}
 
 function radios(name, options, checked, label) {
   return h('fieldset', { class: 'seg', id: name },
@@ -33,6 +88,7 @@ export function keysPage(view, { org }) {
   const base = path('orgs', org.id, 'keys');
   let keys = [];
   let filter = '';
+  let search = '';
 
   const slot = h('div', { class: 'reveal-slot' });
   const name = h('input', { type: 'text', id: 'key-name', autocomplete: 'off', maxlength: '200', placeholder: 'e.g. billing-service' });
@@ -54,14 +110,16 @@ export function keysPage(view, { org }) {
   const empty = h('p', { class: 'empty', hidden: true });
   const envFilter = radios('key-filter', [['', 'All'], ['test', 'Test'], ['live', 'Live']], '', 'Show keys of');
   const refresh = h('button', { type: 'button', class: 'ghost small' }, 'Refresh');
+  const searchBox = h('input', { type: 'search', id: 'key-search', autocomplete: 'off', spellcheck: 'false',
+    autocapitalize: 'off', placeholder: 'Search by name or prefix', 'aria-label': 'Search keys by name or prefix' });
 
   view.append(slot,
     h('section', { class: 'card', 'aria-labelledby': 'new-key-h' }, h('h2', { id: 'new-key-h' }, 'Create an API key'), form),
     h('section', { 'aria-labelledby': 'keys-h' },
-      h('div', { class: 'section-head' }, h('h2', { id: 'keys-h' }, 'API keys'), envFilter, refresh),
+      h('div', { class: 'section-head' }, h('h2', { id: 'keys-h' }, 'API keys'), searchBox, envFilter, refresh),
       listErr,
       h('table', { class: 'list keys', id: 'keys-table' },
-        h('thead', null, h('tr', null, ['Name', 'Prefix', 'Env', 'Scopes', 'Created', 'Last used', 'Status']
+        h('thead', null, h('tr', null, ['Name', 'Prefix', 'Env', 'Scopes', 'Created', 'Last used', 'Expires', 'Status']
           .map((t) => h('th', { scope: 'col' }, t)), h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Actions')))),
         tbody),
       empty));
@@ -70,30 +128,28 @@ export function keysPage(view, { org }) {
     const st = status(k);
     const logs = h('a', { class: 'button small ghost', href: `#/orgs/${encodeURIComponent(org.id)}/logs?key_id=${encodeURIComponent(k.id)}` }, 'Logs');
     const actions = st === 'revoked' ? [logs] : [logs,
-      st === 'active' ? h('button', { type: 'button', class: 'small roll', onclick: () => roll(k) }, 'Roll') : null,
-      h('button', { type: 'button', class: 'small danger revoke', onclick: () => revoke(k) }, 'Revoke')];
+      st === 'active' ? h('button', { type: 'button', class: 'small roll', onclick: () => rollKey(org, k, slot, load) }, 'Roll') : null,
+      h('button', { type: 'button', class: 'small danger revoke', onclick: () => revokeKey(org, k, () => revoked(k)) }, 'Revoke')];
     return h('tr', { 'data-key': k.id, 'data-status': st, class: st },
-      h('td', { 'data-label': 'Name', class: 'strong' }, k.name),
-      h('td', { 'data-label': 'Prefix' }, h('code', null, k.prefix)),
+      h('td', { 'data-label': 'Name', class: 'strong' }, h('a', { href: keyHref(org, k), class: 'key-link' }, k.name)),
+      h('td', { 'data-label': 'Prefix', class: 'prefix' }, h('code', null, k.prefix)),
       h('td', { 'data-label': 'Env' }, h('span', { class: 'env ' + k.env }, k.env)),
-      h('td', { 'data-label': 'Scopes' }, k.scopes.length ? h('span', null, k.scopes.map((sc) => h('code', { class: 'scope' }, sc))) : h('span', { class: 'muted' }, 'none')),
+      h('td', { 'data-label': 'Scopes' }, codes(k.scopes, 'none')),
       h('td', { 'data-label': 'Created' }, when(k.created_at)),
-      h('td', { 'data-label': 'Last used', class: 'last-used' }, k.last_used_at ? when(k.last_used_at) : h('span', { class: 'muted' }, 'never')),
-      h('td', { 'data-label': 'Status' }, h('span', { class: 'badge ' + st, title: statusTitle(k, st) }, st)),
+      h('td', { 'data-label': 'Last used', class: 'last-used' }, k.last_used_at ? when(k.last_used_at) : muted('never')),
+      h('td', { 'data-label': 'Expires', class: 'expires' }, k.expires_at ? when(k.expires_at) : muted('never')),
+      h('td', { 'data-label': 'Status', class: 'status' }, statusBadge(k, st)),
       h('td', { class: 'actions-cell' }, actions));
   }
 
-  function statusTitle(k, st) {
-    if (st === 'revoked') return 'Revoked ' + fullTime(k.revoked_at);
-    if (k.expires_at) return (st === 'expired' ? 'Expired ' : 'Expires ') + fullTime(k.expires_at);
-    return 'Rate limits: ' + limitsText(k.rate_limits);
-  }
-
   function show() {
-    const shown = keys.filter((k) => !filter || k.env === filter);
+    const q = search.trim().toLowerCase();
+    const shown = keys.filter((k) => (!filter || k.env === filter) &&
+      (!q || k.name.toLowerCase().includes(q) || k.prefix.toLowerCase().includes(q)));
     tbody.replaceChildren(...shown.map(row));
     empty.hidden = shown.length > 0;
-    empty.textContent = filter ? `No ${filter} keys.` : 'No keys yet. Create the first one above.';
+    if (q) empty.textContent = `No ${filter ? filter + ' ' : ''}keys match “${search.trim()}”.`;
+    else empty.textContent = filter ? `No ${filter} keys.` : 'No keys yet. Create the first one above.';
   }
 
   async function load() {
@@ -107,40 +163,9 @@ export function keysPage(view, { org }) {
     }
   }
 
-  function revealKey(k, title) {
-    reveal(slot, { title, secret: k.key, note: `Copy this ${k.env} key for “${k.name}” now.` });
-  }
-
-  function revoke(k) {
-    confirm({
-      title: `Revoke “${k.name}”?`,
-      body: h('p', null, 'Requests with ', h('code', null, k.prefix + '…'),
-        ' will be refused at once with 401. The key stays listed as revoked. This cannot be undone.'),
-      label: 'Revoke key',
-      danger: true,
-      action: async () => {
-        await api('POST', `${base}/${encodeURIComponent(k.id)}/revoke`);
-        await load();
-        tbody.querySelector(`tr[data-key="${CSS.escape(k.id)}"] a`)?.focus();
-      },
-    });
-  }
-
-  function roll(k) {
-    const grace = h('select', { id: 'roll-grace', value: '0s' },
-      [['0s', 'Stops working now'], ['1h', 'Keeps working for 1 hour'], ['24h', 'Keeps working for 24 hours'], ['168h', 'Keeps working for 7 days']]
-        .map(([v, t]) => h('option', { value: v }, t)));
-    confirm({
-      title: `Roll “${k.name}”?`,
-      body: h('p', null, 'A new key with the same name, environment, scopes, limits and expiry is issued and shown once.'),
-      fields: field('The current key', grace),
-      label: 'Roll key',
-      action: async () => {
-        const fresh = await api('POST', `${base}/${encodeURIComponent(k.id)}/roll`, { expires_in: grace.value });
-        revealKey(fresh, 'Your rolled API key');
-        await load();
-      },
-    });
+  async function revoked(k) {
+    await load();
+    tbody.querySelector(`tr[data-key="${CSS.escape(k.id)}"] a.button`)?.focus();
   }
 
   form.addEventListener('submit', (ev) => {
@@ -154,7 +179,7 @@ export function keysPage(view, { org }) {
         if (expires.value) body.expires_at = new Date(expires.value).toISOString();
         const k = await api('POST', base, body);
         form.reset();
-        revealKey(k, 'Your new API key');
+        revealKey(slot, k, 'Your new API key');
         await load();
       } catch (e) {
         showError(createErr, e);
@@ -164,6 +189,10 @@ export function keysPage(view, { org }) {
   });
   envFilter.addEventListener('change', (ev) => {
     filter = ev.target.value;
+    show();
+  });
+  searchBox.addEventListener('input', () => {
+    search = searchBox.value;
     show();
   });
   refresh.addEventListener('click', () => busy(refresh, load));

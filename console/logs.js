@@ -8,17 +8,21 @@ const EVERY = 4000;
 
 const clock = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
-export function logsPage(view, { org, params }) {
+// logSection is an organization's log, or with key (a key record) that
+// key's alone, with no key and env columns; it answers the section and a
+// function that stops its timer.
+export function logSection(org, params, key) {
   const base = path('orgs', org.id);
   const names = new Map(); // key id -> key record, for names in the table
   let entries = [];
   let next = null;
 
-  const keySel = select('log-key', [['', 'All keys']], params.get('key_id') || '');
-  const envSel = select('log-env', [['', 'Test and live'], ['test', 'Test'], ['live', 'Live']], params.get('env') || '');
+  const keySel = key ? null : select('log-key', [['', 'All keys']], params.get('key_id') || '');
+  const envSel = key ? null : select('log-env', [['', 'Test and live'], ['test', 'Test'], ['live', 'Live']], params.get('env') || '');
   const statusSel = select('log-status', [['', 'Any status'], ['2xx', '2xx success'], ['4xx', '4xx client error'],
     ['401', '401 unauthorized'], ['403', '403 forbidden'], ['404', '404 not found'], ['429', '429 rate limited'],
     ['5xx', '5xx server error']], params.get('status') || '');
+  const filterSels = [keySel, envSel, statusSel].filter(Boolean);
   const auto = h('input', { type: 'checkbox', id: 'log-auto', checked: true });
   const err = errorBox();
   const tbody = h('tbody');
@@ -26,22 +30,22 @@ export function logsPage(view, { org, params }) {
   const older = h('button', { type: 'button', id: 'log-older', hidden: true }, 'Load older');
   const note = h('p', { class: 'hint', id: 'log-updated', 'aria-live': 'off' });
 
-  view.append(h('section', { 'aria-labelledby': 'logs-h' },
-    h('div', { class: 'section-head' }, h('h2', { id: 'logs-h' }, 'API logs'),
+  const section = h('section', { 'aria-labelledby': 'logs-h' },
+    h('div', { class: 'section-head' }, h('h2', { id: 'logs-h' }, key ? 'Log' : 'API logs'),
       h('label', { class: 'check' }, auto, ' Refresh every few seconds')),
     h('form', { class: 'filters', id: 'log-filters', onsubmit: (ev) => ev.preventDefault() },
-      field('Key', keySel), field('Environment', envSel), field('Status', statusSel)),
+      keySel && field('Key', keySel), envSel && field('Environment', envSel), field('Status', statusSel)),
     err,
     h('table', { class: 'list logs', id: 'logs-table' },
-      h('thead', null, h('tr', null, ['Time', 'Status', 'Method', 'Path', 'Key', 'Env', 'Latency', 'Request ID']
-        .map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', null, h('tr', null, ['Time', 'Status', 'Method', 'Path', !key && 'Key', !key && 'Env', 'Latency', 'Request ID']
+        .filter(Boolean).map((t) => h('th', { scope: 'col' }, t)))),
       tbody),
-    empty, h('div', { class: 'actions' }, older), note));
+    empty, h('div', { class: 'actions' }, older), note);
 
   function keyCell(id) {
     if (!id) return h('span', { class: 'muted' }, '—');
     const k = names.get(id);
-    return k ? h('span', { title: id }, k.name, ' ', h('code', { class: 'muted' }, k.prefix)) : h('code', null, id);
+    return k ? h('span', { title: id }, k.name, ' ', h('code', { class: 'muted prefix' }, k.prefix)) : h('code', null, id);
   }
 
   function row(e, fresh) {
@@ -51,8 +55,8 @@ export function logsPage(view, { org, params }) {
       h('td', { 'data-label': 'Status' }, h('span', { class: `badge s${cls}` }, e.status)),
       h('td', { 'data-label': 'Method' }, e.method),
       h('td', { 'data-label': 'Path', class: 'path' }, h('code', null, e.path)),
-      h('td', { 'data-label': 'Key' }, keyCell(e.key_id)),
-      h('td', { 'data-label': 'Env' }, e.env ? h('span', { class: 'env ' + e.env }, e.env) : '—'),
+      key ? null : h('td', { 'data-label': 'Key' }, keyCell(e.key_id)),
+      key ? null : h('td', { 'data-label': 'Env' }, e.env ? h('span', { class: 'env ' + e.env }, e.env) : '—'),
       h('td', { 'data-label': 'Latency', class: 'num' }, `${e.latency_ms} ms`),
       h('td', { 'data-label': 'Request ID' }, h('code', { class: 'muted' }, e.request_id)));
   }
@@ -60,8 +64,9 @@ export function logsPage(view, { org, params }) {
   function query(before) {
     const q = new URLSearchParams({ limit: PAGE });
     if (before) q.set('before', before);
-    if (keySel.value) q.set('key_id', keySel.value);
-    if (envSel.value) q.set('env', envSel.value);
+    const keyID = key ? key.id : keySel.value;
+    if (keyID) q.set('key_id', keyID);
+    if (envSel?.value) q.set('env', envSel.value);
     if (statusSel.value) q.set('status', statusSel.value);
     return `${base}/logs?${q}`;
   }
@@ -69,9 +74,9 @@ export function logsPage(view, { org, params }) {
   function showState() {
     older.hidden = !next;
     empty.hidden = entries.length > 0;
-    empty.textContent = keySel.value || envSel.value || statusSel.value
+    empty.textContent = filterSels.some((sel) => sel.value)
       ? 'No requests match these filters.'
-      : 'No requests yet. Requests made with this organization’s keys show up here within seconds.';
+      : `No requests yet. Requests made with ${key ? 'this key' : 'this organization’s keys'} show up here within seconds.`;
     note.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
   }
 
@@ -130,9 +135,13 @@ export function logsPage(view, { org, params }) {
     tbody.append(...page.entries.map((e) => row(e)));
   });
   older.addEventListener('click', () => busy(older, loadOlder));
-  for (const sel of [keySel, envSel, statusSel]) sel.addEventListener('change', load);
+  for (const sel of filterSels) sel.addEventListener('change', load);
 
   (async () => {
+    if (key) {
+      await load();
+      return;
+    }
     try {
       const { keys } = await api('GET', path('orgs', org.id, 'keys') + '?include_revoked=true');
       for (const k of keys.toSorted((a, b) => a.name.localeCompare(b.name))) {
@@ -146,5 +155,11 @@ export function logsPage(view, { org, params }) {
     await load();
   })();
   const timer = setInterval(poll, EVERY);
-  return () => clearInterval(timer);
+  return [section, () => clearInterval(timer)];
+}
+
+export function logsPage(view, { org, params }) {
+  const [section, stop] = logSection(org, params);
+  view.append(section);
+  return stop;
 }

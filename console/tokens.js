@@ -1,7 +1,7 @@
 // An organization's admin tokens: list, issue (root only) with a one-time
 // reveal, revoke, roll.
 import { api, path, getToken, setToken, endSession } from './api.js';
-import { h, field, errorBox, showError, hideError, busy, when, refreshTimes, fullTime } from './dom.js';
+import { h, field, muted, errorBox, showError, hideError, busy, when, refreshTimes, fullTime } from './dom.js';
 import { reveal, confirm, graceSelect } from './widgets.js';
 import { status } from './keys.js';
 
@@ -57,8 +57,6 @@ export function tokensPage(view, { org, session }) {
         tbody),
       empty));
 
-  const never = (text) => h('span', { class: 'muted' }, text);
-
   function row(t) {
     const st = status(t);
     const mine = !session.root && t.prefix != null && t.prefix === sessionPrefix();
@@ -69,11 +67,11 @@ export function tokensPage(view, { org, session }) {
       st !== 'revoked' ? h('button', { type: 'button', class: 'small danger revoke', onclick: () => revoke(t, mine) }, 'Revoke') : null];
     return h('tr', { 'data-token': t.id, 'data-prefix': t.prefix, 'data-status': st, class: st },
       h('td', { 'data-label': 'Name', class: 'strong' }, t.name, mine ? h('span', { class: 'tag', title: 'This tab is signed in with this token' }, 'this session') : null),
-      h('td', { 'data-label': 'Prefix' }, t.prefix ? h('code', null, t.prefix) : never('known after its next use')),
+      h('td', { 'data-label': 'Prefix', class: 'prefix' }, t.prefix ? h('code', null, t.prefix) : muted('known after its next use')),
       h('td', { 'data-label': 'Created' }, when(t.created_at)),
-      h('td', { 'data-label': 'Last used', class: 'last-used' }, t.last_used_at ? when(t.last_used_at) : never('never')),
-      h('td', { 'data-label': 'Expires', class: 'expires' }, t.expires_at ? when(t.expires_at) : never('never')),
-      h('td', { 'data-label': 'Revoked', class: 'revoked-at' }, t.revoked_at ? when(t.revoked_at) : never('no')),
+      h('td', { 'data-label': 'Last used', class: 'last-used' }, t.last_used_at ? when(t.last_used_at) : muted('never')),
+      h('td', { 'data-label': 'Expires', class: 'expires' }, t.expires_at ? when(t.expires_at) : muted('never')),
+      h('td', { 'data-label': 'Revoked', class: 'revoked-at' }, t.revoked_at ? when(t.revoked_at) : muted('no')),
       h('td', { 'data-label': 'Status' }, h('span', { class: 'badge ' + st,
         title: t.revoked_at ? 'Revoked ' + fullTime(t.revoked_at) : t.expires_at ? (st === 'expired' ? 'Expired ' : 'Expires ') + fullTime(t.expires_at) : null }, st)),
       h('td', { class: 'actions-cell' }, actions));

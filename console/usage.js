@@ -104,23 +104,25 @@ function table(slots) {
       CLASSES.map((c) => h('td', { 'data-label': c, class: 'num' }, b[c])), h('td', { 'data-label': 'Total', class: 'num' }, b.total)))));
 }
 
-export function usagePage(view, { org }) {
+// usageSection is the usage section of the buckets url answers, a chart per
+// env of envs; it answers the section and a function that stops its timer.
+export function usageSection(url, envs, hint) {
   let buckets = null;
   const err = errorBox();
   const refresh = h('button', { type: 'button', class: 'ghost small', id: 'usage-refresh' }, 'Refresh');
   const charts = h('div', { class: 'charts' });
-  view.append(h('section', { 'aria-labelledby': 'usage-h' },
+  const section = h('section', { 'aria-labelledby': 'usage-h' },
     h('div', { class: 'section-head' }, h('h2', { id: 'usage-h' }, 'Usage'), refresh),
-    h('p', { class: 'hint' }, 'Requests per hour over the last 48 hours, by status class, in your local time. Live traffic is what a bill would count; test traffic is kept apart.'),
+    h('p', { class: 'hint' }, hint),
     h('ul', { class: 'legend', 'aria-label': 'Legend' },
       CLASSES.map((c) => h('li', null, h('span', { class: `swatch bar-${c}` }), `${c} ${NAMES[c]}`))),
-    err, charts));
+    err, charts);
 
   function draw() {
     if (!buckets) return;
     const width = Math.max(charts.clientWidth - 26, 260); // the figure's padding and border
     const open = new Set([...charts.querySelectorAll('details[open]')].map((d) => d.parentNode.id));
-    charts.replaceChildren(...['live', 'test'].map((env) => {
+    charts.replaceChildren(...envs.map((env) => {
       const slots = series(buckets, env);
       const t = sum(slots);
       return h('figure', { class: 'chart-card', id: `usage-${env}` },
@@ -134,7 +136,7 @@ export function usagePage(view, { org }) {
   let seen = '';
   async function load() {
     try {
-      buckets = (await api('GET', path('orgs', org.id, 'usage') + '?hours=48')).buckets;
+      buckets = (await api('GET', url)).buckets;
       hideError(err);
       const now = JSON.stringify(buckets) + Math.floor(Date.now() / HOUR);
       if (now !== seen) draw(); // redraw only on news, so an open table keeps its focus
@@ -155,8 +157,15 @@ export function usagePage(view, { org }) {
   refresh.addEventListener('click', () => busy(refresh, load));
   load();
   const timer = setInterval(() => document.hidden || load(), EVERY);
-  return () => {
+  return [section, () => {
     clearInterval(timer);
     resized.disconnect();
-  };
+  }];
+}
+
+export function usagePage(view, { org }) {
+  const [section, stop] = usageSection(path('orgs', org.id, 'usage') + `?hours=${HOURS}`, ['live', 'test'],
+    'Requests per hour over the last 48 hours, by status class, in your local time. Live traffic is what a bill would count; test traffic is kept apart.');
+  view.append(section);
+  return stop;
 }
