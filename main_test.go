@@ -114,8 +114,15 @@ func TestFirstStartTokenWhenPortTaken(t *testing.T) {
 	}
 
 	c := startKeyhole(t, "--db", db, "--demo")
-	// The reveals go to stdout, before the "listening" line on stderr.
-	shown := c.stdout.String()
+	// The reveals go to stdout before the "listening" line goes to stderr,
+	// but the two pipes are copied by their own goroutines: wait for the
+	// demo hint's last line.
+	var shown string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if shown = c.stdout.String(); strings.Contains(shown, "whoami   # 401") {
+			break
+		}
+	}
 	token := tokenRE.FindString(shown)
 	if token == "" || !strings.Contains(shown, "keyhole demo:") {
 		t.Fatalf("the start after the failed one showed no root token or no demo keys:\n%s", shown)
