@@ -318,9 +318,11 @@ type scenario struct {
 	baselineURL    string
 	baselineScript string
 	floorURL       string // with -floors: the same headers, no keyhole (floor.go)
+	beforeURL      string // with -before: another keyhole build, measured in the same rounds
+	beforeScript   string
 }
 
-type pair struct{ bare, keyhole, floor result }
+type pair struct{ bare, keyhole, floor, before result }
 
 func runCompare(args []string) {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
@@ -331,6 +333,7 @@ func runCompare(args []string) {
 	fs.IntVar(&cfg.rounds, "rounds", 7, "A B rounds per scenario")
 	only := fs.String("only", "", "run only the scenarios whose name contains this")
 	floors := fs.Bool("floors", false, "also measure servers that send keyhole's headers but do nothing else")
+	before := fs.String("before", "", "another keyhole `binary` (an earlier build) to measure in the same rounds")
 	fs.Parse(args)
 	dir, err := os.MkdirTemp("", "keyhole-bench")
 	if err != nil {
@@ -366,6 +369,12 @@ func runCompare(args []string) {
 		{name: "reverse proxy", target: 0.85, keyholeURL: "http://" + khProxy.addr + "/api/v1/prod/sms",
 			keyholeScript: writeScript(dir, "proxy", "GET", map[string]string{"Authorization": "Bearer " + proxyKey}, ""),
 			baselineURL:   "http://" + rproxy.addr + "/api/v1/prod/sms"},
+	}
+	if *before != "" && !*floors {
+		log.Fatal("bench: -before compares builds against the floors; give -floors too")
+	}
+	if *before != "" {
+		addBefore(scenarios, *before, dir, upstream.addr, key, proxyKey)
 	}
 	if *floors {
 		for i, surface := range []string{"whoami", "verify", "auth"} {
@@ -405,6 +414,37 @@ func runCompare(args []string) {
 	khProxy.stop()
 }
 
+// addBefore starts an earlier keyhole build beside the current one, with
+// keys of its own, and gives each scenario its URL and script.
+// Its processes live as long as the tool.
+func addBefore(scenarios []scenario, bin, dir, upstream, key, proxyKey string) {
+	kh := startKeyhole(bin, filepath.Join(dir, "before-direct.db"))
+	khProxy := startKeyhole(bin, filepath.Join(dir, "before-proxy.db"), "--upstream", "http://"+upstream)
+	_, beforeKey := seedKey(kh.addr)
+	_, beforeProxyKey := seedKey(khProxy.addr)
+	for i := range scenarios {
+		sc := &scenarios[i]
+		addr, k, mine := kh.addr, beforeKey, key
+		if sc.name == "reverse proxy" {
+			addr, k, mine = khProxy.addr, beforeProxyKey, proxyKey
+		}
+		u, err := url.Parse(sc.keyholeURL)
+		if err != nil {
+			log.Fatal(err)
+		}
+		u.Host = addr
+		sc.beforeURL = u.String()
+		script, err := os.ReadFile(sc.keyholeScript)
+		if err != nil {
+			log.Fatal(err)
+		}
+		sc.beforeScript = filepath.Join(dir, "before-"+filepath.Base(sc.keyholeScript))
+		if err := os.WriteFile(sc.beforeScript, []byte(strings.ReplaceAll(string(script), mine, k)), 0o600); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
 // measure warms both sides up (connections, heap, page cache), then runs
 // them alternately, A B A B. sent counts every request sent to keyhole,
 // the warm-up's included, for the accounting.
@@ -416,6 +456,9 @@ func measure(cfg wrkConfig, sc scenario) (pairs []pair, sent int64) {
 	if sc.floorURL != "" {
 		runWrk(warm, sc.floorURL, sc.keyholeScript)
 	}
+	if sc.beforeURL != "" {
+		runWrk(warm, sc.beforeURL, sc.beforeScript)
+	}
 	pairs = make([]pair, cfg.rounds)
 	for i := range pairs {
 		pairs[i].bare = runWrk(cfg, sc.baselineURL, sc.baselineScript)
@@ -424,6 +467,9 @@ func measure(cfg wrkConfig, sc scenario) (pairs []pair, sent int64) {
 		if sc.floorURL != "" {
 			// The floor gets keyhole's request, headers and body alike.
 			pairs[i].floor = runWrk(cfg, sc.floorURL, sc.keyholeScript)
+		}
+		if sc.beforeURL != "" {
+			pairs[i].before = runWrk(cfg, sc.beforeURL, sc.beforeScript)
 		}
 	}
 	return pairs, sent
@@ -461,8 +507,17 @@ func report(sc scenario, pairs []pair) {
 	}
 	fmt.Printf("  median ratio %.2f: %s", median(ratios), verdict)
 	if floors {
-		fmt.Printf("; the floor (keyhole's headers, nothing else) %.2f;\n  keyhole / floor %.2f (want >= 0.90), p99 %.2fx the floor's (want <= 1.5)",
+		fmt.Printf("; the floor (keyhole's headers, nothing else) %.2f;\n  keyhole / floor %.2f (want >= 0.95), p99 %.2fx the floor's (want <= 1.2)",
 			median(floorRatios), median(overFloor), median(p99OverFloor))
+		if sc.beforeURL != "" {
+			var b, bp99 []float64
+			for _, p := range pairs {
+				b = append(b, p.before.rps/p.floor.rps)
+				bp99 = append(bp99, float64(p.before.p99)/float64(p.floor.p99))
+			}
+			fmt.Printf(";\n  the -before build / floor %.2f (rounds %.2f–%.2f), p99 %.2fx the floor's",
+				median(b), slices.Min(b), slices.Max(b), median(bp99))
+		}
 	}
 	fmt.Print("\n\n")
 }
