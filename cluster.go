@@ -1,0 +1,732 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+)
+
+// Cluster mode: keyhole nodes that share their authoritative records
+// through etcd. It runs only when --cluster-peers or --etcd-endpoints is
+// given; without them nothing here is called and the db file is today's.
+//
+// The design: etcd is the authority for orgs, keys, org admin tokens, the
+// root token's hash and the audit log, under one prefix (clusterPrefix).
+// Every store verb that changes one of them (store.cluster != nil) is one
+// etcd transaction holding the record(s), the audit entry and a touch of
+// clusterHead, and answers after etcd committed it and this node's replica
+// applied it. The node's own bbolt file keeps a replica of those records in
+// its usual buckets, written only by the applier from etcd (a watch, and a
+// range of what changed since its last revision at start and after a
+// broken or compacted watch), so every read verb, the start-up load and the
+// handlers are unchanged. Logs, usage, last-used, limiter state and credit
+// spending stay the node's own, as on one node.
+//
+// etcd layout, under clusterPrefix:
+//
+//	orgs/<orgID>               -> orgRecord (the bbolt encoding)
+//	tokens/<tokenID>           -> tokenRecord
+//	keys/<orgID>/<keyID>       -> keyRecord, Row 0 (rows are each node's own)
+//	meta/root_token_hash       -> [32]byte
+//	meta/flag_token_hash       -> [32]byte
+//	audit/<ns hex><rand hex>   -> auditEntry
+//	head                       -> empty, put by every change: its mod revision is the newest change
+//
+// Records are never deleted (a revocation is an edit), so "what changed
+// since revision R" is a range with a minimum mod revision, which a
+// compaction does not break.
+const (
+	clusterPrefix = "keyhole/"
+	clusterHead   = clusterPrefix + "head"
+)
+
+// bbolt's cluster bucket, created only in cluster mode: the etcd revision
+// the replica has applied, and the etcd audit keys applied (so a re-range
+// does not write an entry twice).
+var (
+	bucketCluster = []byte("cluster")
+	clusterRevKey = []byte("rev")
+)
+
+// clusterOpts is what the cluster flags say.
+type clusterOpts struct {
+	nodeName     string
+	peers        string // NAME=PEER_URL,…
+	addr         string // HOST:PORT, the embedded member's client address
+	tlsDir       string
+	insecure     bool
+	endpoints    string // URL,…
+	maxStaleness time.Duration
+
+	// Not flags: tests shorten etcd's ticks and turn fsync off.
+	tickMs, electionMs uint
+	noFsync            bool
+	etcdLogLevel       string // "error" unless set
+}
+
+func (o *clusterOpts) enabled() bool { return o.peers != "" || o.endpoints != "" }
+
+// validate checks the cluster flags against each other.
+func (o *clusterOpts) validate(c *config) error {
+	if !o.enabled() {
+		if o.nodeName != "" || o.addr != "" || o.tlsDir != "" || o.insecure {
+			return usageErrorf("serve", "--node-name, --cluster-addr, --cluster-tls and --cluster-insecure need --cluster-peers or --etcd-endpoints")
+		}
+		return nil
+	}
+	switch {
+	case o.peers != "" && o.endpoints != "":
+		return usageErrorf("serve", "--cluster-peers and --etcd-endpoints exclude each other: run an etcd member in each node, or use an etcd cluster")
+	case o.nodeName == "":
+		return usageErrorf("serve", "a cluster node needs --node-name NAME")
+	case o.tlsDir != "":
+		return usageErrorf("serve", "--cluster-tls: mTLS between nodes is not implemented yet; run on a trusted network with --cluster-insecure")
+	case !o.insecure:
+		return usageErrorf("serve", "a cluster needs --cluster-insecure for now (plaintext between nodes: mTLS with --cluster-tls is not implemented yet)")
+	case o.maxStaleness < 50*time.Millisecond:
+		return usageErrorf("serve", "--max-staleness %s: want at least 50ms, like 1s", o.maxStaleness)
+	case c.demo:
+		return usageErrorf("serve", "--demo is for one node; it cannot be used with a cluster")
+	}
+	if o.peers != "" {
+		peers, err := parsePeers(o.peers)
+		if err != nil {
+			return usageErrorf("serve", "--cluster-peers: %v", err)
+		}
+		if _, ok := peers[o.nodeName]; !ok {
+			return usageErrorf("serve", "--cluster-peers does not name this node (--node-name %s)", o.nodeName)
+		}
+		if o.addr == "" {
+			return usageErrorf("serve", "--cluster-peers needs --cluster-addr HOST:PORT, where this node's etcd member takes clients")
+		}
+	} else {
+		for _, e := range strings.Split(o.endpoints, ",") {
+			if u, err := url.Parse(e); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+				return usageErrorf("serve", "--etcd-endpoints %q: want URLs such as http://10.0.0.1:2379", e)
+			}
+		}
+	}
+	return nil
+}
+
+// parsePeers reads NAME=PEER_URL,….
+func parsePeers(spec string) (map[string]string, error) {
+	peers := map[string]string{}
+	for _, p := range strings.Split(spec, ",") {
+		name, u, ok := strings.Cut(strings.TrimSpace(p), "=")
+		pu, err := url.Parse(u)
+		if !ok || name == "" || err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
+			return nil, fmt.Errorf("%q: want NAME=PEER_URL, such as a=http://10.0.0.1:2380", p)
+		}
+		if _, dup := peers[name]; dup {
+			return nil, fmt.Errorf("%s is named twice", name)
+		}
+		peers[name] = u
+	}
+	return peers, nil
+}
+
+// cluster is a node's link to etcd and the applier of its replica.
+type cluster struct {
+	cli      *clientv3.Client
+	member   *embed.Etcd // nil with --etcd-endpoints
+	st       *store
+	log      zerolog.Logger
+	maxStale time.Duration
+
+	applyMu sync.Mutex // one batch of changes at a time, in revision order
+	applied atomic.Int64
+	waitMu  sync.Mutex
+	waitCh  chan struct{} // closed and replaced when applied moves
+
+	confirmed atomic.Int64 // Unix nanoseconds: when the last confirmation started
+	onApply   atomic.Pointer[func(*clusterBatch)]
+
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// clusterBatch is what one applied batch changed, for the in-memory state.
+type clusterBatch struct {
+	keys   []*keyRecord
+	tokens []*tokenRecord
+	root   *[32]byte
+}
+
+// startCluster joins the cluster (starting this node's member with
+// --cluster-peers) and brings the replica in st up to date. It returns
+// once etcd answers; the watch starts with run.
+func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, logger zerolog.Logger) (*cluster, error) {
+	c := &cluster{st: st, log: logger.With().Str("node", o.nodeName).Logger(), maxStale: o.maxStaleness, waitCh: make(chan struct{})}
+	if o.peers != "" {
+		m, err := startMember(ctx, o, dbPath, c.log)
+		if err != nil {
+			return nil, err
+		}
+		c.member = m
+		c.cli = v3client.New(m.Server)
+	} else {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(o.endpoints, ","), DialTimeout: 5 * time.Second,
+			Logger: nil, Context: context.Background()})
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-endpoints: %w", err)
+		}
+		c.cli = cli
+	}
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketCluster)
+		if err != nil {
+			return err
+		}
+		if v := b.Get(clusterRevKey); len(v) == 8 {
+			c.applied.Store(int64(beUint64(v)))
+		}
+		return nil
+	})
+	if err == nil {
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = c.catchUp(sctx)
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			c.log.Warn().Err(err).Msg("reading the cluster's records; retrying")
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	if err != nil {
+		c.close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	c.confirmed.Store(time.Now().UnixNano())
+	return c, nil
+}
+
+// startMember starts the embedded etcd member, in the directory next to
+// the db file, and waits until it has joined the cluster.
+func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.Logger) (*embed.Etcd, error) {
+	peers, _ := parsePeers(o.peers)
+	names := make([]string, 0, len(peers))
+	for n := range peers {
+		names = append(names, n+"="+peers[n])
+	}
+	slices.Sort(names)
+	cfg := embed.NewConfig()
+	cfg.Name = o.nodeName
+	cfg.Dir = dbPath + ".etcd"
+	peerURL, _ := url.Parse(peers[o.nodeName])
+	clientURL := url.URL{Scheme: "http", Host: o.addr}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
+	cfg.InitialCluster = strings.Join(names, ",")
+	cfg.InitialClusterToken = "keyhole"
+	cfg.ClusterState = embed.ClusterStateFlagNew
+	cfg.LogLevel = cmp.Or(o.etcdLogLevel, "error")
+	cfg.LogOutputs = []string{"stderr"}
+	cfg.TickMs, cfg.ElectionMs = 50, 500
+	if o.tickMs > 0 {
+		cfg.TickMs, cfg.ElectionMs = o.tickMs, o.electionMs
+	}
+	cfg.UnsafeNoFsync = o.noFsync
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd member: %w", err)
+	}
+	m, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd member: %w", err)
+	}
+	log.Info().Str("peers", cfg.InitialCluster).Str("dir", cfg.Dir).Msg("etcd member started; waiting for its peers")
+	for {
+		select {
+		case <-m.Server.ReadyNotify():
+			return m, nil
+		case err := <-m.Err():
+			m.Close()
+			return nil, fmt.Errorf("etcd member: %w", err)
+		case <-ctx.Done():
+			m.Close()
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Second):
+			log.Warn().Msg("waiting for a quorum of the etcd members named by --cluster-peers")
+		}
+	}
+}
+
+// run keeps the replica current from a watch and confirms it is current
+// every maxStale/5, until close.
+func (c *cluster) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.done.Add(2)
+	go func() { defer c.done.Done(); c.watch(ctx) }()
+	go func() { defer c.done.Done(); c.confirm(ctx) }()
+}
+
+func (c *cluster) close() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.done.Wait()
+	c.cli.Close()
+	if c.member != nil {
+		c.member.Close()
+	}
+}
+
+// fresh says whether the replica was confirmed current within maxStale.
+func (c *cluster) fresh(now time.Time) bool {
+	return now.UnixNano()-c.confirmed.Load() < int64(c.maxStale)
+}
+
+// confirm asks etcd for the newest change with a linearizable read (it
+// fails on a member cut off from the quorum) and counts the replica as
+// current when it has applied that change.
+func (c *cluster) confirm(ctx context.Context) {
+	tick := c.maxStale / 5
+	for ctx.Err() == nil {
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, tick)
+		resp, err := c.cli.Get(cctx, clusterHead)
+		if err == nil {
+			var need int64
+			if len(resp.Kvs) > 0 {
+				need = resp.Kvs[0].ModRevision
+			}
+			if c.waitApplied(cctx, need) == nil {
+				c.confirmed.Store(start.UnixNano())
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Until(start.Add(tick))):
+		}
+	}
+}
+
+// watch applies changes as etcd sends them; a broken or compacted watch
+// catches up with a range, then watches again.
+func (c *cluster) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := c.cli.Watch(wctx, clusterPrefix, clientv3.WithPrefix(), clientv3.WithRev(c.applied.Load()+1))
+		for resp := range wch {
+			if resp.Err() != nil || resp.Canceled {
+				if ctx.Err() == nil {
+					c.log.Warn().Err(resp.Err()).Msg("cluster watch ended; catching up")
+				}
+				break
+			}
+			var kvs []kvPair
+			var rev int64
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypePut {
+					kvs = append(kvs, kvPair{string(ev.Kv.Key), ev.Kv.Value})
+				}
+				rev = max(rev, ev.Kv.ModRevision)
+			}
+			if rev == 0 {
+				continue
+			}
+			if err := c.apply(kvs, rev); err != nil {
+				c.log.Error().Err(err).Msg("applying cluster changes; catching up")
+				break
+			}
+		}
+		cancel()
+		for ctx.Err() == nil {
+			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+			err := c.catchUp(sctx)
+			scancel()
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+type kvPair struct {
+	key   string
+	value []byte
+}
+
+// catchUp applies every record changed since the applied revision, as of
+// one revision, in pages.
+func (c *cluster) catchUp(ctx context.Context) error {
+	head, err := c.cli.Get(ctx, clusterHead)
+	if err != nil {
+		return err
+	}
+	at := head.Header.Revision
+	from := c.applied.Load()
+	if at <= from {
+		return nil
+	}
+	key, end := clusterPrefix, clientv3.GetPrefixRangeEnd(clusterPrefix)
+	var kvs []kvPair
+	for {
+		resp, err := c.cli.Get(ctx, key, clientv3.WithRange(end), clientv3.WithRev(at),
+			clientv3.WithMinModRev(from+1), clientv3.WithLimit(1000))
+		if err != nil {
+			return err
+		}
+		for _, kv := range resp.Kvs {
+			kvs = append(kvs, kvPair{string(kv.Key), kv.Value})
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	// Audit entries' keys start with their time: in about commit order.
+	return c.apply(kvs, at)
+}
+
+// apply writes changed records into the replica in one bbolt transaction,
+// with the revision they bring it to, then into the in-memory state.
+func (c *cluster) apply(kvs []kvPair, rev int64) error {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	if rev <= c.applied.Load() {
+		return nil
+	}
+	var batch clusterBatch
+	err := c.st.db.Update(func(tx *bolt.Tx) error {
+		batch = clusterBatch{}
+		cb := tx.Bucket(bucketCluster)
+		for _, kv := range kvs {
+			rest := strings.TrimPrefix(kv.key, clusterPrefix)
+			kind, id, _ := strings.Cut(rest, "/")
+			var err error
+			switch kind {
+			case "orgs":
+				err = tx.Bucket(bucketOrgs).Put([]byte(id), kv.value)
+			case "tokens":
+				t := new(tokenRecord)
+				if err = decodeRecord(kv.value, t); err == nil {
+					err = tx.Bucket(bucketTokens).Put([]byte(id), kv.value)
+					batch.tokens = append(batch.tokens, t)
+				}
+			case "keys":
+				k := new(keyRecord)
+				if err = decodeRecord(kv.value, k); err != nil {
+					break
+				}
+				k.Row = 0
+				if old := tx.Bucket(bucketKeys).Get([]byte(id)); old != nil {
+					var was keyRecord
+					if err = decodeRecord(old, &was); err != nil {
+						break
+					}
+					k.Row = was.Row
+				}
+				err = putKeyTx(tx, k)
+				batch.keys = append(batch.keys, k)
+			case "meta":
+				switch id {
+				case string(metaRootToken):
+					if len(kv.value) == 32 {
+						h := [32]byte(kv.value)
+						batch.root = &h
+					}
+					err = tx.Bucket(bucketMeta).Put(metaRootToken, kv.value)
+				case string(metaFlagToken):
+					err = tx.Bucket(bucketMeta).Put(metaFlagToken, kv.value)
+				}
+			case "audit":
+				seen := []byte("audit/" + id)
+				if cb.Get(seen) != nil {
+					break
+				}
+				var a auditEntry
+				if err = decodeRecord(kv.value, &a); err == nil {
+					if err = putAuditTx(tx, a); err == nil {
+						err = cb.Put(seen, []byte{})
+					}
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", kv.key, err)
+			}
+		}
+		return cb.Put(clusterRevKey, u64(uint64(rev)))
+	})
+	if err != nil {
+		return err
+	}
+	if fn := c.onApply.Load(); fn != nil {
+		(*fn)(&batch)
+	}
+	c.waitMu.Lock()
+	c.applied.Store(rev)
+	close(c.waitCh)
+	c.waitCh = make(chan struct{})
+	c.waitMu.Unlock()
+	return nil
+}
+
+// waitApplied waits until the replica has applied revision rev.
+func (c *cluster) waitApplied(ctx context.Context, rev int64) error {
+	for {
+		c.waitMu.Lock()
+		ch := c.waitCh
+		done := c.applied.Load() >= rev
+		c.waitMu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// writeTimeout bounds an admin write's wait for etcd's commit.
+const writeTimeout = 10 * time.Second
+
+var errClusterConflict = errors.New("cluster: a record changed under the write; try again")
+
+// commit puts ops, the audit entry a (unless nil) and the head in one
+// etcd transaction if cmps hold, and waits until this node's replica has
+// applied it. ok false: a cmp failed, nothing was written.
+func (c *cluster) commit(cmps []clientv3.Cmp, ops []clientv3.Op, a *auditEntry) (ok bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	if a != nil {
+		buf, err := encodeRecord(*a)
+		if err != nil {
+			return false, err
+		}
+		id := fmt.Sprintf("%016x%s", time.Now().UnixNano(), randomHex(4))
+		ops = append(ops, clientv3.OpPut(clusterPrefix+"audit/"+id, string(buf)))
+	}
+	ops = append(ops, clientv3.OpPut(clusterHead, ""))
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("cluster write: %w", err)
+	}
+	if !resp.Succeeded {
+		return false, nil
+	}
+	if err := c.waitApplied(ctx, resp.Header.Revision); err != nil {
+		// Committed: the watch brings it here later.
+		c.log.Warn().Int64("revision", resp.Header.Revision).Msg("a cluster write committed but is not yet applied here")
+	}
+	return true, nil
+}
+
+func putOp(key string, v any) (clientv3.Op, error) {
+	buf, err := encodeRecord(v)
+	if err != nil {
+		return clientv3.Op{}, err
+	}
+	return clientv3.OpPut(clusterPrefix+key, string(buf)), nil
+}
+
+// putNew is store.putNew in etcd: a new record, with its entry.
+func (c *cluster) putNew(key string, v any, a auditEntry) error {
+	op, err := putOp(key, v)
+	if err != nil {
+		return err
+	}
+	ok, err := c.commit([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(clusterPrefix+key), "=", 0)}, []clientv3.Op{op}, &a)
+	if err == nil && !ok {
+		err = fmt.Errorf("cluster: %s exists already", key)
+	}
+	return err
+}
+
+func (c *cluster) setRootTokenHash(hash [32]byte, a auditEntry) error {
+	_, err := c.commit(nil, []clientv3.Op{clientv3.OpPut(clusterPrefix+"meta/"+string(metaRootToken), string(hash[:]))}, &a)
+	return err
+}
+
+// applyAdminTokenFlag is store.ApplyAdminTokenFlag in etcd: every node
+// started with the same --admin-token applies it once for all.
+func (c *cluster) applyAdminTokenFlag(hash [32]byte, a auditEntry) error {
+	flagKey, rootKey := clusterPrefix+"meta/"+string(metaFlagToken), clusterPrefix+"meta/"+string(metaRootToken)
+	for try := 0; try < 10; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		resp, err := c.cli.Txn(ctx).Then(clientv3.OpGet(flagKey), clientv3.OpGet(rootKey)).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cluster read: %w", err)
+		}
+		var flag, root []byte
+		var flagRev int64
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			flag, flagRev = kvs[0].Value, kvs[0].ModRevision
+		}
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			root = kvs[0].Value
+		}
+		if string(flag) == string(hash[:]) {
+			// Another node applied it: it is this node's too once the
+			// replica has what was read.
+			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+			defer cancel()
+			return c.waitApplied(ctx, resp.Header.Revision)
+		}
+		ops := []clientv3.Op{clientv3.OpPut(flagKey, string(hash[:]))}
+		var entry *auditEntry
+		if string(root) != string(hash[:]) {
+			ops = append(ops, clientv3.OpPut(rootKey, string(hash[:])))
+			entry = &a
+		}
+		ok, err := c.commit([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(flagKey), "=", flagRev)}, ops, entry)
+		if err != nil || ok {
+			return err
+		}
+	}
+	return errClusterConflict
+}
+
+func (c *cluster) record(a auditEntry) error {
+	_, err := c.commit(nil, nil, &a)
+	return err
+}
+
+// clusterUpdate is readModifyWrite in etcd: read the record at key (of
+// orgID), let change edit it, and write it with the records change added
+// and the completed entry, if the record did not change meanwhile (else
+// again, from the newer record).
+func clusterUpdate[T any, P interface {
+	*T
+	auditable
+}](c *cluster, key, orgID string, a auditEntry, change func(P) ([]P, error), keyOf func(P) string, prep func(P)) (T, []P, error) {
+	var rec T
+	for try := 0; try < 20; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		resp, err := c.cli.Get(ctx, clusterPrefix+key)
+		cancel()
+		if err != nil {
+			return rec, nil, fmt.Errorf("cluster read: %w", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return rec, nil, errNotFound
+		}
+		kv := resp.Kvs[0]
+		var before T
+		rec = *new(T)
+		if err := decodeRecord(kv.Value, &before); err != nil {
+			return rec, nil, err
+		}
+		if err := decodeRecord(kv.Value, &rec); err != nil {
+			return rec, nil, err
+		}
+		if P(&rec).recordOrg() != orgID {
+			return rec, nil, errNotFound
+		}
+		added, err := change(&rec)
+		if err != nil {
+			return rec, nil, err
+		}
+		fields := changedFields(&before, &rec)
+		if len(fields) == 0 && len(added) == 0 {
+			return rec, nil, nil
+		}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)}
+		targets := []string{P(&rec).recordID()}
+		var ops []clientv3.Op
+		for _, r := range append([]P{&rec}, added...) {
+			prep(r)
+			op, err := putOp(keyOf(r), r)
+			if err != nil {
+				return rec, nil, err
+			}
+			ops = append(ops, op)
+			if r != &rec {
+				targets = append(targets, r.recordID())
+				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(clusterPrefix+keyOf(r)), "=", 0))
+			}
+		}
+		entry := a.about(orgID, fields, targets...)
+		ok, err := c.commit(cmps, ops, &entry)
+		if err != nil {
+			return rec, nil, err
+		}
+		if ok {
+			return rec, added, nil
+		}
+	}
+	return rec, nil, errClusterConflict
+}
+
+func keyETCDPath(k *keyRecord) string   { return "keys/" + keyPath(k.OrgID, k.ID) }
+func tokenETCDPath(t *tokenRecord) string { return "tokens/" + t.ID }
+
+func (c *cluster) updateKey(orgID, keyID string, a auditEntry, change func(k *keyRecord) ([]*keyRecord, error)) (keyRecord, []*keyRecord, error) {
+	return clusterUpdate(c, "keys/"+keyPath(orgID, keyID), orgID, a, change, keyETCDPath, func(k *keyRecord) { k.Row = 0 })
+}
+
+func (c *cluster) updateToken(orgID, tokenID string, a auditEntry, change func(t *tokenRecord) ([]*tokenRecord, error)) (tokenRecord, []*tokenRecord, error) {
+	return clusterUpdate(c, "tokens/"+tokenID, orgID, a, change, tokenETCDPath, func(*tokenRecord) {})
+}
+
+func beUint64(b []byte) uint64 {
+	var v uint64
+	for _, c := range b {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+// applyShared makes the in-memory state what an applied batch says. A
+// key's entry is made from what the replica holds now, one key at a time
+// (as updateKey does), so the handler that wrote a change and the watch
+// that brought it can come in either order.
+func (s *server) applyShared(b *clusterBatch) {
+	for _, k := range b.keys {
+		s.upsertKey(k)
+	}
+	for _, t := range b.tokens {
+		s.admins.mu.RLock()
+		known := s.admins.byID[t.ID] != nil
+		s.admins.mu.RUnlock()
+		if known {
+			s.admins.update(t)
+		} else {
+			s.admins.addOrgToken(t)
+		}
+	}
+	if b.root != nil {
+		s.admins.setRoot(*b.root)
+	}
+}
+
+// upsertKey adds a key to the index, or updates its entry, from the
+// replica's record.
+func (s *server) upsertKey(rec *keyRecord) *keyEntry {
+	s.keyUpdates.Lock()
+	defer s.keyUpdates.Unlock()
+	cur, err := s.store.Key(rec.OrgID, rec.ID)
+	if err != nil {
+		cur = *rec
+	}
+	if e := s.index.get(cur.Prefix, cur.ID); e != nil {
+		s.applyKey(&cur)
+		return e
+	}
+	return s.addKeyRow(recordRow(&cur))
+}
