@@ -673,7 +673,7 @@ func clusterUpdate[T any, P interface {
 	return rec, nil, errClusterConflict
 }
 
-func keyETCDPath(k *keyRecord) string   { return "keys/" + keyPath(k.OrgID, k.ID) }
+func keyETCDPath(k *keyRecord) string     { return "keys/" + keyPath(k.OrgID, k.ID) }
 func tokenETCDPath(t *tokenRecord) string { return "tokens/" + t.ID }
 
 func (c *cluster) updateKey(orgID, keyID string, a auditEntry, change func(k *keyRecord) ([]*keyRecord, error)) (keyRecord, []*keyRecord, error) {

@@ -55,6 +55,11 @@ func freePorts(t *testing.T, n int) []string {
 	return addrs
 }
 
+type readyNode struct {
+	i    int
+	addr string
+}
+
 const clusterTestStaleness = 500 * time.Millisecond
 
 // startTestCluster starts n nodes and waits until all listen. It skips the
@@ -68,7 +73,7 @@ func startTestCluster(t *testing.T, n int) []*clusterNode {
 	}
 	dir := t.TempDir()
 	nodes := make([]*clusterNode, n)
-	ready := make(chan struct{ i int; addr string }, n)
+	ready := make(chan readyNode, n)
 	for i := range n {
 		name := fmt.Sprintf("n%d", i)
 		cfg, err := parseServeFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(dir, name+".db"),
@@ -93,7 +98,7 @@ func startTestCluster(t *testing.T, n int) []*clusterNode {
 		go func() {
 			select {
 			case a := <-addrCh:
-				ready <- struct{ i int; addr string }{i, a}
+				ready <- readyNode{i, a}
 			case <-ctx.Done():
 			}
 		}()
