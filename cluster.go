@@ -145,6 +145,7 @@ type cluster struct {
 	cli      *clientv3.Client
 	member   *embed.Etcd // nil with --etcd-endpoints
 	st       *store
+	name     string // --node-name
 	log      zerolog.Logger
 	maxStale time.Duration
 
@@ -171,7 +172,7 @@ type clusterBatch struct {
 // --cluster-peers) and brings the replica in st up to date. It returns
 // once etcd answers; the watch starts with run.
 func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, logger zerolog.Logger) (*cluster, error) {
-	c := &cluster{st: st, log: logger.With().Str("node", o.nodeName).Logger(), maxStale: o.maxStaleness, waitCh: make(chan struct{})}
+	c := &cluster{st: st, name: o.nodeName, log: logger.With().Str("node", o.nodeName).Logger(), maxStale: o.maxStaleness, waitCh: make(chan struct{})}
 	if o.peers != "" {
 		m, err := startMember(ctx, o, dbPath, c.log)
 		if err != nil {
@@ -243,6 +244,9 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 		cfg.TickMs, cfg.ElectionMs = o.tickMs, o.electionMs
 	}
 	cfg.UnsafeNoFsync = o.noFsync
+	// Old revisions go after an hour (a node that was away longer catches
+	// up with a range, not the watch); records are never deleted.
+	cfg.AutoCompactionMode, cfg.AutoCompactionRetention = embed.CompactorModePeriodic, "1h"
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd member: %w", err)
 	}
@@ -294,8 +298,8 @@ func (c *cluster) fresh(now time.Time) bool {
 }
 
 // confirm asks etcd for the newest change with a linearizable read (it
-// fails on a member cut off from the quorum) and counts the replica as
-// current when it has applied that change.
+// fails on a member cut off from the quorum) every maxStale/5, and counts
+// the replica as current once it has applied that change.
 func (c *cluster) confirm(ctx context.Context) {
 	tick := c.maxStale / 5
 	for ctx.Err() == nil {
@@ -574,19 +578,19 @@ func (c *cluster) applyAdminTokenFlag(hash [32]byte, a auditEntry) error {
 			return fmt.Errorf("cluster read: %w", err)
 		}
 		var flag, root []byte
-		var flagRev int64
+		var flagRev, rootRev int64
 		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 			flag, flagRev = kvs[0].Value, kvs[0].ModRevision
 		}
 		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-			root = kvs[0].Value
+			root, rootRev = kvs[0].Value, kvs[0].ModRevision
 		}
 		if string(flag) == string(hash[:]) {
 			// Another node applied it: it is this node's too once the
 			// replica has what was read.
 			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 			defer cancel()
-			return c.waitApplied(ctx, resp.Header.Revision)
+			return c.waitApplied(ctx, max(flagRev, rootRev))
 		}
 		ops := []clientv3.Op{clientv3.OpPut(flagKey, string(hash[:]))}
 		var entry *auditEntry
