@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,11 +36,13 @@ type clusterNode struct {
 	done      chan struct{} // closed when serve returned, with err
 	err       error
 	client    *http.Client
-	// started counts the node's starts. A node whose member was stopped
-	// as the leader and started again went on answering linearizable
-	// reads through its in-process client for seconds after both its
-	// peers had stopped (while its status said "no leader"): an open
-	// question, so the cut-off test cuts off a node started once.
+	// started counts the node's starts. In this process, a node whose
+	// member was stopped as the leader and started again went on
+	// answering linearizable reads (and writes) through its in-process
+	// client for seconds after both its peers had stopped, while its gRPC
+	// status said "no leader"; as separate processes the same sequence
+	// fails closed (TestClusterProcesses). So the in-process cut-off test
+	// cuts off a node started once.
 	started int
 }
 
@@ -224,9 +227,7 @@ func (nd *clusterNode) waitVerify(t *testing.T, key, want string, within time.Du
 }
 
 func TestCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-member etcd cluster")
-	}
+	skipShort(t, "starts a 3-member etcd cluster")
 	begin := time.Now()
 	nodes := startTestCluster(t, 3)
 	a, b, c := nodes[0], nodes[1], nodes[2]
@@ -507,4 +508,116 @@ func clusterLeader(t *testing.T, nodes []*clusterNode) *clusterNode {
 	}
 	t.Fatal("no member leads")
 	return nil
+}
+
+// TestClusterProcesses runs three keyhole binaries with embedded members
+// (their defaults: fsync on, heartbeat 50 ms, election 500 ms): a key made
+// on one works on the others, a revocation is refused everywhere, the
+// leader killed (SIGKILL) under load loses no acknowledged write, and the
+// killed node, started again, fails closed once its peers stop.
+func TestClusterProcesses(t *testing.T) {
+	skipShort(t, "runs three keyhole processes with etcd members")
+	ports := freePorts(t, 6)
+	var peers []string
+	for i := range 3 {
+		peers = append(peers, fmt.Sprintf("n%d=http://%s", i, ports[i]))
+	}
+	dir := t.TempDir()
+	nodes := make([]*clusterNode, 3)
+	args := make([][]string, 3)
+	children := make([]*child, 3)
+	for i := range 3 {
+		name := fmt.Sprintf("n%d", i)
+		args[i] = []string{"--db", filepath.Join(dir, name+".db"), "--admin-token", testRootToken,
+			"--node-name", name, "--cluster-peers", strings.Join(peers, ","), "--cluster-addr", ports[3+i],
+			"--cluster-insecure", "--max-staleness", clusterTestStaleness.String(), "--rate-limits", "1000000/1m"}
+		nodes[i] = &clusterNode{name: name, clientURL: "http://" + ports[3+i], client: &http.Client{Timeout: 5 * time.Second}}
+	}
+	launch := func(i int) chan string {
+		c, addr := launchKeyhole(t, args[i]...)
+		children[i] = c
+		return addr
+	}
+	var addrs []chan string
+	for i := range 3 {
+		addrs = append(addrs, launch(i))
+	}
+	for i := range 3 {
+		children[i].waitListening(t, addrs[i], 60*time.Second)
+		nodes[i].addr = children[i].addr
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	org := a.admin(t, "POST", "/orgs", `{"name":"acme"}`, 201)["id"].(string)
+	k := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"k","env":"live"}`, 201)
+	key := k["key"].(string)
+	b.waitVerify(t, key, "valid", 2*time.Second)
+	c.waitVerify(t, key, "valid", 2*time.Second)
+	a.admin(t, "POST", "/orgs/"+org+"/keys/"+k["id"].(string)+"/revoke", "", 200)
+	revoked := time.Now()
+	b.waitVerify(t, key, "invalid", 2*time.Second)
+	c.waitVerify(t, key, "invalid", 2*time.Second)
+	t.Logf("processes: a revocation on n0 refused on n1 and n2 within %v of its answer", time.Since(revoked))
+
+	live := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"live","env":"live"}`, 201)["key"].(string)
+	leader := clusterLeader(t, nodes)
+	li := slices.Index(nodes, leader)
+	writer := nodes[(li+1)%3]
+	var acked []string
+	failed := 0
+	deadline := time.Now().Add(2 * time.Second)
+	killAt := time.Now().Add(300 * time.Millisecond)
+	killed := false
+	for time.Now().Before(deadline) {
+		if !killed && time.Now().After(killAt) {
+			children[li].cmd.Process.Kill()
+			<-children[li].done
+			killed = true
+		}
+		status, body := writer.do(t, "POST", "/admin/v1/orgs/"+org+"/keys", testRootToken, `{"name":"l","env":"live"}`)
+		if status != 201 {
+			failed++
+			continue
+		}
+		var k struct{ Key string }
+		json.Unmarshal(body, &k)
+		acked = append(acked, k.Key)
+	}
+	t.Logf("processes: leader %s killed; %s acknowledged %d writes in 2s, refused %d", leader.name, writer.name, len(acked), failed)
+	children[li].waitListening(t, launch(li), 30*time.Second)
+	leader.addr = children[li].addr
+	for _, nd := range nodes {
+		for _, k := range append(acked, live) {
+			nd.waitVerify(t, k, "valid", 5*time.Second)
+		}
+	}
+
+	// Cut the restarted node off: stop the other two, asking it from the
+	// cut on.
+	cut := time.Now()
+	failedAt := make(chan time.Time, 1)
+	go func() {
+		defer close(failedAt)
+		for time.Since(cut) < 15*time.Second {
+			if leader.verify(t, live) == "503 verification_failed" {
+				failedAt <- time.Now()
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	var exited time.Time
+	for i := range 3 {
+		if i != li {
+			children[i].stop(t, syscall.SIGTERM)
+			exited = time.Now()
+		}
+	}
+	at, ok := <-failedAt
+	if !ok {
+		t.Fatalf("%s, restarted after a kill, still verifies 15s after the cut", leader.name)
+	}
+	if after := at.Sub(exited); after > 2*clusterTestStaleness {
+		t.Errorf("%s failed closed %v after its last peer exited; want within about --max-staleness %v", leader.name, after, clusterTestStaleness)
+	}
+	t.Logf("processes: %s failed closed %v after the cut, %v after its last peer exited", leader.name, at.Sub(cut), at.Sub(exited))
 }
