@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -620,4 +623,59 @@ func TestClusterProcesses(t *testing.T) {
 		t.Errorf("%s failed closed %v after its last peer exited; want within about --max-staleness %v", leader.name, after, clusterTestStaleness)
 	}
 	t.Logf("processes: %s failed closed %v after the cut, %v after its last peer exited", leader.name, at.Sub(cut), at.Sub(exited))
+}
+
+// TestClusterFlags: the cluster flags are checked against each other
+// before anything starts, and a start without them is today's server,
+// whose file has no trace of a cluster.
+func TestClusterFlags(t *testing.T) {
+	peers := "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382"
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--node-name", "a"}, "need --cluster-peers or --etcd-endpoints"},
+		{[]string{"--cluster-insecure"}, "need --cluster-peers or --etcd-endpoints"},
+		{[]string{"--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "needs --node-name"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379"}, "needs --cluster-insecure for now"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-tls", "/etc/keyhole"}, "not implemented yet"},
+		{[]string{"--node-name", "c", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "does not name this node"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-insecure"}, "needs --cluster-addr"},
+		{[]string{"--node-name", "a", "--cluster-peers", "a=127.0.0.1:2380", "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "want NAME=PEER_URL"},
+		{[]string{"--node-name", "a", "--cluster-peers", "a=http://h:1,a=http://h:2", "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "named twice"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure"}, "exclude each other"},
+		{[]string{"--node-name", "a", "--etcd-endpoints", "127.0.0.1:2379", "--cluster-insecure"}, "want URLs"},
+		{[]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure", "--max-staleness", "10ms"}, "want at least 50ms"},
+		{[]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure", "--demo"}, "--demo is for one node"},
+	}
+	for _, tt := range tests {
+		_, err := parseServeFlags(tt.args, func(string) string { return "" })
+		var usage *usageError
+		if !errors.As(err, &usage) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("serve %s: %v; want a usage error with %q", strings.Join(tt.args, " "), err, tt.want)
+		}
+	}
+	cfg, err := parseServeFlags([]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379,https://10.0.0.2:2379",
+		"--cluster-insecure"}, func(string) string { return "" })
+	if err != nil || !cfg.cluster.enabled() || cfg.cluster.maxStaleness != time.Second {
+		t.Fatalf("a valid cluster command line: %+v, %v", cfg.cluster, err)
+	}
+
+	te := newTestEnv(t)
+	if te.s.store.cluster != nil || te.s.cfg.cluster.enabled() {
+		t.Fatal("a start without cluster flags has a cluster")
+	}
+	te.createOrg("acme")
+	te.restart()
+	if err := te.s.store.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketCluster) != nil {
+			return errors.New("the file has a cluster bucket")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(te.dbPath + ".etcd"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a start without cluster flags made an etcd directory: %v", err)
+	}
 }
