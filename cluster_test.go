@@ -254,45 +254,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("a revocation on A is refused on B and C", func(t *testing.T) {
-		const rounds = 50
-		var lags []time.Duration
-		for i := range rounds {
-			k := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"r","env":"live"}`, 201)
-			key, id := k["key"].(string), k["id"].(string)
-			b.waitVerify(t, key, "valid", 2*time.Second)
-			c.waitVerify(t, key, "valid", 2*time.Second)
-			// Revoke on A, from B's and C's side of the clock: the time
-			// from A's answer until each refuses the key.
-			var wg sync.WaitGroup
-			acked := make(chan time.Time, 2)
-			lag := make([]time.Duration, 2)
-			for j, nd := range []*clusterNode{b, c} {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					at := <-acked
-					for nd.verify(t, key) != "invalid" {
-						if time.Since(at) > 2*time.Second {
-							t.Errorf("round %d: %s still accepts a key revoked 2s ago", i, nd.name)
-							return
-						}
-					}
-					lag[j] = time.Since(at)
-				}()
-			}
-			a.admin(t, "POST", "/orgs/"+org+"/keys/"+id+"/revoke", "", 200)
-			now := time.Now()
-			acked <- now
-			acked <- now
-			if got := a.verify(t, key); got != "invalid" {
-				t.Fatalf("on A after its revoke answered = %s", got)
-			}
-			wg.Wait()
-			lags = append(lags, lag...)
-		}
-		slices.Sort(lags)
-		t.Logf("revocation propagation after A's answer, %d revocations × 2 nodes: p50 %v, p99 %v, max %v",
-			rounds, lags[len(lags)/2], lags[len(lags)*99/100], lags[len(lags)-1])
+		logRevocations(t, "in-process, fsync off", measureRevocations(t, a, []*clusterNode{b, c}, org, 50))
 	})
 
 	t.Run("the audit log is shared", func(t *testing.T) {
@@ -556,10 +518,9 @@ func TestClusterProcesses(t *testing.T) {
 	b.waitVerify(t, key, "valid", 2*time.Second)
 	c.waitVerify(t, key, "valid", 2*time.Second)
 	a.admin(t, "POST", "/orgs/"+org+"/keys/"+k["id"].(string)+"/revoke", "", 200)
-	revoked := time.Now()
 	b.waitVerify(t, key, "invalid", 2*time.Second)
 	c.waitVerify(t, key, "invalid", 2*time.Second)
-	t.Logf("processes: a revocation on n0 refused on n1 and n2 within %v of its answer", time.Since(revoked))
+	logRevocations(t, "3 processes, fsync on", measureRevocations(t, a, []*clusterNode{b, c}, org, 50))
 
 	live := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"live","env":"live"}`, 201)["key"].(string)
 	leader := clusterLeader(t, nodes)
@@ -678,4 +639,54 @@ func TestClusterFlags(t *testing.T) {
 	if _, err := os.Stat(te.dbPath + ".etcd"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a start without cluster flags made an etcd directory: %v", err)
 	}
+}
+
+// measureRevocations revokes rounds keys on a, each made and seen valid on
+// others first, and returns how long after a's answer each of others
+// refused it.
+func measureRevocations(t *testing.T, a *clusterNode, others []*clusterNode, org string, rounds int) []time.Duration {
+	t.Helper()
+	var lags []time.Duration
+	for i := range rounds {
+		k := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"r","env":"live"}`, 201)
+		key, id := k["key"].(string), k["id"].(string)
+		for _, nd := range others {
+			nd.waitVerify(t, key, "valid", 2*time.Second)
+		}
+		var wg sync.WaitGroup
+		acked := make(chan time.Time, len(others))
+		lag := make([]time.Duration, len(others))
+		for j, nd := range others {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				at := <-acked
+				for nd.verify(t, key) != "invalid" {
+					if time.Since(at) > 2*time.Second {
+						t.Errorf("round %d: %s still accepts a key revoked 2s ago", i, nd.name)
+						return
+					}
+				}
+				lag[j] = time.Since(at)
+			}()
+		}
+		a.admin(t, "POST", "/orgs/"+org+"/keys/"+id+"/revoke", "", 200)
+		now := time.Now()
+		for range others {
+			acked <- now
+		}
+		if got := a.verify(t, key); got != "invalid" {
+			t.Fatalf("on %s after its revoke answered = %s", a.name, got)
+		}
+		wg.Wait()
+		lags = append(lags, lag...)
+	}
+	return lags
+}
+
+func logRevocations(t *testing.T, how string, lags []time.Duration) {
+	t.Helper()
+	slices.Sort(lags)
+	t.Logf("revocation propagation (%s), %d refusals after the revoking node's answer: p50 %v, p99 %v, max %v",
+		how, len(lags), lags[len(lags)/2], lags[len(lags)*99/100], lags[len(lags)-1])
 }
