@@ -34,6 +34,7 @@ func commands() []command {
 		{"admin-token", "reset [--db FILE] [--brand kh]", "Issue a new root admin token and print it; the server must be stopped.", adminTokenCmd},
 		{"backup", "[--db FILE] OUT", "Write a consistent copy of the db to OUT (created 0600); the server must be stopped.", backupCmd},
 		{"seed", "[--db FILE] [--orgs N] [--keys M]", "Fill a db with many organizations and keys, for benchmarks.", seedCmd},
+		{"cluster", "import|status [--db FILE] [--etcd-endpoints URL,…]", "Copy a one-node db's orgs, keys and tokens into a cluster (idempotent), or show the cluster's members.", clusterCmd},
 		{"version", "", "Print keyhole's version.", versionCmd},
 		{"help", "[COMMAND]", "Show this help, or a command's.", helpCmd},
 	}

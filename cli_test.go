@@ -73,6 +73,7 @@ func TestCLIHelp(t *testing.T) {
 		"admin-token": {"--db", "--brand"},
 		"backup":      {"--db"},
 		"seed":        {"--db", "--orgs", "--keys", "--brand"},
+		"cluster":     {"--db", "--etcd-endpoints"},
 	}
 	for _, name := range commandNames {
 		for _, args := range [][]string{{name, "--help"}, {"help", name}} {

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -733,4 +735,163 @@ func (s *server) upsertKey(rec *keyRecord) *keyEntry {
 		return e
 	}
 	return s.addKeyRow(recordRow(&cur))
+}
+
+// clusterCmd is keyhole cluster: import a one-node file into a cluster,
+// or show the cluster's members.
+func clusterCmd(c *cli, args []string) error {
+	fs := newFlagSet("cluster")
+	dbPath := fs.String("db", "keyhole.db", "import: the one-node bbolt `FILE` to copy (the server on it must be stopped)")
+	endpoints := fs.String("etcd-endpoints", "http://127.0.0.1:2379", "the cluster's etcd client `URLs` (a node's --cluster-addr as http://HOST:PORT), comma-separated")
+	sub := first(args)
+	if sub == "import" || sub == "status" {
+		args = args[1:]
+	} else if !isHelpFlag(sub) {
+		return usageErrorf("cluster", "want the subcommand import or status: keyhole cluster import --db FILE --etcd-endpoints URL,…")
+	}
+	if err := parseFlags(fs, args, c.getenv); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("cluster", "unexpected argument %q", fs.Arg(0))
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*endpoints, ","), DialTimeout: 5 * time.Second})
+	if err != nil {
+		return fmt.Errorf("--etcd-endpoints: %w", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if sub == "status" {
+		return clusterStatus(ctx, cli, c.stdout)
+	}
+	st, err := openStoreReadOnly(*dbPath, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	n, err := clusterImport(ctx, cli, st)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "keyhole: imported %d records from %s (%d were in the cluster already, left as they are)\n", n.added, *dbPath, n.existing)
+	return nil
+}
+
+type importCount struct{ added, existing int }
+
+// clusterImport copies a one-node file's orgs, org admin tokens, keys and
+// root token hash into the cluster. A record already there (by id) is
+// left as it is, so running it again adds nothing. The file's audit log
+// is not copied.
+func clusterImport(ctx context.Context, cli *clientv3.Client, st *store) (n importCount, err error) {
+	var kvs []kvPair
+	err = st.db.View(func(tx *bolt.Tx) error {
+		for _, b := range []struct {
+			bucket []byte
+			kind   string
+		}{{bucketOrgs, "orgs/"}, {bucketTokens, "tokens/"}} {
+			err := tx.Bucket(b.bucket).ForEach(func(k, v []byte) error {
+				kvs = append(kvs, kvPair{clusterPrefix + b.kind + string(k), bytesClone(v)})
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
+			var rec keyRecord
+			if err := decodeRecord(v, &rec); err != nil {
+				return fmt.Errorf("key %s: %w", k, err)
+			}
+			rec.Row = 0
+			buf, err := encodeRecord(&rec)
+			kvs = append(kvs, kvPair{clusterPrefix + keyETCDPath(&rec), buf})
+			return err
+		})
+	})
+	if err != nil {
+		return n, err
+	}
+	if hash, ok, err := st.RootTokenHash(); err != nil {
+		return n, err
+	} else if ok {
+		kvs = append(kvs, kvPair{clusterPrefix + "meta/" + string(metaRootToken), hash[:]})
+	}
+	put := func(batch []kvPair) (bool, error) {
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, kv := range batch {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(kv.key), "=", 0))
+			ops = append(ops, clientv3.OpPut(kv.key, string(kv.value)))
+		}
+		resp, err := cli.Txn(ctx).If(cmps...).Then(append(ops, clientv3.OpPut(clusterHead, ""))...).Commit()
+		if err != nil {
+			return false, err
+		}
+		return resp.Succeeded, nil
+	}
+	for len(kvs) > 0 {
+		batch := kvs[:min(len(kvs), 100)] // etcd takes up to 128 operations a transaction
+		kvs = kvs[len(batch):]
+		ok, err := put(batch)
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n.added += len(batch)
+			continue
+		}
+		for _, kv := range batch { // some were there: one at a time
+			ok, err := put([]kvPair{kv})
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n.added++
+			} else {
+				n.existing++
+			}
+		}
+	}
+	return n, nil
+}
+
+func bytesClone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// clusterStatus prints the members, the leader, each member's raft and
+// store progress, and the revision of the newest shared change.
+func clusterStatus(ctx context.Context, cli *clientv3.Client, w io.Writer) error {
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster members: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tID\tLEADER\tRAFT TERM\tRAFT INDEX\tAPPLIED\tREVISION\tDB SIZE\tCLIENT URL\tERRORS")
+	for _, m := range ml.Members {
+		if len(m.ClientURLs) == 0 {
+			fmt.Fprintf(tw, "%s\t%x\t\t\t\t\t\t\t\tnot started\n", m.Name, m.ID)
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cli.Status(sctx, m.ClientURLs[0])
+		cancel()
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t%x\t\t\t\t\t\t\t%s\t%v\n", m.Name, m.ID, m.ClientURLs[0], err)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%x\t%v\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", m.Name, m.ID, st.Leader == m.ID, st.RaftTerm, st.RaftIndex,
+			st.RaftAppliedIndex, st.Header.Revision, st.DbSize, m.ClientURLs[0], strings.Join(st.Errors, "; "))
+	}
+	tw.Flush()
+	resp, err := cli.Get(ctx, clusterHead)
+	if err != nil {
+		return fmt.Errorf("newest change: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		fmt.Fprintln(w, "\nno keyhole records in this cluster yet")
+	} else {
+		fmt.Fprintf(w, "\nnewest keyhole change: revision %d (a node whose replica is older than --max-staleness fails closed)\n", resp.Kvs[0].ModRevision)
+	}
+	return nil
 }

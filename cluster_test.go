@@ -295,6 +295,41 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("a one-node file is imported, once", func(t *testing.T) {
+		te := newTestEnv(t)
+		one := te.createOrg("one")
+		_, oneKey := te.createKey(one, `{"name":"imported","env":"live"}`)
+		te.root("POST", "/orgs/"+one+"/admin-tokens", `{"name":"ops"}`)
+		if err := te.s.behind.FlushAll(); err != nil {
+			t.Fatal(err)
+		}
+		te.s.store.Close()
+		var out bytes.Buffer
+		cl := &cli{stdout: &out, stderr: io.Discard, getenv: func(string) string { return "" }}
+		// Org, key, token; the root token (the same --admin-token) is
+		// there already.
+		for round, want := range []string{"imported 3 records from " + te.dbPath + " (1 were", "imported 0 records from " + te.dbPath + " (4 were"} {
+			out.Reset()
+			if err := clusterCmd(cl, []string{"import", "--db", te.dbPath, "--etcd-endpoints", a.clientURL}); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), want) {
+				t.Fatalf("import %d said %q; want %q", round+1, out.String(), want)
+			}
+		}
+		for _, nd := range nodes {
+			nd.waitVerify(t, oneKey, "valid", 2*time.Second)
+		}
+		out.Reset()
+		if err := clusterCmd(cl, []string{"status", "--etcd-endpoints", a.clientURL}); err != nil {
+			t.Fatal(err)
+		}
+		if got := out.String(); strings.Count(got, "http://") != 3 || strings.Count(got, "true") != 1 || !strings.Contains(got, "newest keyhole change") {
+			t.Fatalf("cluster status:\n%s", got)
+		}
+		t.Logf("keyhole cluster status:\n%s", out.String())
+	})
+
 	t.Run("the leader is stopped under load and no acknowledged write is lost", func(t *testing.T) {
 		leader := clusterLeader(t, nodes)
 		var writer *clusterNode
