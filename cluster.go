@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -95,19 +97,35 @@ func (o *clusterOpts) validate(c *config) error {
 		return usageErrorf("serve", "--cluster-peers and --etcd-endpoints exclude each other: run an etcd member in each node, or use an etcd cluster")
 	case o.nodeName == "":
 		return usageErrorf("serve", "a cluster node needs --node-name NAME")
-	case o.tlsDir != "":
-		return usageErrorf("serve", "--cluster-tls: mTLS between nodes is not implemented yet; run on a trusted network with --cluster-insecure")
-	case !o.insecure:
-		return usageErrorf("serve", "a cluster needs --cluster-insecure for now (plaintext between nodes: mTLS with --cluster-tls is not implemented yet)")
+	case o.tlsDir != "" && o.insecure:
+		return usageErrorf("serve", "--cluster-tls and --cluster-insecure exclude each other")
+	case o.tlsDir == "" && !o.insecure:
+		return usageErrorf("serve", "a cluster needs --cluster-tls DIR (mTLS between nodes; DIR holds ca.crt, node.crt, node.key) or, for tests and one-machine trials, --cluster-insecure")
 	case o.maxStaleness < 50*time.Millisecond:
 		return usageErrorf("serve", "--max-staleness %s: want at least 50ms, like 1s", o.maxStaleness)
 	case c.demo:
 		return usageErrorf("serve", "--demo is for one node; it cannot be used with a cluster")
 	}
+	if o.tlsDir != "" {
+		for _, f := range []string{tlsCA, tlsCert, tlsKey} {
+			if _, err := os.Stat(filepath.Join(o.tlsDir, f)); err != nil {
+				return usageErrorf("serve", "--cluster-tls %s: want %s, %s and %s in it: %v", o.tlsDir, tlsCA, tlsCert, tlsKey, err)
+			}
+		}
+	}
+	scheme := "http"
+	if o.tlsDir != "" {
+		scheme = "https"
+	}
 	if o.peers != "" {
 		peers, err := parsePeers(o.peers)
 		if err != nil {
 			return usageErrorf("serve", "--cluster-peers: %v", err)
+		}
+		for name, u := range peers {
+			if !strings.HasPrefix(u, scheme+"://") {
+				return usageErrorf("serve", "--cluster-peers %s=%s: want %s:// URLs with %s", name, u, scheme, map[bool]string{true: "--cluster-tls", false: "--cluster-insecure"}[o.tlsDir != ""])
+			}
 		}
 		if _, ok := peers[o.nodeName]; !ok {
 			return usageErrorf("serve", "--cluster-peers does not name this node (--node-name %s)", o.nodeName)
@@ -117,12 +135,41 @@ func (o *clusterOpts) validate(c *config) error {
 		}
 	} else {
 		for _, e := range strings.Split(o.endpoints, ",") {
-			if u, err := url.Parse(e); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-				return usageErrorf("serve", "--etcd-endpoints %q: want URLs such as http://10.0.0.1:2379", e)
+			if u, err := url.Parse(e); err != nil || u.Host == "" || u.Scheme != scheme {
+				return usageErrorf("serve", "--etcd-endpoints %q: want %s URLs such as %s://10.0.0.1:2379", e, scheme, scheme)
 			}
 		}
 	}
 	return nil
+}
+
+// The files --cluster-tls DIR holds: the cluster's CA, and this node's
+// certificate (for both serving and dialing: server and client auth, the
+// node's addresses as SANs) and key.
+const (
+	tlsCA   = "ca.crt"
+	tlsCert = "node.crt"
+	tlsKey  = "node.key"
+)
+
+// tlsInfo is DIR's certificates as etcd takes them: every connection
+// between members, and to a member's client address, is mTLS under the CA.
+func tlsInfo(dir string) transport.TLSInfo {
+	return transport.TLSInfo{CertFile: filepath.Join(dir, tlsCert), KeyFile: filepath.Join(dir, tlsKey),
+		TrustedCAFile: filepath.Join(dir, tlsCA), ClientCertAuth: true}
+}
+
+// etcdClient dials an etcd cluster's client URLs, with mTLS if dir is set.
+func etcdClient(endpoints, dir string) (*clientv3.Client, error) {
+	cfg := clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second}
+	if dir != "" {
+		tc, err := tlsInfo(dir).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-tls: %w", err)
+		}
+		cfg.TLS = tc
+	}
+	return clientv3.New(cfg)
 }
 
 // parsePeers reads NAME=PEER_URL,….
@@ -183,8 +230,7 @@ func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, 
 		c.member = m
 		c.cli = v3client.New(m.Server)
 	} else {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(o.endpoints, ","), DialTimeout: 5 * time.Second,
-			Logger: nil, Context: context.Background()})
+		cli, err := etcdClient(o.endpoints, o.tlsDir)
 		if err != nil {
 			return nil, fmt.Errorf("--etcd-endpoints: %w", err)
 		}
@@ -234,6 +280,10 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 	cfg.Dir = dbPath + ".etcd"
 	peerURL, _ := url.Parse(peers[o.nodeName])
 	clientURL := url.URL{Scheme: "http", Host: o.addr}
+	if o.tlsDir != "" {
+		clientURL.Scheme = "https"
+		cfg.PeerTLSInfo, cfg.ClientTLSInfo = tlsInfo(o.tlsDir), tlsInfo(o.tlsDir)
+	}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
 	cfg.InitialCluster = strings.Join(names, ",")
@@ -743,6 +793,7 @@ func clusterCmd(c *cli, args []string) error {
 	fs := newFlagSet("cluster")
 	dbPath := fs.String("db", "keyhole.db", "import: the one-node bbolt `FILE` to copy (the server on it must be stopped)")
 	endpoints := fs.String("etcd-endpoints", "http://127.0.0.1:2379", "the cluster's etcd client `URLs` (a node's --cluster-addr as http://HOST:PORT), comma-separated")
+	tlsDir := fs.String("cluster-tls", "", "`DIR` of the cluster's mTLS certificates (ca.crt, node.crt, node.key), as its nodes use")
 	sub := first(args)
 	if sub == "import" || sub == "status" {
 		args = args[1:]
@@ -755,7 +806,7 @@ func clusterCmd(c *cli, args []string) error {
 	if fs.NArg() > 0 {
 		return usageErrorf("cluster", "unexpected argument %q", fs.Arg(0))
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*endpoints, ","), DialTimeout: 5 * time.Second})
+	cli, err := etcdClient(*endpoints, *tlsDir)
 	if err != nil {
 		return fmt.Errorf("--etcd-endpoints: %w", err)
 	}

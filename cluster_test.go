@@ -3,10 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -74,28 +82,35 @@ const clusterTestStaleness = 500 * time.Millisecond
 
 // startTestCluster starts n nodes and waits until all listen. It skips the
 // test (fails with KEYHOLE_REQUIRE_INTEGRATION=1) when etcd cannot start.
-func startTestCluster(t *testing.T, n int) []*clusterNode {
+func startTestCluster(t *testing.T, n int) []*clusterNode { return startTestClusterTLS(t, n, "") }
+
+// startTestClusterTLS is startTestCluster with mTLS from tlsDir, if set.
+func startTestClusterTLS(t *testing.T, n int, tlsDir string) []*clusterNode {
 	t.Helper()
 	ports := freePorts(t, 2*n)
+	scheme, security := "http", []string{"--cluster-insecure"}
+	if tlsDir != "" {
+		scheme, security = "https", []string{"--cluster-tls", tlsDir}
+	}
 	var peers []string
 	for i := range n {
-		peers = append(peers, fmt.Sprintf("n%d=http://%s", i, ports[i]))
+		peers = append(peers, fmt.Sprintf("n%d=%s://%s", i, scheme, ports[i]))
 	}
 	dir := t.TempDir()
 	nodes := make([]*clusterNode, n)
 	for i := range n {
 		name := fmt.Sprintf("n%d", i)
-		cfg, err := parseServeFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(dir, name+".db"),
+		cfg, err := parseServeFlags(append([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(dir, name+".db"),
 			"--admin-token", testRootToken, "--node-name", name, "--cluster-peers", strings.Join(peers, ","),
-			"--cluster-addr", ports[n+i], "--cluster-insecure", "--max-staleness", clusterTestStaleness.String(),
-			"--flush-interval", "50ms", "--rate-limits", "1000000/1m"}, func(string) string { return "" })
+			"--cluster-addr", ports[n+i], "--max-staleness", clusterTestStaleness.String(),
+			"--flush-interval", "50ms", "--rate-limits", "1000000/1m"}, security...), func(string) string { return "" })
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.cluster.tickMs, cfg.cluster.electionMs, cfg.cluster.noFsync = 10, 100, true
 		cfg.cluster.etcdLogLevel = "panic"
 		cfg.drainTimeout = time.Second
-		nodes[i] = &clusterNode{name: name, cfg: cfg, clientURL: "http://" + ports[n+i],
+		nodes[i] = &clusterNode{name: name, cfg: cfg, clientURL: scheme + "://" + ports[n+i],
 			client: &http.Client{Timeout: 5 * time.Second}}
 	}
 	t.Cleanup(func() {
@@ -626,6 +641,8 @@ func TestClusterProcesses(t *testing.T) {
 // whose file has no trace of a cluster.
 func TestClusterFlags(t *testing.T) {
 	peers := "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382"
+	certs := t.TempDir()
+	writeClusterCerts(t, certs)
 	tests := []struct {
 		args []string
 		want string
@@ -633,14 +650,17 @@ func TestClusterFlags(t *testing.T) {
 		{[]string{"--node-name", "a"}, "need --cluster-peers or --etcd-endpoints"},
 		{[]string{"--cluster-insecure"}, "need --cluster-peers or --etcd-endpoints"},
 		{[]string{"--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "needs --node-name"},
-		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379"}, "needs --cluster-insecure for now"},
-		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-tls", "/etc/keyhole"}, "not implemented yet"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379"}, "needs --cluster-tls DIR"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-tls", "/nonexistent"}, "want ca.crt, node.crt and node.key"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-tls", "/tmp", "--cluster-insecure"}, "exclude each other"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-tls", certs}, "want https:// URLs with --cluster-tls"},
+		{[]string{"--node-name", "a", "--cluster-peers", "a=https://127.0.0.1:2380", "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "want http:// URLs with --cluster-insecure"},
 		{[]string{"--node-name", "c", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "does not name this node"},
 		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-insecure"}, "needs --cluster-addr"},
 		{[]string{"--node-name", "a", "--cluster-peers", "a=127.0.0.1:2380", "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "want NAME=PEER_URL"},
 		{[]string{"--node-name", "a", "--cluster-peers", "a=http://h:1,a=http://h:2", "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure"}, "named twice"},
 		{[]string{"--node-name", "a", "--cluster-peers", peers, "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure"}, "exclude each other"},
-		{[]string{"--node-name", "a", "--etcd-endpoints", "127.0.0.1:2379", "--cluster-insecure"}, "want URLs"},
+		{[]string{"--node-name", "a", "--etcd-endpoints", "127.0.0.1:2379", "--cluster-insecure"}, "want http URLs"},
 		{[]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure", "--max-staleness", "10ms"}, "want at least 50ms"},
 		{[]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure", "--demo"}, "--demo is for one node"},
 	}
@@ -651,7 +671,7 @@ func TestClusterFlags(t *testing.T) {
 			t.Errorf("serve %s: %v; want a usage error with %q", strings.Join(tt.args, " "), err, tt.want)
 		}
 	}
-	cfg, err := parseServeFlags([]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379,https://10.0.0.2:2379",
+	cfg, err := parseServeFlags([]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379,http://10.0.0.2:2379",
 		"--cluster-insecure"}, func(string) string { return "" })
 	if err != nil || !cfg.cluster.enabled() || cfg.cluster.maxStaleness != time.Second {
 		t.Fatalf("a valid cluster command line: %+v, %v", cfg.cluster, err)
@@ -724,4 +744,73 @@ func logRevocations(t *testing.T, how string, lags []time.Duration) {
 	slices.Sort(lags)
 	t.Logf("revocation propagation (%s), %d refusals after the revoking node's answer: p50 %v, p99 %v, max %v",
 		how, len(lags), lags[len(lags)/2], lags[len(lags)*99/100], lags[len(lags)-1])
+}
+
+// TestClusterTLS: with --cluster-tls, members talk mTLS under the
+// cluster's CA, a key made on one node works on the others, and cluster
+// status needs the certificates too.
+func TestClusterTLS(t *testing.T) {
+	skipShort(t, "starts a 3-member etcd cluster")
+	dir := t.TempDir()
+	writeClusterCerts(t, dir)
+	nodes := startTestClusterTLS(t, 3, dir)
+	a, b := nodes[0], nodes[1]
+	org := a.admin(t, "POST", "/orgs", `{"name":"acme"}`, 201)["id"].(string)
+	key := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"k","env":"live"}`, 201)["key"].(string)
+	b.waitVerify(t, key, "valid", 2*time.Second)
+	var out bytes.Buffer
+	cl := &cli{stdout: &out, stderr: io.Discard, getenv: func(string) string { return "" }}
+	if err := clusterCmd(cl, []string{"status", "--etcd-endpoints", a.clientURL, "--cluster-tls", dir}); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); strings.Count(got, "https://") != 3 {
+		t.Fatalf("cluster status over mTLS:\n%s", got)
+	}
+	// Without a client certificate the member's client address refuses.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(ctx, "GET", a.clientURL+"/version", nil)
+	if resp, err := (&http.Client{Transport: tr}).Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a client without a certificate got %d from a member", resp.StatusCode)
+	}
+}
+
+// writeClusterCerts writes a CA and one node certificate (server and
+// client auth, for 127.0.0.1 and localhost) that every test node uses.
+func writeClusterCerts(t *testing.T, dir string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keyhole test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	node := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "keyhole node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}}
+	nodeDER, err := x509.CreateCertificate(rand.Reader, node, ca, &nodeKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(nodeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, block := range map[string]*pem.Block{
+		tlsCA:   {Type: "CERTIFICATE", Bytes: caDER},
+		tlsCert: {Type: "CERTIFICATE", Bytes: nodeDER},
+		tlsKey:  {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
