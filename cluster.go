@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -785,6 +786,21 @@ func (s *server) upsertKey(rec *keyRecord) *keyEntry {
 		return e
 	}
 	return s.addKeyRow(recordRow(&cur))
+}
+
+// clusterMetrics are a cluster node's gauges of its freshness.
+func clusterMetrics(c *cluster, now func() time.Time) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyhole_cluster_fresh",
+			Help: "1 while this node is confirmed current with the cluster within --max-staleness, else 0 (it refuses keys)."},
+			func() float64 { return float64(boolInt(c.fresh(now()))) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyhole_cluster_confirmed_age_seconds",
+			Help: "Time since this node last confirmed it had every committed change."},
+			func() float64 { return now().Sub(time.Unix(0, c.confirmed.Load())).Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyhole_cluster_applied_revision",
+			Help: "The etcd revision this node's replica has applied."},
+			func() float64 { return float64(c.applied.Load()) }),
+	}
 }
 
 // clusterCmd is keyhole cluster: import a one-node file into a cluster,

@@ -272,6 +272,13 @@ func TestCluster(t *testing.T) {
 		logRevocations(t, "in-process, fsync off", measureRevocations(t, a, []*clusterNode{b, c}, org, 50))
 	})
 
+	t.Run("a node's metrics say it is fresh", func(t *testing.T) {
+		status, body := c.do(t, "GET", "/metrics", "", "")
+		if status != 200 || !bytes.Contains(body, []byte("\nkeyhole_cluster_fresh 1\n")) || !bytes.Contains(body, []byte("keyhole_cluster_applied_revision ")) {
+			t.Fatalf("metrics on C = %d:\n%s", status, body)
+		}
+	})
+
 	t.Run("the audit log is shared", func(t *testing.T) {
 		var m struct{ Entries []struct{ Action string } }
 		status, body := c.do(t, "GET", "/admin/v1/orgs/"+org+"/audit?limit=1000", testRootToken, "")
@@ -682,6 +689,9 @@ func TestClusterFlags(t *testing.T) {
 		t.Fatal("a start without cluster flags has a cluster")
 	}
 	te.createOrg("acme")
+	if r := te.do("GET", "/metrics", ""); bytes.Contains(r.body, []byte("keyhole_cluster_")) {
+		t.Fatal("one node's /metrics has cluster metrics")
+	}
 	te.restart()
 	if err := te.s.store.db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketCluster) != nil {
