@@ -272,6 +272,29 @@ func TestCluster(t *testing.T) {
 		logRevocations(t, "in-process, fsync off", measureRevocations(t, a, []*clusterNode{b, c}, org, 50))
 	})
 
+	t.Run("a node on --etcd-endpoints shares the same keys", func(t *testing.T) {
+		cfg, err := parseServeFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "client.db"),
+			"--node-name", "client", "--etcd-endpoints", a.clientURL + "," + b.clientURL + "," + c.clientURL,
+			"--cluster-insecure", "--max-staleness", clusterTestStaleness.String(), "--rate-limits", "1000000/1m"},
+			func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.drainTimeout = time.Second
+		d := &clusterNode{name: "client", cfg: cfg, client: &http.Client{Timeout: 5 * time.Second}}
+		d.start()
+		defer d.halt(t)
+		d.waitUp(t, 10*time.Second)
+		if got := d.verify(t, key); got != "valid" {
+			t.Fatalf("a key made before it started = %s on an --etcd-endpoints node", got)
+		}
+		// Started without --admin-token: the root token's hash came from etcd.
+		k := d.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"from-d","env":"live"}`, 201)
+		a.waitVerify(t, k["key"].(string), "valid", 2*time.Second)
+		a.admin(t, "POST", "/orgs/"+org+"/keys/"+k["id"].(string)+"/revoke", "", 200)
+		d.waitVerify(t, k["key"].(string), "invalid", 2*time.Second)
+	})
+
 	t.Run("a node's metrics say it is fresh", func(t *testing.T) {
 		status, body := c.do(t, "GET", "/metrics", "", "")
 		if status != 200 || !bytes.Contains(body, []byte("\nkeyhole_cluster_fresh 1\n")) || !bytes.Contains(body, []byte("keyhole_cluster_applied_revision ")) {
@@ -292,8 +315,8 @@ func TestCluster(t *testing.T) {
 				n++
 			}
 		}
-		if n != 50 {
-			t.Fatalf("C's audit log has %d key.revoked entries; want 50", n)
+		if n != 51 { // 50 above, and one by the --etcd-endpoints node's test
+			t.Fatalf("C's audit log has %d key.revoked entries; want 51", n)
 		}
 	})
 
