@@ -59,12 +59,13 @@ const (
 	clusterHead   = clusterPrefix + "head"
 )
 
-// bbolt's cluster bucket, created only in cluster mode: the etcd revision
-// the replica has applied, and the etcd audit keys applied (so a re-range
-// does not write an entry twice).
+// bbolt's cluster bucket, created only in cluster mode: the etcd cluster
+// the replica is of, the revision it has applied, and the etcd audit keys
+// applied (so a re-range does not write an entry twice).
 var (
 	bucketCluster = []byte("cluster")
 	clusterRevKey = []byte("rev")
+	clusterIDKey  = []byte("etcd_cluster_id")
 )
 
 // clusterOpts is what the cluster flags say.
@@ -237,16 +238,7 @@ func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, 
 		}
 		c.cli = cli
 	}
-	err := st.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketCluster)
-		if err != nil {
-			return err
-		}
-		if v := b.Get(clusterRevKey); len(v) == 8 {
-			c.applied.Store(int64(beUint64(v)))
-		}
-		return nil
-	})
+	err := c.claimFile(ctx, dbPath)
 	if err == nil {
 		for {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -265,6 +257,51 @@ func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, 
 	}
 	c.confirmed.Store(time.Now().UnixNano())
 	return c, nil
+}
+
+// claimFile makes the db file this cluster's replica, or refuses it: a
+// file with one-node records (they are not in etcd; keyhole cluster import
+// copies them) or the replica of another etcd cluster.
+func (c *cluster) claimFile(ctx context.Context, dbPath string) error {
+	var id uint64
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := c.cli.Get(cctx, clusterHead)
+		cancel()
+		if err == nil {
+			id = resp.Header.ClusterId
+			break
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		c.log.Warn().Err(err).Msg("asking etcd for the cluster; retrying")
+		time.Sleep(500 * time.Millisecond)
+	}
+	return c.st.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCluster)
+		if b == nil {
+			if k, _ := tx.Bucket(bucketOrgs).Cursor().First(); k != nil || tx.Bucket(bucketMeta).Get(metaRootToken) != nil {
+				return fmt.Errorf("%s holds a one-node keyhole's records, which the cluster does not have: "+
+					"copy them with keyhole cluster import --db %s, and start this node on a new --db", dbPath, dbPath)
+			}
+			var err error
+			if b, err = tx.CreateBucket(bucketCluster); err != nil {
+				return err
+			}
+		}
+		if v := b.Get(clusterIDKey); v == nil {
+			if err := b.Put(clusterIDKey, u64(id)); err != nil {
+				return err
+			}
+		} else if beUint64(v) != id {
+			return fmt.Errorf("%s is the copy of another etcd cluster's records (cluster %x; this one is %x): start this node on a new --db", dbPath, beUint64(v), id)
+		}
+		if v := b.Get(clusterRevKey); len(v) == 8 {
+			c.applied.Store(int64(beUint64(v)))
+		}
+		return nil
+	})
 }
 
 // startMember starts the embedded etcd member, in the directory next to

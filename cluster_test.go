@@ -373,6 +373,18 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("cluster status:\n%s", got)
 		}
 		t.Logf("keyhole cluster status:\n%s", out.String())
+
+		// The one-node file itself cannot be a node's copy: its records
+		// would be that node's alone.
+		cfg, err := parseServeFlags([]string{"--addr", "127.0.0.1:0", "--db", te.dbPath, "--node-name", "d",
+			"--etcd-endpoints", a.clientURL, "--cluster-insecure"}, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = serve(context.Background(), cfg, io.Discard, zerolog.Nop(), nil)
+		if err == nil || !strings.Contains(err.Error(), "holds a one-node keyhole's records") {
+			t.Fatalf("a node on a one-node file: %v", err)
+		}
 	})
 
 	t.Run("the leader is stopped under load and no acknowledged write is lost", func(t *testing.T) {
