@@ -600,7 +600,15 @@ func TestClusterProcesses(t *testing.T) {
 		addrs = append(addrs, launch(i))
 	}
 	for i := range 3 {
-		children[i].waitListening(t, addrs[i], 60*time.Second)
+		select {
+		case children[i].addr = <-addrs[i]:
+			children[i].testClient = &testClient{t: t, base: children[i].url()}
+		case <-children[i].done:
+			t.Logf("n%d:\n%s", i, children[i].output())
+			integrationMissing(t, fmt.Sprintf("keyhole n%d with an etcd member exited before listening", i))
+		case <-time.After(60 * time.Second):
+			integrationMissing(t, "three keyhole processes with etcd members did not listen within 60s")
+		}
 		nodes[i].addr = children[i].addr
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
