@@ -47,13 +47,14 @@ type clusterNode struct {
 	done      chan struct{} // closed when serve returned, with err
 	err       error
 	client    *http.Client
-	// started counts the node's starts. In this process, a node whose
-	// member was stopped as the leader and started again went on
-	// answering linearizable reads (and writes) through its in-process
-	// client for seconds after both its peers had stopped, while its gRPC
-	// status said "no leader"; as separate processes the same sequence
-	// fails closed (TestClusterProcesses). So the in-process cut-off test
-	// cuts off a node started once.
+	// started counts the node's starts. In one process, a node whose
+	// member was stopped and started again (leader or follower, every
+	// time) went on answering linearizable reads and committing writes
+	// through its in-process client for seconds after both its peers had
+	// stopped, while its gRPC status said "no leader". As separate
+	// processes (keyhole restarts a member only with its process) the
+	// same sequence fails closed (TestClusterProcesses). So the
+	// in-process cut-off test cuts off a node started once.
 	started int
 }
 
