@@ -41,6 +41,9 @@ func auditOrgKey(orgID string, seq uint64) []byte {
 
 // Record writes an entry that records no change of a record: a backup.
 func (st *store) Record(a auditEntry) error {
+	if st.cluster != nil {
+		return st.cluster.record(a)
+	}
 	return st.commit.do(func(tx *bolt.Tx) error { return putAuditTx(tx, a) })
 }
 

@@ -82,6 +82,7 @@ func TestCLIHelp(t *testing.T) {
 		"seed":        {"--db", "--orgs", "--keys", "--brand"},
 		"logs":        {"--server", "--token-file", "--json", "--follow", "--interval", "--limit", "--key", "--env", "--status"},
 		"audit":       {"--server", "--token-file", "--json", "--actor", "--action", "--target", "--limit"},
+		"cluster":     {"--db", "--etcd-endpoints"},
 	}
 	for _, name := range commandNames {
 		for _, args := range [][]string{{name, "--help"}, {"help", name}} {

@@ -146,6 +146,11 @@ type keyRecord struct {
 type store struct {
 	db     *bolt.DB
 	commit committer // admin writes, group-committed
+	// cluster, in cluster mode only, is the second engine: the verbs that
+	// change an authoritative record commit it to etcd instead, and the
+	// file holds a replica that only the cluster's applier writes
+	// (cluster.go). Reads are the file's in both modes.
+	cluster *cluster
 }
 
 // openStore opens or creates the db file with mode 0600. A second process on
@@ -393,6 +398,9 @@ func (s *store) RootTokenHash() (hash [32]byte, ok bool, err error) {
 
 // SetRootTokenHash replaces the root token, with its audit entry.
 func (s *store) SetRootTokenHash(hash [32]byte, a auditEntry) error {
+	if s.cluster != nil {
+		return s.cluster.setRootTokenHash(hash, a)
+	}
 	return s.commit.do(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(metaRootToken, hash[:]); err != nil {
 			return err
@@ -406,6 +414,9 @@ func (s *store) SetRootTokenHash(hash [32]byte, a auditEntry) error {
 // reset since stays, until --admin-token gives another value. a is
 // written only when the root token changes.
 func (s *store) ApplyAdminTokenFlag(hash [32]byte, a auditEntry) error {
+	if s.cluster != nil {
+		return s.cluster.applyAdminTokenFlag(hash, a)
+	}
 	return s.commit.do(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if string(meta.Get(metaFlagToken)) == string(hash[:]) {
@@ -427,6 +438,9 @@ func (s *store) ApplyAdminTokenFlag(hash [32]byte, a auditEntry) error {
 // putNew writes one new JSON record and its audit entry in one
 // group-committed transaction.
 func (s *store) putNew(bucket []byte, key string, v any, a auditEntry) error {
+	if s.cluster != nil {
+		return s.cluster.putNew(string(bucket)+"/"+key, v, a)
+	}
 	buf, err := encodeRecord(v)
 	if err != nil {
 		return err
@@ -485,6 +499,9 @@ func (s *store) PutToken(t tokenRecord, a auditEntry) error {
 // the audit entry, in one transaction; a change that changes nothing
 // writes nothing.
 func (s *store) UpdateToken(orgID, tokenID string, a auditEntry, change func(t *tokenRecord) ([]*tokenRecord, error)) (tokenRecord, []*tokenRecord, error) {
+	if s.cluster != nil {
+		return s.cluster.updateToken(orgID, tokenID, a, change)
+	}
 	var t tokenRecord
 	var added []*tokenRecord
 	err := s.commit.do(func(tx *bolt.Tx) error {
@@ -539,6 +556,10 @@ func keyPath(orgID, keyID string) string { return orgID + "/" + keyID }
 // group-committed transaction. The record gets its row number here.
 func (s *store) PutKey(k *keyRecord, a auditEntry) error {
 	a = a.about(k.OrgID, changedFields(&keyRecord{}, k), k.ID)
+	if s.cluster != nil {
+		k.Row = 0 // each node numbers its own rows
+		return s.cluster.putNew(keyETCDPath(k), k, a)
+	}
 	return s.commit.do(func(tx *bolt.Tx) error {
 		k.Row = 0 // a retried transaction starts over
 		if err := putKeyTx(tx, k); err != nil {
@@ -585,6 +606,9 @@ func (s *store) PutBulk(orgs []orgRecord, keys []*keyRecord) error {
 // itself; a change that changes nothing and adds nothing writes nothing,
 // entry included.
 func (s *store) UpdateKey(orgID, keyID string, a auditEntry, change func(k *keyRecord) ([]*keyRecord, error)) (keyRecord, []*keyRecord, error) {
+	if s.cluster != nil {
+		return s.cluster.updateKey(orgID, keyID, a, change)
+	}
 	var k keyRecord
 	var added []*keyRecord
 	err := s.commit.do(func(tx *bolt.Tx) error {

@@ -32,6 +32,9 @@ var (
 	errIPNotAllowed  = &apiError{403, "ip_not_allowed", "API key is not allowed from this address."}
 	errUsageExceeded = &apiError{429, "usage_exceeded", "API key has no requests left."}
 	errVerifyFailed  = &apiError{500, "verification_failed", "Failed to verify API key."}
+	// errStale: a cluster node not confirmed current within --max-staleness
+	// fails closed, as a load balancer's signal to use another node.
+	errStale = &apiError{503, "verification_failed", "This keyhole node is not confirmed current with its cluster; try another node."}
 
 	errAdminToken   = &apiError{401, "invalid_or_revoked", "Admin token is invalid or revoked."}
 	errRootOnly     = &apiError{403, "forbidden", "Only the root admin token can do this."}

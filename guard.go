@@ -82,6 +82,9 @@ func (s *server) verify(token string, a *checkArgs, now time.Time) (v verdict) {
 			v = verdict{err: errVerifyFailed, key: v.key}
 		}
 	}()
+	if c := s.store.cluster; c != nil && !c.fresh(now) {
+		return verdict{err: errStale}
+	}
 	p, err := s.format.parse(token)
 	if err != nil {
 		return verdict{err: malformedError(err.Error())}

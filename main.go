@@ -42,6 +42,8 @@ type config struct {
 	rateLimits     []rateLimit
 	trustedProxies []netip.Prefix // --trusted-proxies
 
+	cluster clusterOpts // --cluster-peers or --etcd-endpoints, and the rest (cluster.go)
+
 	// Server limits; not flags. Zero means the default below; tests shorten them.
 	readHeaderTimeout time.Duration
 	bodyReadTimeout   time.Duration
@@ -94,6 +96,13 @@ func parseServeFlags(args []string, getenv func(string) string) (config, error) 
 	fs.Var(daysFlag{&c.auditRetention}, "audit-retention", "how long audit entries are kept, like 365d or 720h")
 	fs.StringVar(&c.logFormat, "log-format", logJSON, "`FORMAT` of the log on stderr: json, or text for a terminal")
 	fs.StringVar(&c.trustedSpec, "trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For names the client, comma-separated")
+	fs.StringVar(&c.cluster.nodeName, "node-name", "", "this cluster node's `NAME` (its etcd member's, with --cluster-peers)")
+	fs.StringVar(&c.cluster.peers, "cluster-peers", "", "embedded etcd members of the cluster, `NAME=PEER_URL,…`, this node's included")
+	fs.StringVar(&c.cluster.addr, "cluster-addr", "", "`HOST:PORT` where this node's etcd member takes clients (with --cluster-peers)")
+	fs.StringVar(&c.cluster.tlsDir, "cluster-tls", "", "`DIR` of the cluster's mTLS certificates: ca.crt, and this node's node.crt and node.key")
+	fs.BoolVar(&c.cluster.insecure, "cluster-insecure", false, "plaintext between cluster nodes and etcd instead of --cluster-tls, for tests and one-machine trials")
+	fs.StringVar(&c.cluster.endpoints, "etcd-endpoints", "", "an existing etcd cluster's client `URLs`, comma-separated, instead of --cluster-peers")
+	fs.DurationVar(&c.cluster.maxStaleness, "max-staleness", time.Second, "a cluster node not confirmed current for this long fails closed")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -130,6 +139,9 @@ func (c *config) validate() error {
 		return usageErrorf("serve", "--db is empty: want the path of a file")
 	case c.logFormat != logJSON && c.logFormat != logText:
 		return usageErrorf("serve", "--log-format %q: want json or text", c.logFormat)
+	}
+	if err := c.cluster.validate(c); err != nil {
+		return err
 	}
 	return c.validateBases()
 }
@@ -238,6 +250,14 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, logger zerolog.Log
 		return err
 	}
 	defer st.Close()
+	if cfg.cluster.enabled() {
+		c, err := startCluster(ctx, cfg.cluster, cfg.dbPath, st, logger)
+		if err != nil {
+			return err
+		}
+		st.cluster = c
+		defer c.close() // before the store closes
+	}
 	// The collector is the process's, so the command paces it, not the
 	// server: held off while the index loads (everything it allocates
 	// stays live), then paced from the live heap until ctx ends.
@@ -248,6 +268,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, logger zerolog.Log
 		return err
 	}
 	startGCPacer(ctx)
+	if c := st.cluster; c != nil {
+		apply := s.applyShared
+		c.onApply.Store(&apply)
+		c.run()
+	}
 	// Listen before the first start makes anything to show: if the address
 	// is taken, no root token or demo key is made that nobody would see,
 	// and the next start, on a still empty db, shows them.
@@ -312,6 +337,9 @@ func (s *server) setRootToken(empty bool, stdout io.Writer) error {
 	}
 	if !empty {
 		return nil
+	}
+	if s.store.cluster != nil {
+		return errors.New("the cluster has no root admin token yet: start its nodes with the same --admin-token")
 	}
 	token := s.cfg.brand + "_admin_" + randomHex(16)
 	if err := s.store.SetRootTokenHash(hashKey(token), systemAudit(actionRootCreated, "first start", s.now())); err != nil {

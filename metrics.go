@@ -48,6 +48,9 @@ func newMetrics(s *server) *promMetrics {
 	}, []string{"surface", "class"})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		hist, keyholeCollector{s})
+	if c := s.store.cluster; c != nil { // only in cluster mode: one node's /metrics is as it was
+		reg.MustRegister(clusterMetrics(c, s.now)...)
+	}
 	m := &promMetrics{handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: stdLogger(s.log)})}
 	for i, surface := range surfaceNames {
 		for j, class := range classNames {

@@ -69,6 +69,7 @@ func keyholeBinary(t *testing.T) string {
 type child struct {
 	*testClient
 	cmd    *exec.Cmd
+	args   []string // serve's, for its client's checks (childConfig)
 	addr   string
 	mu     sync.Mutex
 	stderr bytes.Buffer  // the log
@@ -89,9 +90,18 @@ var listeningRE = regexp.MustCompile(`listening on http://([^\s"]+)`)
 // startKeyhole runs the binary with args and waits until it listens.
 func startKeyhole(t *testing.T, args ...string) *child {
 	t.Helper()
+	c, addr := launchKeyhole(t, args...)
+	c.waitListening(t, addr, 30*time.Second)
+	return c
+}
+
+// launchKeyhole starts a keyhole serve without waiting for it: addr gets
+// its address once it listens.
+func launchKeyhole(t *testing.T, args ...string) (*child, chan string) {
+	t.Helper()
 	cmd := exec.Command(keyholeBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "KEYHOLE_ADMIN_TOKEN=")
-	c := &child{cmd: cmd, stdout: new(lockedBuffer), done: make(chan struct{})}
+	c := &child{cmd: cmd, args: args, stdout: new(lockedBuffer), done: make(chan struct{})}
 	cmd.Stdout = c.stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -119,16 +129,20 @@ func startKeyhole(t *testing.T, args ...string) *child {
 		cmd.Process.Kill()
 		<-c.done
 	})
+	return c, addr
+}
+
+// waitListening waits until c, launched, listens.
+func (c *child) waitListening(t *testing.T, addr chan string, within time.Duration) {
+	t.Helper()
 	select {
 	case c.addr = <-addr:
-		c.testClient = &testClient{t: t, base: c.url(), cfg: childConfig(t, args)}
-		return c
+		c.testClient = &testClient{t: t, base: c.url(), cfg: childConfig(t, c.args)}
 	case <-c.done:
 		t.Fatalf("keyhole exited before listening:\n%s", c.output())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("keyhole did not listen within 30s:\n%s", c.output())
+	case <-time.After(within):
+		t.Fatalf("keyhole did not listen within %v:\n%s", within, c.output())
 	}
-	return nil
 }
 
 // childConfig is the configuration a child started with args runs with,

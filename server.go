@@ -127,6 +127,10 @@ func (s *server) serveReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 503, map[string]string{"status": "db unavailable"})
 		return
 	}
+	if c := s.store.cluster; c != nil && !c.fresh(s.now()) {
+		writeJSON(w, 503, map[string]string{"status": "stale: not confirmed current with the cluster within --max-staleness"})
+		return
+	}
 	writeJSON(w, 200, map[string]string{"status": "ready"})
 }
 
@@ -247,7 +251,12 @@ func (s *server) addKeyRow(row *hotRow) *keyEntry {
 }
 
 // addKey makes a committed new key usable.
-func (s *server) addKey(rec *keyRecord) *keyEntry { return s.addKeyRow(recordRow(rec)) }
+func (s *server) addKey(rec *keyRecord) *keyEntry {
+	if s.store.cluster != nil {
+		return s.upsertKey(rec) // the watch may have added it already
+	}
+	return s.addKeyRow(recordRow(rec))
+}
 
 // updateKey applies a committed change of a key (revoke, roll, a PATCH) to
 // the index before the change is answered: the very next request sees it.

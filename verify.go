@@ -428,6 +428,9 @@ func (s *server) serveVerify(w http.ResponseWriter, r *http.Request) {
 	if aerr == nil {
 		aerr = parseVerifyBody(body, &req)
 	}
+	if c := s.store.cluster; aerr == nil && c != nil && !c.fresh(start) {
+		aerr = errStale // a node that may have missed a revocation answers nothing
+	}
 	if aerr == nil && req.Env != "" && req.Env != envTest && req.Env != envLive {
 		aerr = invalidRequest(`Field "env" must be "test" or "live".`)
 	}
