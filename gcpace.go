@@ -17,9 +17,12 @@ import (
 // GOGC is no better, since the live heap changes (connections, pending log
 // entries): set once from a nearly empty heap, it let a small keyhole grow
 // to 360 MiB under load. So the pacer re-reads the live heap every few
-// seconds and sets GOGC to match. An operator's GOGC wins.
+// seconds and sets GOGC to match. An operator's GOGC wins. 48 MiB, not
+// the 64 of the round before: a million keys' larger entries (meta,
+// allowlists, credits) took a loaded keyhole to 258 MiB resident, and
+// small heaps measured the same with 16 MiB as with 64 (BENCHMARKS.md).
 const (
-	gcHeadroom = 64 << 20
+	gcHeadroom = 48 << 20
 	// gcLiveFloor keeps a nearly empty heap from getting a percentage that
 	// would be far too much once connections and buffers fill it.
 	gcLiveFloor    = 4 << 20

@@ -55,12 +55,12 @@ var floorDefinitions = []string{
 	"every floor reads the Authorization and X-Original-URI headers and paces its collector as keyhole does",
 }
 
-// Keyhole's collector budget (gcpace.go): the next collection comes 64 MiB
+// Keyhole's collector budget (gcpace.go): the next collection comes 48 MiB
 // of garbage after the live heap (at least 4 MiB), re-read every 2 s. A
 // floor on Go's default would collect every few MiB, a cost keyhole does
 // not pay, and the floor would flatter keyhole.
 const (
-	gcHeadroom     = 64 << 20
+	gcHeadroom     = 48 << 20
 	gcLiveFloor    = 4 << 20
 	gcPaceInterval = 2 * time.Second
 )
