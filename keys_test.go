@@ -193,3 +193,24 @@ func TestInternTableGrows(t *testing.T) {
 		}
 	}
 }
+
+// TestTouchStep: a key's last use is stored when it moved by a
+// millisecond, not on every request (each store writes the cache line
+// every request reads), and never goes back.
+func TestTouchStep(t *testing.T) {
+	var e keyEntry
+	at := int64(1_000_000_000)
+	for _, step := range []struct {
+		now, want int64
+	}{
+		{at, at},
+		{at + lastUsedStep/2, at},
+		{at + lastUsedStep, at + lastUsedStep},
+		{at, at + lastUsedStep},
+	} {
+		e.touch(step.now)
+		if got := e.lastUsed.Load(); got != step.want {
+			t.Errorf("touch(%d): last used %d; want %d", step.now, got, step.want)
+		}
+	}
+}
