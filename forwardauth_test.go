@@ -46,6 +46,7 @@ server {
         auth_request_set $keyhole_rl_reset   $upstream_http_x_ratelimit_reset;
         auth_request_set $keyhole_rl_policy  $upstream_http_ratelimit_policy;
         auth_request_set $keyhole_rl         $upstream_http_ratelimit;
+        auth_request_set $keyhole_credits    $upstream_http_x_credits_remaining;
         error_page 500 = @keyhole_error;
 
         proxy_set_header X-Keyhole-Org    $keyhole_org;
@@ -65,11 +66,13 @@ server {
         proxy_hide_header X-RateLimit-Reset;
         proxy_hide_header RateLimit-Policy;
         proxy_hide_header RateLimit;
+        proxy_hide_header X-Credits-Remaining;
         add_header X-RateLimit-Limit     $keyhole_rl_limit always;
         add_header X-RateLimit-Remaining $keyhole_rl_left always;
         add_header X-RateLimit-Reset     $keyhole_rl_reset always;
         add_header RateLimit-Policy      $keyhole_rl_policy always;
         add_header RateLimit             $keyhole_rl always;
+        add_header X-Credits-Remaining   $keyhole_credits always;
     }
 
     location = /_keyhole {
@@ -271,6 +274,7 @@ http {
 		underscoreStatus: 200, // nginx drops the names before keyhole sees them
 		upgradeStatus:    400,
 		rateLimitAnswer:  true,
+		creditsAnswer:    true,
 	})
 }
 
@@ -395,6 +399,9 @@ type front struct {
 	rateLimitAnswer bool
 	// rateLimitToAPI says they reach the API instead.
 	rateLimitToAPI bool
+	// creditsAnswer says a key's X-Credits-Remaining of a 200 reaches the
+	// client on the API's answer.
+	creditsAnswer bool
 }
 
 // frontEnv is a keyhole process with a rules file, its keys, and the
@@ -406,6 +413,7 @@ type frontEnv struct {
 	live, liveID, test, testID string
 	plain, plainID, once       string
 	here, far                  string // allowed_ips: the client's address, and elsewhere
+	metered                    string // credits: 1000 to begin with
 }
 
 // frontClient is the address the cases that check allowed_ips connect to
@@ -437,6 +445,7 @@ func newFrontEnv(t *testing.T) *frontEnv {
 	_, fe.once = key(`{"name":"once","env":"live","rate_limits":[{"limit":1,"window":"1m"}]}`)
 	_, fe.here = key(`{"name":"here","env":"live","allowed_ips":["` + frontClient + `"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
 	_, fe.far = key(`{"name":"far","env":"live","allowed_ips":["192.0.2.0/24"],"rate_limits":[{"limit":100,"window":"1m"}]}`)
+	_, fe.metered = key(`{"name":"metered","env":"live","credits":{"remaining":1000},"rate_limits":[{"limit":100,"window":"1m"}]}`)
 	return fe
 }
 
@@ -844,6 +853,26 @@ func (fe *frontEnv) run(t *testing.T, f front) {
 			if c.want == 403 && f.bodies && !strings.Contains(string(r.body), `"ip_not_allowed"`) {
 				t.Errorf("%s: body %s; want ip_not_allowed", c.name, r.body)
 			}
+		}
+	})
+
+	// A key with credits: what it has left reaches the client where the
+	// proxy can pass it on, and a key without sends none.
+	t.Run("credits left reach the client", func(t *testing.T) {
+		for i, want := range []string{"999", "998"} {
+			r := f.send(t, "GET", "/api/v1/prod/things", "Authorization", "Bearer "+fe.metered)
+			got := r.header.Values("X-Credits-Remaining")
+			switch {
+			case r.status != 200:
+				t.Fatalf("request %d: %d %s", i, r.status, r.body)
+			case f.creditsAnswer && (len(got) != 1 || got[0] != want):
+				t.Errorf("request %d: X-Credits-Remaining %q; want [%s]", i, got, want)
+			case !f.creditsAnswer && len(got) != 0:
+				t.Errorf("request %d: X-Credits-Remaining %q; this proxy was not expected to pass it", i, got)
+			}
+		}
+		if r := f.send(t, "GET", "/api/v1/prod/things", "Authorization", "Bearer "+fe.live); r.header.Get("X-Credits-Remaining") != "" {
+			t.Errorf("a key without credits: X-Credits-Remaining %q; want none", r.header.Get("X-Credits-Remaining"))
 		}
 	})
 
