@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -57,7 +59,14 @@ import (
 const (
 	clusterPrefix = "keyhole/"
 	clusterHead   = clusterPrefix + "head"
+	// nodesPrefix holds each live node's presence, under a lease that ends
+	// with the node: outside clusterPrefix, so no node's watch sees it.
+	nodesPrefix = "keyhole-nodes/"
 )
+
+// presenceEvery is how often a node says, if it moved, which revision it
+// has applied; cluster status shows each node's lag from that.
+const presenceEvery = time.Second
 
 // bbolt's cluster bucket, created only in cluster mode: the etcd cluster
 // the replica is of, the revision it has applied, and the etcd audit keys
@@ -366,9 +375,62 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 func (c *cluster) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.done.Add(2)
+	c.done.Add(3)
 	go func() { defer c.done.Done(); c.watch(ctx) }()
 	go func() { defer c.done.Done(); c.confirm(ctx) }()
+	go func() { defer c.done.Done(); c.announce(ctx) }()
+}
+
+// nodePresence is what a node says of itself under nodesPrefix.
+type nodePresence struct {
+	Applied int64 `json:"applied"` // the newest revision of the shared records it has applied
+}
+
+// announce keeps this node's presence under a lease of a few seconds:
+// it is written when the applied revision moved, at most every
+// presenceEvery, and goes away with the lease when the node stops or is
+// cut off. A failure is retried at the next tick; nothing waits on it.
+func (c *cluster) announce(ctx context.Context) {
+	ttl := int64(max(5*time.Second, 3*c.maxStale) / time.Second)
+	var lease clientv3.LeaseID
+	said := int64(-1)
+	for ctx.Err() == nil {
+		if lease == 0 {
+			gctx, cancel := context.WithTimeout(ctx, presenceEvery)
+			l, err := c.cli.Grant(gctx, ttl)
+			cancel()
+			if err == nil {
+				if ka, err := c.cli.KeepAlive(ctx, l.ID); err == nil {
+					go func() {
+						for range ka { // drained until the lease or ctx ends
+						}
+					}()
+					lease, said = l.ID, -1
+				}
+			}
+		}
+		if applied := c.applied.Load(); lease != 0 && applied != said {
+			v, _ := json.Marshal(nodePresence{Applied: applied})
+			pctx, cancel := context.WithTimeout(ctx, presenceEvery)
+			_, err := c.cli.Put(pctx, nodesPrefix+c.name, string(v), clientv3.WithLease(lease))
+			cancel()
+			switch {
+			case err == nil:
+				said = applied
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				lease = 0 // expired while cut off: a new one next tick
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(presenceEvery):
+		}
+	}
+	if lease != 0 {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.cli.Revoke(rctx, lease) // a stopped node leaves the list at once
+		cancel()
+	}
 }
 
 func (c *cluster) close() {
@@ -992,10 +1054,34 @@ func clusterStatus(ctx context.Context, cli *clientv3.Client, w io.Writer) error
 	if err != nil {
 		return fmt.Errorf("newest change: %w", err)
 	}
+	var head int64
 	if len(resp.Kvs) == 0 {
 		fmt.Fprintln(w, "\nno keyhole records in this cluster yet")
 	} else {
-		fmt.Fprintf(w, "\nnewest keyhole change: revision %d (a node whose replica is older than --max-staleness fails closed)\n", resp.Kvs[0].ModRevision)
+		head = resp.Kvs[0].ModRevision
+		fmt.Fprintf(w, "\nnewest keyhole change: revision %d (a node whose replica is older than --max-staleness fails closed)\n", head)
 	}
-	return nil
+	return printNodes(ctx, cli, w, head)
+}
+
+// printNodes lists the live keyhole nodes (their presence, announce) with
+// the revision each has applied and how far behind head that is.
+func printNodes(ctx context.Context, cli *clientv3.Client, w io.Writer, head int64) error {
+	resp, err := cli.Get(ctx, nodesPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("keyhole nodes: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nNODE\tAPPLIED\tBEHIND")
+	for _, kv := range resp.Kvs {
+		var p nodePresence
+		if json.Unmarshal(kv.Value, &p) != nil {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", strings.TrimPrefix(string(kv.Key), nodesPrefix), p.Applied, max(head-p.Applied, 0))
+	}
+	if len(resp.Kvs) == 0 {
+		fmt.Fprintln(tw, "(no keyhole node is running)")
+	}
+	return tw.Flush()
 }

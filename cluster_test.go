@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -366,12 +367,21 @@ func TestCluster(t *testing.T) {
 		for _, nd := range nodes {
 			nd.waitVerify(t, oneKey, "valid", 2*time.Second)
 		}
-		out.Reset()
-		if err := clusterCmd(cl, []string{"status", "--etcd-endpoints", a.clientURL}); err != nil {
-			t.Fatal(err)
+		// Each node announces the revision it applied, at most every
+		// presenceEvery: status shows all three, none behind.
+		caughtUp := regexp.MustCompile(`(?m)^n\d +\d+ +0$`)
+		for deadline := time.Now().Add(3 * presenceEvery); ; time.Sleep(100 * time.Millisecond) {
+			out.Reset()
+			if err := clusterCmd(cl, []string{"status", "--etcd-endpoints", a.clientURL}); err != nil {
+				t.Fatal(err)
+			}
+			if len(caughtUp.FindAllString(out.String(), -1)) == 3 || time.Now().After(deadline) {
+				break
+			}
 		}
-		if got := out.String(); strings.Count(got, "http://") != 3 || strings.Count(got, "true") != 1 || !strings.Contains(got, "newest keyhole change") {
-			t.Fatalf("cluster status:\n%s", got)
+		if got := out.String(); strings.Count(got, "http://") != 3 || strings.Count(got, "true") != 1 ||
+			!strings.Contains(got, "newest keyhole change") || len(caughtUp.FindAllString(got, -1)) != 3 {
+			t.Fatalf("cluster status (want 3 members, 1 leader, 3 nodes 0 behind):\n%s", got)
 		}
 		t.Logf("keyhole cluster status:\n%s", out.String())
 
