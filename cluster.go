@@ -783,24 +783,11 @@ func clusterUpdate[T any, P interface {
 			return rec, nil, errNotFound
 		}
 		kv := resp.Kvs[0]
-		var before T
-		rec = *new(T)
-		if err := decodeRecord(kv.Value, &before); err != nil {
+		var added []P
+		var fields []string
+		rec, added, fields, err = editRecord(kv.Value, orgID, change)
+		if err != nil || len(fields) == 0 && len(added) == 0 {
 			return rec, nil, err
-		}
-		if err := decodeRecord(kv.Value, &rec); err != nil {
-			return rec, nil, err
-		}
-		if P(&rec).recordOrg() != orgID {
-			return rec, nil, errNotFound
-		}
-		added, err := change(&rec)
-		if err != nil {
-			return rec, nil, err
-		}
-		fields := changedFields(&before, &rec)
-		if len(fields) == 0 && len(added) == 0 {
-			return rec, nil, nil
 		}
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)}
 		targets := []string{P(&rec).recordID()}

@@ -637,27 +637,14 @@ func readModifyWrite[T any, P interface {
 	*T
 	auditable
 }](tx *bolt.Tx, bucket []byte, key, orgID string, a auditEntry, change func(P) ([]P, error), put func(*bolt.Tx, P) error) (T, []P, error) {
-	var before, rec T
 	v := tx.Bucket(bucket).Get([]byte(key))
 	if v == nil {
-		return rec, nil, errNotFound
+		var none T
+		return none, nil, errNotFound
 	}
-	if err := decodeRecord(v, &before); err != nil {
+	rec, added, fields, err := editRecord(v, orgID, change)
+	if err != nil || len(fields) == 0 && len(added) == 0 {
 		return rec, nil, err
-	}
-	if err := decodeRecord(v, &rec); err != nil { // a copy of its own: change may edit its slices
-		return rec, nil, err
-	}
-	if P(&rec).recordOrg() != orgID {
-		return rec, nil, errNotFound
-	}
-	added, err := change(&rec)
-	if err != nil {
-		return rec, nil, err
-	}
-	fields := changedFields(&before, &rec)
-	if len(fields) == 0 && len(added) == 0 {
-		return rec, nil, nil
 	}
 	targets := []string{P(&rec).recordID()}
 	for _, r := range append([]P{&rec}, added...) {
@@ -669,6 +656,29 @@ func readModifyWrite[T any, P interface {
 		}
 	}
 	return rec, added, putAuditTx(tx, a.about(orgID, fields, targets...))
+}
+
+// editRecord is the edit of a read-modify-write, in bbolt or in etcd
+// (clusterUpdate): decode the stored record v, refuse it unless it is
+// orgID's, let change edit a copy, and name the fields it changed.
+func editRecord[T any, P interface {
+	*T
+	auditable
+}](v []byte, orgID string, change func(P) ([]P, error)) (rec T, added []P, fields []string, err error) {
+	var before T
+	if err := decodeRecord(v, &before); err != nil {
+		return rec, nil, nil, err
+	}
+	if err := decodeRecord(v, &rec); err != nil { // a copy of its own: change may edit its slices
+		return rec, nil, nil, err
+	}
+	if P(&rec).recordOrg() != orgID {
+		return rec, nil, nil, errNotFound
+	}
+	if added, err = change(&rec); err != nil {
+		return rec, nil, nil, err
+	}
+	return rec, added, changedFields(&before, &rec), nil
 }
 
 // putKeyTx writes the record and its row; rows are appended in creation
