@@ -3,7 +3,7 @@
 // entries, or every entry for root (org null). The filters are kept in the
 // URL, so a reload or a link keeps them.
 import { api, path, pager } from './api.js';
-import { h, field, select, errorBox, showError, hideError, busy, fullTime } from './dom.js';
+import { h, field, select, errorBox, showError, busy, fullTime, reporting } from './dom.js';
 
 const PAGE = 50;
 
@@ -135,17 +135,7 @@ export function auditPage(view, { org, params, session }) {
     history.replaceState(null, '', here + (q ? '?' + q : ''));
   }
 
-  function update(f) {
-    return async () => {
-      try {
-        if ((await f()) === false) return;
-        hideError(err);
-        showState();
-      } catch (e) {
-        showError(err, e);
-      }
-    };
-  }
+  const update = reporting(err, showState);
 
   // load replaces the list with the newest page.
   const load = update(async () => {

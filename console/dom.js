@@ -68,6 +68,21 @@ export function hideError(box) {
   box.replaceChildren();
 }
 
+// reporting wraps a page's loads: each runs its step f, then shows the
+// page's state with show, or f's error in box. A step that returns false
+// changed nothing, and nothing is shown.
+export function reporting(box, show) {
+  return (f) => async () => {
+    try {
+      if ((await f()) === false) return;
+      hideError(box);
+      show();
+    } catch (e) {
+      showError(box, e);
+    }
+  };
+}
+
 // busy disables a button while an action runs.
 export async function busy(button, f) {
   button.disabled = true;

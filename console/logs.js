@@ -1,7 +1,7 @@
 // An organization's request log: newest first, filters, "load older" with the
 // cursor, and new entries fetched by themselves every few seconds.
 import { api, path, pager } from './api.js';
-import { h, field, select, errorBox, showError, hideError, busy, fullTime } from './dom.js';
+import { h, field, select, errorBox, showError, busy, fullTime, reporting } from './dom.js';
 
 const PAGE = 50;
 const EVERY = 4000;
@@ -82,17 +82,7 @@ export function logSection(org, params, key) {
 
   const pages = pager(query);
 
-  function update(f) {
-    return async () => {
-      try {
-        if ((await f()) === false) return;
-        hideError(err);
-        showState();
-      } catch (e) {
-        showError(err, e);
-      }
-    };
-  }
+  const update = reporting(err, showState);
 
   // load replaces the list with the newest page.
   const load = update(async () => {
