@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -62,6 +63,9 @@ const (
 	// nodesPrefix holds each live node's presence, under a lease that ends
 	// with the node: outside clusterPrefix, so no node's watch sees it.
 	nodesPrefix = "keyhole-nodes/"
+	// creditsPrefix holds each usage-limited key's spending as its owner
+	// last shared it, by key id: written behind, outside clusterPrefix.
+	creditsPrefix = "keyhole-credits/"
 )
 
 // presenceEvery is how often a node says, if it moved, which revision it
@@ -215,7 +219,15 @@ type cluster struct {
 	waitCh  chan struct{} // closed and replaced when applied moves
 
 	confirmed atomic.Int64 // Unix nanoseconds: when the last confirmation started
+	headSeen  atomic.Int64 // the newest change's revision, as the last confirmation read it
 	onApply   atomic.Pointer[func(*clusterBatch)]
+	// onCredits takes the credit spending another node shared (owners.go).
+	onCredits atomic.Pointer[func(id [8]byte, st creditState)]
+
+	owners      *owners  // who counts each key's limits and credits (owners.go)
+	node        *nodeAPI // what --cluster-addr serves to the other nodes
+	nodeURL     string   // where they reach it; "" without --cluster-addr
+	stopNodeAPI func()
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -232,9 +244,18 @@ type clusterBatch struct {
 // --cluster-peers) and brings the replica in st up to date. It returns
 // once etcd answers; the watch starts with run.
 func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, logger zerolog.Logger) (*cluster, error) {
-	c := &cluster{st: st, name: o.nodeName, log: logger.With().Str("node", o.nodeName).Logger(), maxStale: o.maxStaleness, waitCh: make(chan struct{})}
+	c := &cluster{st: st, name: o.nodeName, log: logger.With().Str("node", o.nodeName).Logger(), maxStale: o.maxStaleness,
+		waitCh: make(chan struct{}), node: &nodeAPI{}}
+	owners, err := newOwners(o.nodeName, o.tlsDir)
+	if err != nil {
+		return nil, err
+	}
+	c.owners = owners
+	if o.addr != "" {
+		c.nodeURL = map[bool]string{true: "https://", false: "http://"}[o.tlsDir != ""] + o.addr
+	}
 	if o.peers != "" {
-		m, err := startMember(ctx, o, dbPath, c.log)
+		m, err := startMember(ctx, o, dbPath, c.log, c.node)
 		if err != nil {
 			return nil, err
 		}
@@ -246,8 +267,14 @@ func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, 
 			return nil, fmt.Errorf("--etcd-endpoints: %w", err)
 		}
 		c.cli = cli
+		if o.addr != "" {
+			if c.stopNodeAPI, err = serveNodeAPI(o, c.node); err != nil {
+				cli.Close()
+				return nil, err
+			}
+		}
 	}
-	err := c.claimFile(ctx, dbPath)
+	err = c.claimFile(ctx, dbPath)
 	if err == nil {
 		for {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -314,8 +341,10 @@ func (c *cluster) claimFile(ctx context.Context, dbPath string) error {
 }
 
 // startMember starts the embedded etcd member, in the directory next to
-// the db file, and waits until it has joined the cluster.
-func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.Logger) (*embed.Etcd, error) {
+// the db file, and waits until it has joined the cluster. Its client
+// address serves node too: one port, and one mTLS setup, for all that
+// nodes ask of each other.
+func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.Logger, node http.Handler) (*embed.Etcd, error) {
 	peers, _ := parsePeers(o.peers)
 	names := make([]string, 0, len(peers))
 	for n := range peers {
@@ -335,6 +364,7 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
 	cfg.InitialCluster = strings.Join(names, ",")
 	cfg.InitialClusterToken = "keyhole"
+	cfg.UserHandlers = map[string]http.Handler{nodeAPIPath: node}
 	cfg.ClusterState = embed.ClusterStateFlagNew
 	cfg.LogLevel = cmp.Or(o.etcdLogLevel, "error")
 	cfg.LogOutputs = []string{"stderr"}
@@ -375,15 +405,67 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 func (c *cluster) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.done.Add(3)
+	c.done.Add(5)
+	go func() { defer c.done.Done(); c.watchCredits(ctx) }()
 	go func() { defer c.done.Done(); c.watch(ctx) }()
 	go func() { defer c.done.Done(); c.confirm(ctx) }()
 	go func() { defer c.done.Done(); c.announce(ctx) }()
+	go func() { defer c.done.Done(); c.watchNodes(ctx) }()
 }
 
 // nodePresence is what a node says of itself under nodesPrefix.
 type nodePresence struct {
-	Applied int64 `json:"applied"` // the newest revision of the shared records it has applied
+	Applied int64  `json:"applied"`        // the newest revision of the shared records it has applied
+	URL     string `json:"url,omitempty"` // its node API (--cluster-addr); a node without one owns no keys
+}
+
+// watchNodes keeps the owners' list of live nodes current from their
+// presence.
+func (c *cluster) watchNodes(ctx context.Context) {
+	var members map[string]string
+	c.watchPrefix(ctx, nodesPrefix, func() { members = map[string]string{} }, func(name string, value []byte) {
+		delete(members, name)
+		var p nodePresence
+		if value != nil && json.Unmarshal(value, &p) == nil && p.URL != "" {
+			members[name] = p.URL
+		}
+	}, func() { c.owners.setMembers(members) })
+}
+
+// watchPrefix lists the keys under prefix, then watches them from the
+// revision of the list, again after a broken watch. reset starts a list;
+// each key comes to apply by its name under prefix, with its value (nil:
+// deleted); applied follows each list and each batch of changes.
+func (c *cluster) watchPrefix(ctx context.Context, prefix string, reset func(), apply func(name string, value []byte), applied func()) {
+	for ctx.Err() == nil {
+		resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix())
+		if err == nil {
+			reset()
+			for _, kv := range resp.Kvs {
+				apply(strings.TrimPrefix(string(kv.Key), prefix), kv.Value)
+			}
+			applied()
+			wctx, cancel := context.WithCancel(ctx)
+			for wr := range c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+				if wr.Err() != nil || wr.Canceled {
+					break
+				}
+				for _, ev := range wr.Events {
+					var v []byte
+					if ev.Type == clientv3.EventTypePut {
+						v = ev.Kv.Value
+					}
+					apply(strings.TrimPrefix(string(ev.Kv.Key), prefix), v)
+				}
+				applied()
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // announce keeps this node's presence under a lease of a few seconds:
@@ -410,7 +492,7 @@ func (c *cluster) announce(ctx context.Context) {
 			}
 		}
 		if applied := c.applied.Load(); lease != 0 && applied != said {
-			v, _ := json.Marshal(nodePresence{Applied: applied})
+			v, _ := json.Marshal(nodePresence{Applied: applied, URL: c.nodeURL})
 			pctx, cancel := context.WithTimeout(ctx, presenceEvery)
 			_, err := c.cli.Put(pctx, nodesPrefix+c.name, string(v), clientv3.WithLease(lease))
 			cancel()
@@ -439,6 +521,9 @@ func (c *cluster) close() {
 	}
 	c.done.Wait()
 	c.cli.Close()
+	if c.stopNodeAPI != nil {
+		c.stopNodeAPI()
+	}
 	if c.member != nil {
 		c.member.Close()
 	}
@@ -463,6 +548,7 @@ func (c *cluster) confirm(ctx context.Context) {
 			if len(resp.Kvs) > 0 {
 				need = resp.Kvs[0].ModRevision
 			}
+			c.headSeen.Store(need)
 			if c.waitApplied(cctx, need) == nil {
 				c.confirmed.Store(start.UnixNano())
 			}
@@ -886,6 +972,13 @@ func clusterMetrics(c *cluster, now func() time.Time) []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyhole_cluster_applied_revision",
 			Help: "The etcd revision this node's replica has applied."},
 			func() float64 { return float64(c.applied.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyhole_cluster_watch_lag_revisions",
+			Help: "How many revisions the replica is behind the newest change the last confirmation read."},
+			func() float64 { return float64(max(0, c.headSeen.Load()-c.applied.Load())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyhole_cluster_owner_nodes",
+			Help: "Live nodes that own keys (announce a --cluster-addr), as this node sees them."},
+			func() float64 { return float64(len(*c.owners.nodes.Load())) }),
+		c.owners.forwards, c.owners.forwardUs,
 	}
 }
 

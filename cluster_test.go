@@ -633,6 +633,28 @@ func TestClusterProcesses(t *testing.T) {
 	c.waitVerify(t, key, "invalid", 2*time.Second)
 	logRevocations(t, "3 processes, fsync on", measureRevocations(t, a, []*clusterNode{b, c}, org, 50))
 
+	// A key's limit across processes, and what a SIGKILL of its owner
+	// lets through (README: the bound when an owner dies).
+	waitOwners(t, nodes, 3)
+	limited, limitedID := newKeyOn(t, a, nodes, org, `{"name":"r","env":"live","rate_limits":[{"limit":60,"window":"1h"}]}`)
+	if got := hammer(t, nodes, limited, 40); got["valid"] != 60 {
+		t.Fatalf("processes: a limit of 60 across 3 nodes admitted %v", got)
+	}
+	oi := slices.IndexFunc(nodes, func(nd *clusterNode) bool { return nd.name == ownerOf(t, limitedID, "n0", "n1", "n2") })
+	children[oi].cmd.Process.Kill()
+	<-children[oi].done
+	rest := slices.Delete(slices.Clone(nodes), oi, oi+1)
+	during := hammer(t, rest, limited, 40) // its lease runs on: each node counts its share
+	waitOwners(t, rest, 2)
+	moved := hammer(t, rest, limited, 40)
+	t.Logf("processes: limit 60; owner %s SIGKILLed: %d admitted while its lease ran, %d once the key moved",
+		nodes[oi].name, during["valid"], moved["valid"])
+	if during["valid"] > 2*20 || moved["valid"] > 60 {
+		t.Fatalf("processes: past the documented bound: %v while the lease ran (at most 2 shares of 20), %v after the move (at most 60)", during, moved)
+	}
+	children[oi].waitListening(t, launch(oi), 30*time.Second)
+	nodes[oi].addr = children[oi].addr
+
 	live := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"live","env":"live"}`, 201)["key"].(string)
 	leader := clusterLeader(t, nodes)
 	li := slices.Index(nodes, leader)

@@ -118,14 +118,18 @@ func (s *server) verify(token string, a *checkArgs, now time.Time) (v verdict) {
 	case a.scope != "" && !s.index.hasScope(k, a.scope):
 		v.err = scopeError(a.scope)
 	}
-	if x != nil && x.credits != nil {
-		var exceeded bool
-		v.dec, exceeded = s.credits.take(x.credits, a.cost, v.err == nil, s.limiter, k.id, s.limitsFor(k), nowNano, a.windows)
-		if exceeded {
-			v.err = errUsageExceeded
+	var exceeded bool
+	if owner := s.store.cluster.remoteOwner(k.id); owner != nil {
+		var aerr *apiError
+		if v.dec, exceeded, aerr = s.takeAt(owner, k, p.lookup, x, a, v.err == nil, nowNano); aerr != nil {
+			v.err = aerr
+			return v
 		}
 	} else {
-		v.dec = s.limiter.take(k.id, s.limitsFor(k), nowNano, v.err == nil, a.windows)
+		v.dec, exceeded = s.takeLocal(k, x, a, v.err == nil, nowNano)
+	}
+	if exceeded {
+		v.err = errUsageExceeded
 	}
 	v.decided = true
 	if v.err == nil && !v.dec.allowed {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -98,7 +99,7 @@ func parseServeFlags(args []string, getenv func(string) string) (config, error) 
 	fs.StringVar(&c.trustedSpec, "trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For names the client, comma-separated")
 	fs.StringVar(&c.cluster.nodeName, "node-name", "", "this cluster node's `NAME` (its etcd member's, with --cluster-peers)")
 	fs.StringVar(&c.cluster.peers, "cluster-peers", "", "embedded etcd members of the cluster, `NAME=PEER_URL,…`, this node's included")
-	fs.StringVar(&c.cluster.addr, "cluster-addr", "", "`HOST:PORT` where this node's etcd member takes clients (with --cluster-peers)")
+	fs.StringVar(&c.cluster.addr, "cluster-addr", "", "`HOST:PORT` where the other nodes reach this one: its etcd member's client address with --cluster-peers, and where it counts the rate limits and credits of the keys it owns")
 	fs.StringVar(&c.cluster.tlsDir, "cluster-tls", "", "`DIR` of the cluster's mTLS certificates: ca.crt, and this node's node.crt and node.key")
 	fs.BoolVar(&c.cluster.insecure, "cluster-insecure", false, "plaintext between cluster nodes and etcd instead of --cluster-tls, for tests and one-machine trials")
 	fs.StringVar(&c.cluster.endpoints, "etcd-endpoints", "", "an existing etcd cluster's client `URLs`, comma-separated, instead of --cluster-peers")
@@ -271,6 +272,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, logger zerolog.Log
 	if c := st.cluster; c != nil {
 		apply := s.applyShared
 		c.onApply.Store(&apply)
+		take := http.HandlerFunc(s.serveNodeTake)
+		c.node.take.Store(&take)
+		shared := s.credits.restore
+		c.onCredits.Store(&shared)
+		s.behind.shareCredits = c.shareCredits
 		c.run()
 	}
 	// Listen before the first start makes anything to show: if the address

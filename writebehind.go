@@ -27,6 +27,9 @@ type writeBehind struct {
 	credits   *creditBook
 	retention int // --log-retention
 	now       func() time.Time
+	// shareCredits, on a cluster node, hands the credit spending a flush
+	// wrote to the other nodes (owners.go); nil on one node.
+	shareCredits func(map[[8]byte]creditState)
 
 	mu      sync.Mutex
 	pending []pendingEntry
@@ -245,6 +248,9 @@ func (wb *writeBehind) Flush() (err error) {
 			wb.credits.redirty(id)
 		}
 		return err
+	}
+	if wb.shareCredits != nil && len(credits) > 0 {
+		wb.shareCredits(credits)
 	}
 	if b.pruneUsageBefore != 0 {
 		wb.lastPrune = now

@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Key owners: in a cluster, each key's rate limits and credits are counted
+// by one node, its owner, so that a limit holds across nodes as it does on
+// one. The owner is chosen by rendezvous hashing of the key id over the
+// live nodes (those announcing themselves with a --cluster-addr, under a
+// lease: cluster.announce); every node computes it from the same list, so
+// a key whose owner is this node costs no network hop. Any other node
+// forwards the take (credits and windows together, all or none, as on one
+// node) to the owner over the node API, on the owner's --cluster-addr.
+//
+// When the owner cannot be reached (it died and its lease has not run out
+// yet, or the network between is cut), the node counts the key's windows
+// in a bucket of its own holding limit/N of each window, N the live nodes:
+// the nodes that can still reach each other then admit at most the limit
+// between them. A key with credits is refused instead (503
+// verification_failed), for at most the lease's time: credits are money,
+// and a local share of them could not be bounded. When ownership moves (a
+// node joins, leaves or dies), the new owner starts the key's windows from
+// its own state, full if it never owned the key: in the window of the move
+// the key can be admitted up to twice its limit. Credits do not move that
+// way: the owner shares their spending through etcd every flush, and each
+// node keeps it (shareCredits), so a new owner continues from at most one
+// flush interval before, as a restart of one node does.
+
+const (
+	nodeAPIPath  = "/keyhole/node/v1/"
+	nodeTakePath = nodeAPIPath + "take"
+	// forwardTimeout bounds one forwarded take; past it the node counts
+	// the key in its own share, and asks that owner again after ownerRest.
+	forwardTimeout = 500 * time.Millisecond
+	ownerRest      = 2 * time.Second
+	maxTakeBody    = 4 << 10
+)
+
+// errOwnerUnreachable refuses a key with credits while its owner cannot be
+// reached: its credits are counted only there.
+var errOwnerUnreachable = &apiError{503, "verification_failed",
+	"The keyhole node that counts this key's credits cannot be reached; try again in a few seconds."}
+
+// ringNode is one live node that owns keys.
+type ringNode struct {
+	name, url string // url: scheme://host:port of its node API
+	seed      uint64
+	restUntil atomic.Int64 // Unix nanoseconds: a forward failed; count locally until then
+}
+
+// owners is this node's view of which node owns each key, and the means to
+// ask the others.
+type owners struct {
+	self     string
+	nodes    atomic.Pointer[[]*ringNode] // sorted by name
+	client   *http.Client
+	shares   *limiter // the buckets of keys whose owner cannot be reached
+	shareSet sync.Map // shareKey -> *limitSet
+	sets     sync.Map // a limit signature -> *limitSet, for owners' answers
+
+	forwards  *prometheus.CounterVec
+	forwardUs prometheus.Histogram
+}
+
+type shareKey struct {
+	sig string
+	n   int
+}
+
+func newOwners(self string, tlsDir string) (*owners, error) {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: forwardTimeout}).DialContext,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	if tlsDir != "" {
+		tc, err := tlsInfo(tlsDir).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-tls: %w", err)
+		}
+		tr.TLSClientConfig = tc
+	}
+	o := &owners{self: self, client: &http.Client{Transport: tr, Timeout: forwardTimeout}, shares: newLimiter(),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyhole_cluster_forwards_total",
+			Help: "Takes of rate limits and credits sent to the key's owner node, by outcome: ok, or share (the owner was unreachable; counted in this node's share)."},
+			[]string{"outcome"}),
+		forwardUs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "keyhole_cluster_forward_duration_seconds",
+			Help: "Time of one take forwarded to its owner node, answered or not.", Buckets: durationBuckets}),
+	}
+	o.nodes.Store(&[]*ringNode{})
+	return o, nil
+}
+
+// setMembers makes the live nodes those named, with their node API URLs;
+// a node already known keeps its state.
+func (o *owners) setMembers(members map[string]string) {
+	old := *o.nodes.Load()
+	if len(old) == len(members) && !slices.ContainsFunc(old, func(n *ringNode) bool { return members[n.name] != n.url }) {
+		return
+	}
+	nodes := make([]*ringNode, 0, len(members))
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		if i := slices.IndexFunc(old, func(n *ringNode) bool { return n.name == name && n.url == members[name] }); i >= 0 {
+			nodes = append(nodes, old[i])
+			continue
+		}
+		h := fnv.New64a()
+		h.Write([]byte(name))
+		nodes = append(nodes, &ringNode{name: name, url: members[name], seed: h.Sum64()})
+	}
+	o.nodes.Store(&nodes)
+}
+
+// owner is the node that owns key id, nil when no node announces itself.
+func (o *owners) owner(id [8]byte) *ringNode {
+	var best *ringNode
+	var bestScore uint64
+	x := binary.LittleEndian.Uint64(id[:])
+	for _, n := range *o.nodes.Load() {
+		if s := mix64(n.seed ^ x); best == nil || s > bestScore {
+			best, bestScore = n, s
+		}
+	}
+	return best
+}
+
+// mix64 is SplitMix64's finalizer: every bit of its input moves the output.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// remoteOwner is key id's owner when that is another node; nil on one
+// node (c nil), or when this node owns it or no node announces itself.
+func (c *cluster) remoteOwner(id [8]byte) *ringNode {
+	if c == nil {
+		return nil
+	}
+	if n := c.owners.owner(id); n != nil && n.name != c.owners.self {
+		return n
+	}
+	return nil
+}
+
+// takeRequest is a take forwarded to the key's owner: the lookup value and
+// id name the key, the rest is checkArgs's and verify's.
+type takeRequest struct {
+	Lookup  string `json:"lookup"`
+	Key     string `json:"key"`
+	Allowed bool   `json:"allowed"` // every earlier check passed: consume
+	Cost    int64  `json:"cost"`
+	Rev     int64  `json:"rev"` // the asking node's applied revision: the owner has the key once it has this
+}
+
+// takeAnswer is the owner's decision: each window's tokens after the take,
+// under the windows named by Sig, and the credits.
+type takeAnswer struct {
+	Allowed    bool      `json:"allowed"`
+	Exceeded   bool      `json:"exceeded"`
+	Sig        string    `json:"sig"`
+	Tokens     []float64 `json:"tokens"`
+	HasCredits bool      `json:"has_credits"`
+	Credits    int64     `json:"credits"`
+	RefillIn   int64     `json:"refill_in"`
+}
+
+// forward asks owner n for the take; on any failure it says so, and the
+// caller counts the key in its share. An owner that could not be reached,
+// or failed, rests: it is asked again after ownerRest.
+func (o *owners) forward(n *ringNode, req *takeRequest) (*takeAnswer, error) {
+	start := time.Now()
+	defer func() { o.forwardUs.Observe(time.Since(start).Seconds()) }()
+	if start.UnixNano() < n.restUntil.Load() {
+		return nil, errors.New("owner resting after a failure")
+	}
+	body, _ := json.Marshal(req)
+	resp, err := o.client.Post(n.url+nodeTakePath, "application/json", bytes.NewReader(body))
+	if err == nil {
+		defer resp.Body.Close()
+		var ans takeAnswer
+		if resp.StatusCode != 200 {
+			err = fmt.Errorf("owner %s answered %s", n.name, resp.Status)
+			if resp.StatusCode < 500 {
+				return nil, err
+			}
+		} else if err = json.NewDecoder(io.LimitReader(resp.Body, maxTakeBody)).Decode(&ans); err == nil {
+			if _, err = o.set(ans.Sig); err == nil && len(ans.Tokens) == strings.Count(ans.Sig, ",") {
+				return &ans, nil
+			}
+			err = fmt.Errorf("owner %s: windows %q with %d tokens", n.name, ans.Sig, len(ans.Tokens))
+		}
+	}
+	n.restUntil.Store(time.Now().Add(ownerRest).UnixNano())
+	return nil, err
+}
+
+// set is the limit set a signature ("5/1m,100/1h,") names.
+func (o *owners) set(sig string) (*limitSet, error) {
+	if s, ok := o.sets.Load(sig); ok {
+		return s.(*limitSet), nil
+	}
+	limits, err := parseRateLimits(strings.TrimSuffix(sig, ","))
+	if err != nil {
+		return nil, err
+	}
+	s, _ := o.sets.LoadOrStore(sig, newLimitSet(limits))
+	return s.(*limitSet), nil
+}
+
+// share is set with each window's limit divided among the live nodes (at
+// least 1 each): what this node admits of a key whose owner is unreachable.
+func (o *owners) share(set *limitSet) *limitSet {
+	k := shareKey{set.sig, max(1, len(*o.nodes.Load()))}
+	if s, ok := o.shareSet.Load(k); ok {
+		return s.(*limitSet)
+	}
+	limits := slices.Clone(set.limits)
+	for i := range limits {
+		limits[i].Limit = max(1, limits[i].Limit/int64(k.n))
+	}
+	s, _ := o.shareSet.LoadOrStore(k, newLimitSet(limits))
+	return s.(*limitSet)
+}
+
+// takeAt is the take of key k (found by lookup) for verify: at its owner
+// when that is another node, else here.
+func (s *server) takeAt(owner *ringNode, k *keyEntry, lookup string, x *keyExtra, a *checkArgs, allowed bool, now int64) (decision, bool, *apiError) {
+	o := s.store.cluster.owners
+	ans, err := o.forward(owner, &takeRequest{Lookup: lookup, Key: k.keyID(), Allowed: allowed, Cost: a.cost,
+		Rev: s.store.cluster.applied.Load()})
+	if err != nil {
+		o.forwards.WithLabelValues("share").Inc()
+		if allowed && x != nil && x.credits != nil {
+			return decision{}, false, errOwnerUnreachable
+		}
+		return o.shares.take(k.id, o.share(s.limitsFor(k)), now, allowed, a.windows), false, nil
+	}
+	o.forwards.WithLabelValues("ok").Inc()
+	set, _ := o.set(ans.Sig)
+	d := decision{allowed: ans.Allowed, set: set, hasCredits: ans.HasCredits, credits: ans.Credits, refillIn: ans.RefillIn}
+	d.report(ans.Tokens)
+	if a.windows != nil {
+		copy(a.windows[:], ans.Tokens)
+	}
+	return d, ans.Exceeded, nil
+}
+
+// takeLocal is the credits and windows of a key counted on this node.
+func (s *server) takeLocal(k *keyEntry, x *keyExtra, a *checkArgs, allowed bool, now int64) (decision, bool) {
+	if x != nil && x.credits != nil {
+		return s.credits.take(x.credits, a.cost, allowed, s.limiter, k.id, s.limitsFor(k), now, a.windows)
+	}
+	return s.limiter.take(k.id, s.limitsFor(k), now, allowed, a.windows), false
+}
+
+// serveNodeTake answers a take forwarded by another node for a key this
+// node owns. It is served only on the node API (--cluster-addr, mTLS with
+// --cluster-tls), never on --addr.
+func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	if !s.store.cluster.fresh(s.now()) {
+		http.Error(w, "not confirmed current with the cluster", http.StatusServiceUnavailable)
+		return
+	}
+	var req takeRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxTakeBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Cost < 0 || req.Cost > maxCredits {
+		http.Error(w, "bad take", http.StatusBadRequest)
+		return
+	}
+	k := s.index.get(req.Lookup, req.Key)
+	if k == nil && s.store.cluster.applied.Load() < req.Rev {
+		// The asking node has applied more: wait for it, briefly.
+		ctx, cancel := context.WithTimeout(r.Context(), forwardTimeout/2)
+		if s.store.cluster.waitApplied(ctx, req.Rev) == nil {
+			k = s.index.get(req.Lookup, req.Key)
+		}
+		cancel()
+	}
+	if k == nil {
+		// The asking node counts it in its share.
+		http.Error(w, "no such key here", http.StatusNotFound)
+		return
+	}
+	var windows [maxWindows]float64
+	var x *keyExtra
+	if k.flags.Load()&flagExtra != 0 {
+		x = s.index.extra(k)
+	}
+	d, exceeded := s.takeLocal(k, x, &checkArgs{cost: req.Cost, windows: &windows}, req.Allowed, s.now().UnixNano())
+	writeJSON(w, 200, takeAnswer{Allowed: d.allowed, Exceeded: exceeded, Sig: d.set.sig,
+		Tokens: windows[:len(d.set.limits)], HasCredits: d.hasCredits, Credits: d.credits, RefillIn: d.refillIn})
+}
+
+// nodeAPI is the handler of the node API: the one route, or 503 until the
+// server is built.
+type nodeAPI struct{ take atomic.Pointer[http.HandlerFunc] }
+
+func (n *nodeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := n.take.Load()
+	if h == nil || r.URL.Path != nodeTakePath {
+		http.Error(w, "not here", http.StatusNotFound)
+		return
+	}
+	(*h)(w, r)
+}
+
+// serveNodeAPI serves the node API on --cluster-addr for a node on
+// --etcd-endpoints (an embedded member serves it beside etcd's own API).
+func serveNodeAPI(o clusterOpts, h http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return nil, fmt.Errorf("--cluster-addr: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	if o.tlsDir != "" {
+		tc, err := tlsInfo(o.tlsDir).ServerConfig()
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("--cluster-tls: %w", err)
+		}
+		srv.TLSConfig = tc
+		go srv.ServeTLS(ln, "", "")
+	} else {
+		go srv.Serve(ln)
+	}
+	return func() { srv.Close() }, nil
+}
+
+// shareCredits puts the spending of the keys this node owns, as a flush
+// wrote it, into etcd for the other nodes: whichever becomes a key's owner
+// next continues from it. A failure is logged; the key's next spending
+// shares it again.
+func (c *cluster) shareCredits(states map[[8]byte]creditState) {
+	var ops []clientv3.Op
+	for id, st := range states {
+		if n := c.owners.owner(id); n == nil || n.name == c.owners.self {
+			ops = append(ops, clientv3.OpPut(creditsPrefix+string(appendKeyID(nil, id)), string(encodeCreditState(st))))
+		}
+	}
+	for len(ops) > 0 {
+		batch := ops[:min(len(ops), 100)] // etcd takes up to 128 operations a transaction
+		ops = ops[len(batch):]
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		_, err := c.cli.Txn(ctx).Then(batch...).Commit()
+		cancel()
+		if err != nil {
+			c.log.Warn().Err(err).Msg("sharing credit spending with the cluster")
+			return
+		}
+	}
+}
+
+// watchCredits keeps this node's credit book current with the spending
+// the owners shared, for the keys another node owns: this node may own
+// them next.
+func (c *cluster) watchCredits(ctx context.Context) {
+	c.watchPrefix(ctx, creditsPrefix, func() {}, func(name string, value []byte) {
+		id, ok := parseKeyID(name)
+		st, valid := decodeCreditState(value)
+		fn := c.onCredits.Load()
+		if ok && valid && fn != nil && c.remoteOwner(id) != nil {
+			(*fn)(id, st)
+		}
+	}, func() {})
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ownerOf is the node that owns keyID among names, as every node computes it.
+func ownerOf(t *testing.T, keyID string, names ...string) string {
+	t.Helper()
+	o, err := newOwners("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := map[string]string{}
+	for _, n := range names {
+		members[n] = "http://" + n
+	}
+	o.setMembers(members)
+	id, ok := parseKeyID(keyID)
+	if !ok {
+		t.Fatalf("key id %q", keyID)
+	}
+	return o.owner(id).name
+}
+
+// metric is the value of one sample line of nd's /metrics, -1 if absent.
+func (nd *clusterNode) metric(t *testing.T, sample string) float64 {
+	t.Helper()
+	_, body := nd.do(t, "GET", "/metrics", "", "")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// waitOwners waits until every node counts want live owner nodes.
+func waitOwners(t *testing.T, nodes []*clusterNode, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, nd := range nodes {
+		for nd.metric(t, "keyhole_cluster_owner_nodes") != float64(want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s sees %v owner nodes; want %d", nd.name, nd.metric(t, "keyhole_cluster_owner_nodes"), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// newKeyOn makes a key on nd from body and waits until every node has it,
+// without spending any of its limits. It returns the key and its id.
+func newKeyOn(t *testing.T, nd *clusterNode, nodes []*clusterNode, org, body string) (string, string) {
+	t.Helper()
+	k := nd.admin(t, "POST", "/orgs/"+org+"/keys", body, 201)
+	id := k["id"].(string)
+	key := k["key"].(string)
+	for _, other := range nodes {
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			// Outside its scopes: identified, and nothing spent.
+			_, b := other.do(t, "POST", "/v1/keys/verify", "", `{"key":"`+key+`","scope":"never:granted"}`)
+			if bytes.Contains(b, []byte(`"code":"insufficient_scope"`)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("key %s not on %s after 2s", id, other.name)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return key, id
+}
+
+// hammer verifies key perNode times on each node, from 4 clients per node
+// at once, and counts the answers.
+func hammer(t *testing.T, nodes []*clusterNode, key string, perNode int) map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	got := map[string]int{}
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		for w := range 4 {
+			n := perNode / 4
+			if w < perNode%4 {
+				n++
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range n {
+					v := nd.verify(t, key)
+					mu.Lock()
+					got[v]++
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return got
+}
+
+// TestClusterLimits: a key's rate limit and credits hold across nodes
+// under concurrent load, through its owner; with the owner unreachable the
+// others admit at most their shares, and refuse a key with credits; when
+// the owner stops, the key moves, and the move admits at most one more
+// limit (README: Cluster, rate limits and credits).
+func TestClusterLimits(t *testing.T) {
+	skipShort(t, "starts a 3-member etcd cluster")
+	nodes := startTestCluster(t, 3)
+	names := []string{"n0", "n1", "n2"}
+	waitOwners(t, nodes, 3)
+	org := nodes[0].admin(t, "POST", "/orgs", `{"name":"acme"}`, 201)["id"].(string)
+
+	t.Run("a limit holds across three nodes", func(t *testing.T) {
+		key, id := newKeyOn(t, nodes[0], nodes, org, `{"name":"l","env":"live","rate_limits":[{"limit":60,"window":"1h"}]}`)
+		got := hammer(t, nodes, key, 60)
+		t.Logf("owner %s; answers %v", ownerOf(t, id, names...), got)
+		if got["valid"] != 60 || got["refused rate_limited"] != 120 {
+			t.Fatalf("answers %v; want 60 valid, 120 rate_limited", got)
+		}
+		forwarded := 0.0
+		for _, nd := range nodes {
+			ok := nd.metric(t, `keyhole_cluster_forwards_total{outcome="ok"}`)
+			t.Logf("%s forwarded %v", nd.name, ok)
+			forwarded += max(ok, 0)
+			if share := nd.metric(t, `keyhole_cluster_forwards_total{outcome="share"}`); share > 0 {
+				t.Errorf("%s counted %v takes in its share; the owner was up", nd.name, share)
+			}
+		}
+		if forwarded < 120 {
+			t.Fatalf("%v takes forwarded; want the 120 asked of the two other nodes", forwarded)
+		}
+	})
+
+	t.Run("credits hold across three nodes", func(t *testing.T) {
+		key, _ := newKeyOn(t, nodes[1], nodes, org, `{"name":"c","env":"live","credits":{"remaining":45}}`)
+		got := hammer(t, nodes, key, 30)
+		if got["valid"] != 45 || got["refused usage_exceeded"] != 45 {
+			t.Fatalf("answers %v; want 45 valid, 45 usage_exceeded", got)
+		}
+	})
+
+	// A node that died keeps its place until its lease runs out: a
+	// presence written here with a dead address is one.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + freePorts(t, 1)[0]
+	ghost, _ := json.Marshal(nodePresence{URL: dead})
+	if _, err := cli.Put(ctx, nodesPrefix+"ghost", string(ghost), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	waitOwners(t, nodes, 4)
+	ghostKey := func(body string) (string, string) {
+		for range 40 {
+			key, id := newKeyOn(t, nodes[0], nodes, org, body)
+			if ownerOf(t, id, append(names, "ghost")...) == "ghost" {
+				return key, id
+			}
+		}
+		t.Fatal("no key of 40 is the ghost's")
+		return "", ""
+	}
+
+	t.Run("with the owner unreachable each node admits its share", func(t *testing.T) {
+		key, _ := ghostKey(`{"name":"g","env":"live","rate_limits":[{"limit":40,"window":"1h"}]}`)
+		got := hammer(t, nodes, key, 40)
+		// Four live nodes: each of the three that answer admits 40/4.
+		if got["valid"] != 30 || got["refused rate_limited"] != 90 {
+			t.Fatalf("answers %v; want 30 valid (3 shares of 10), 90 rate_limited", got)
+		}
+		for _, nd := range nodes {
+			if share := nd.metric(t, `keyhole_cluster_forwards_total{outcome="share"}`); share < 1 {
+				t.Errorf("%s counted no take in its share", nd.name)
+			}
+		}
+	})
+
+	t.Run("with the owner unreachable a key with credits is refused", func(t *testing.T) {
+		key, _ := ghostKey(`{"name":"gc","env":"live","credits":{"remaining":5}}`)
+		if got := nodes[2].verify(t, key); got != "refused verification_failed" {
+			t.Fatalf("verify = %s; want refused verification_failed", got)
+		}
+	})
+
+	t.Run("when the owner stops, the key moves and admits at most one more limit", func(t *testing.T) {
+		key, id := newKeyOn(t, nodes[0], nodes, org, `{"name":"m","env":"live","rate_limits":[{"limit":30,"window":"1h"}],"credits":{"remaining":50}}`)
+		if _, err := cli.Revoke(ctx, lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		waitOwners(t, nodes, 3)
+		owner := ownerOf(t, id, names...)
+		before := hammer(t, nodes, key, 15)
+		var rest []*clusterNode
+		var restNames []string
+		for i, nd := range nodes {
+			if nd.name == owner {
+				nd.halt(t)
+				continue
+			}
+			rest, restNames = append(rest, nd), append(restNames, names[i])
+		}
+		waitOwners(t, rest, 2)
+		after := hammer(t, rest, key, 30)
+		t.Logf("owner %s, then %s: before %v, after %v", owner, ownerOf(t, id, restNames...), before, after)
+		if before["valid"] != 30 {
+			t.Fatalf("before the move: %v; want 30 valid", before)
+		}
+		// The new owner starts the window full (at most 30 more), and the
+		// credits from what the old owner shared: 50 less the 30 spent, as
+		// of its last flush (50 ms here) before it stopped.
+		if after["valid"] > 20 || after["valid"] < 1 {
+			t.Fatalf("after the move: %v; want 1 to 20 valid (the credits left)", after)
+		}
+	})
+}
