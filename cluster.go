@@ -415,7 +415,7 @@ func (c *cluster) run() {
 
 // nodePresence is what a node says of itself under nodesPrefix.
 type nodePresence struct {
-	Applied int64  `json:"applied"`        // the newest revision of the shared records it has applied
+	Applied int64  `json:"applied"`       // the newest revision of the shared records it has applied
 	URL     string `json:"url,omitempty"` // its node API (--cluster-addr); a node without one owns no keys
 }
 

@@ -321,7 +321,9 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 
 // nodeAPI is the handler of the node API: the one route, or 503 until the
 // server is built.
-type nodeAPI struct{ take atomic.Pointer[http.HandlerFunc] }
+type nodeAPI struct {
+	take atomic.Pointer[http.HandlerFunc]
+}
 
 func (n *nodeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := n.take.Load()
