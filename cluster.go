@@ -221,7 +221,7 @@ type cluster struct {
 	confirmed atomic.Int64 // Unix nanoseconds: when the last confirmation started
 	headSeen  atomic.Int64 // the newest change's revision, as the last confirmation read it
 	onApply   atomic.Pointer[func(*clusterBatch)]
-	// onCredits takes the credit spending another node shared (owners.go).
+	// onCredits takes the credit spending a node shared (owners.go).
 	onCredits atomic.Pointer[func(id [8]byte, st creditState)]
 
 	owners      *owners  // who counts each key's limits and credits (owners.go)

@@ -200,9 +200,11 @@ func entryOffsets(segment []byte) ([]int, error) {
 func decodeEntry(b []byte, seq uint64, orgID string) logEntry {
 	n := int(binary.BigEndian.Uint16(b))
 	b = b[2 : 2+n]
+	at := int64(binary.BigEndian.Uint64(b))
 	e := logEntry{
 		ID:        strconv.FormatUint(seq, 10),
-		Time:      formatTime(int64(binary.BigEndian.Uint64(b))),
+		Time:      formatTime(at),
+		at:        at,
 		LatencyMS: float64(binary.BigEndian.Uint32(b[8:])) / 1000,
 		Status:    int(binary.BigEndian.Uint16(b[12:])),
 		Env:       [3]string{"", envTest, envLive}[min(b[14]&^foldedFlag, 2)],

@@ -202,6 +202,24 @@ func (b *creditBook) restore(id [8]byte, st creditState) {
 	kc.mu.Unlock()
 }
 
+// merge takes spending another node shared, if it counts from the same
+// setting and is further along: a later refill, or less remaining since
+// the same one. Spending only lowers remaining between refills.
+func (b *creditBook) merge(id [8]byte, st creditState) {
+	b.mu.Lock()
+	kc := b.keys[id]
+	b.mu.Unlock()
+	if kc == nil {
+		return
+	}
+	kc.mu.Lock()
+	defer kc.mu.Unlock()
+	if kc.gen == st.gen && (st.refilledAt > kc.refilledAt || st.refilledAt == kc.refilledAt && st.remaining < kc.remaining) {
+		kc.remaining, kc.refilledAt = st.remaining, st.refilledAt
+		kc.next = nextRefill(kc.refill, st.refilledAt)
+	}
+}
+
 // markDirty queues kc for the next flush. Called with kc.mu held.
 func (b *creditBook) markDirty(kc *keyCredits) {
 	if kc.dirty {

@@ -27,6 +27,9 @@ type logEntry struct {
 	// stands for, when more than the first refusalBudget of a minute came:
 	// it is the newest of them (absent: one request).
 	Count uint32 `json:"count,omitempty"`
+	// Node is the cluster node that served the request; absent on one node.
+	Node string `json:"node,omitempty"`
+	at   int64  // Time, in Unix nanoseconds
 }
 
 // pendingEntry is a log entry waiting in memory for the next flush.
@@ -115,6 +118,9 @@ type logQuery struct {
 	keyID  string
 	env    string
 	status string // "429" or a class like "4xx"
+	// beforeAt, if not 0, keeps only entries older than it (Unix
+	// nanoseconds): a cluster's cursor, which is a time (fanout.go).
+	beforeAt int64
 }
 
 // parsePage reads the page size and cursor of a paged listing (the
@@ -138,8 +144,7 @@ func parsePage(v url.Values) (limit int, before uint64, aerr *apiError) {
 	return limit, before, nil
 }
 
-func parseLogQuery(r *http.Request) (logQuery, *apiError) {
-	v := r.URL.Query()
+func parseLogQuery(v url.Values) (logQuery, *apiError) {
 	q := logQuery{keyID: v.Get("key_id"), env: v.Get("env"), status: v.Get("status")}
 	var aerr *apiError
 	if q.limit, q.before, aerr = parsePage(v); aerr != nil {
@@ -182,22 +187,36 @@ func (q *logQuery) matches(e *logEntry) bool {
 type logPage struct {
 	Entries []logEntry `json:"entries"`
 	Next    *string    `json:"next"`
+	// Missing names the cluster nodes that did not answer (fanout.go).
+	Missing []string `json:"missing_nodes,omitempty"`
 }
 
 func (s *server) serveLogs(w http.ResponseWriter, r *http.Request, org string) *apiError {
-	q, aerr := parseLogQuery(r)
+	q, aerr := parseLogQuery(r.URL.Query())
 	if aerr != nil {
 		return aerr
 	}
-	if err := s.behind.Flush(); err != nil { // so a reader sees its own requests
-		return s.internal(err, "flushing logs")
+	if s.store.cluster != nil {
+		return s.clusterLogs(w, r, org, q)
 	}
-	page, err := s.store.ReadLogs(org, s.cfg.logRetention, q)
-	if err != nil {
-		return s.internal(err, "reading logs")
+	page, aerr := s.readLogs(org, q)
+	if aerr != nil {
+		return aerr
 	}
 	writeJSON(w, 200, page)
 	return nil
+}
+
+// readLogs is a page of this node's log of org.
+func (s *server) readLogs(org string, q logQuery) (logPage, *apiError) {
+	if err := s.behind.Flush(); err != nil { // so a reader sees its own requests
+		return logPage{}, s.internal(err, "flushing logs")
+	}
+	page, err := s.store.ReadLogs(org, s.cfg.logRetention, q)
+	if err != nil {
+		return logPage{}, s.internal(err, "reading logs")
+	}
+	return page, nil
 }
 
 func (s *server) orgLogs(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {

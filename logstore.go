@@ -294,7 +294,7 @@ func (page *logPage) collect(segment []byte, first, oldest uint64, org string, q
 			continue
 		}
 		e := decodeEntry(segment[offsets[i]:], seq, org)
-		if !q.matches(&e) {
+		if !q.matches(&e) || q.beforeAt != 0 && e.at >= q.beforeAt {
 			continue
 		}
 		if len(page.Entries) == q.limit {

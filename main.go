@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -272,9 +271,8 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, logger zerolog.Log
 	if c := st.cluster; c != nil {
 		apply := s.applyShared
 		c.onApply.Store(&apply)
-		take := http.HandlerFunc(s.serveNodeTake)
-		c.node.take.Store(&take)
-		shared := s.credits.restore
+		c.node.routes.Store(s.nodeRoutes())
+		shared := s.credits.merge
 		c.onCredits.Store(&shared)
 		s.behind.shareCredits = c.shareCredits
 		c.run()

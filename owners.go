@@ -53,6 +53,13 @@ const (
 	forwardTimeout = 500 * time.Millisecond
 	ownerRest      = 2 * time.Second
 	maxTakeBody    = 4 << 10
+	// nodeIdleTimeout closes idle connections to other nodes soon. An
+	// embedded member serves the node API on its client port, behind a
+	// multiplexer that reads each new connection's first bytes with no
+	// deadline, and its Close waits for those reads. net/http's Transport
+	// may dial a connection it then keeps idle, never used: the member
+	// of a stopping node would wait for it as long as it stays open.
+	nodeIdleTimeout = 2 * time.Second
 )
 
 // errOwnerUnreachable refuses a key with credits while its owner cannot be
@@ -90,7 +97,7 @@ func newOwners(self string, tlsDir string) (*owners, error) {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: forwardTimeout}).DialContext,
 		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     nodeIdleTimeout,
 		DisableCompression:  true,
 	}
 	if tlsDir != "" {
@@ -100,7 +107,7 @@ func newOwners(self string, tlsDir string) (*owners, error) {
 		}
 		tr.TLSClientConfig = tc
 	}
-	o := &owners{self: self, client: &http.Client{Transport: tr, Timeout: forwardTimeout}, shares: newLimiter(),
+	o := &owners{self: self, client: &http.Client{Transport: tr}, shares: newLimiter(),
 		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyhole_cluster_forwards_total",
 			Help: "Takes of rate limits and credits sent to the key's owner node, by outcome: ok, or share (the owner was unreachable; counted in this node's share)."},
 			[]string{"outcome"}),
@@ -197,7 +204,11 @@ func (o *owners) forward(n *ringNode, req *takeRequest) (*takeAnswer, error) {
 		return nil, errors.New("owner resting after a failure")
 	}
 	body, _ := json.Marshal(req)
-	resp, err := o.client.Post(n.url+nodeTakePath, "application/json", bytes.NewReader(body))
+	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+	defer cancel()
+	hreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.url+nodeTakePath, bytes.NewReader(body))
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := o.client.Do(hreq)
 	if err == nil {
 		defer resp.Body.Close()
 		var ans takeAnswer
@@ -280,10 +291,6 @@ func (s *server) takeLocal(k *keyEntry, x *keyExtra, a *checkArgs, allowed bool,
 // node owns. It is served only on the node API (--cluster-addr, mTLS with
 // --cluster-tls), never on --addr.
 func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "POST only", http.StatusMethodNotAllowed)
-		return
-	}
 	if !s.store.cluster.fresh(s.now()) {
 		http.Error(w, "not confirmed current with the cluster", http.StatusServiceUnavailable)
 		return
@@ -319,19 +326,19 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 		Tokens: windows[:len(d.set.limits)], HasCredits: d.hasCredits, Credits: d.credits, RefillIn: d.refillIn})
 }
 
-// nodeAPI is the handler of the node API: the one route, or 503 until the
-// server is built.
+// nodeAPI serves the node API's routes (server.nodeRoutes) once the server
+// is built; 503 until then.
 type nodeAPI struct {
-	take atomic.Pointer[http.HandlerFunc]
+	routes atomic.Pointer[http.ServeMux]
 }
 
 func (n *nodeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := n.take.Load()
-	if h == nil || r.URL.Path != nodeTakePath {
-		http.Error(w, "not here", http.StatusNotFound)
+	mux := n.routes.Load()
+	if mux == nil {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
 		return
 	}
-	(*h)(w, r)
+	mux.ServeHTTP(w, r)
 }
 
 // serveNodeAPI serves the node API on --cluster-addr for a node on
@@ -381,14 +388,16 @@ func (c *cluster) shareCredits(states map[[8]byte]creditState) {
 }
 
 // watchCredits keeps this node's credit book current with the spending
-// the owners shared, for the keys another node owns: this node may own
-// them next.
+// the owners shared: this node may own those keys next. The book takes
+// what is further along (creditBook.merge), so the order in which this
+// watch and the nodes' watch deliver an owner's last share and its leaving
+// does not matter, and an owner's own share changes nothing.
 func (c *cluster) watchCredits(ctx context.Context) {
 	c.watchPrefix(ctx, creditsPrefix, func() {}, func(name string, value []byte) {
 		id, ok := parseKeyID(name)
 		st, valid := decodeCreditState(value)
 		fn := c.onCredits.Load()
-		if ok && valid && fn != nil && c.remoteOwner(id) != nil {
+		if ok && valid && fn != nil {
 			(*fn)(id, st)
 		}
 	}, func() {})

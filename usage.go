@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/julienschmidt/httprouter"
@@ -48,10 +49,30 @@ const (
 // orgUsage answers the hours that saw traffic, oldest first, test and live
 // apart; with key_id, one key's.
 func (s *server) orgUsage(w http.ResponseWriter, r *http.Request, p httprouter.Params, _ caller) *apiError {
-	q := r.URL.Query()
+	buckets, aerr := s.readUsage(p.ByName("org"), r.URL.Query())
+	if aerr != nil {
+		return aerr
+	}
+	answer := usageAnswer{Buckets: buckets}
+	if s.store.cluster != nil {
+		answer = s.clusterUsage(r, p.ByName("org"), answer)
+	}
+	writeJSON(w, 200, answer)
+	return nil
+}
+
+// usageAnswer is a usage query's answer.
+type usageAnswer struct {
+	Buckets []usageBucket `json:"buckets"`
+	// Missing names the cluster nodes that did not answer (fanout.go).
+	Missing []string `json:"missing_nodes,omitempty"`
+}
+
+// readUsage is this node's usage of org as the query q asks.
+func (s *server) readUsage(org string, q url.Values) ([]usageBucket, *apiError) {
 	env, keyID := q.Get("env"), q.Get("key_id")
 	if env != "" && env != envTest && env != envLive {
-		return invalidRequest(`Parameter "env" must be "test" or "live".`)
+		return nil, invalidRequest(`Parameter "env" must be "test" or "live".`)
 	}
 	most := maxUsageHours
 	if keyID != "" {
@@ -61,47 +82,45 @@ func (s *server) orgUsage(w http.ResponseWriter, r *http.Request, p httprouter.P
 	if h := q.Get("hours"); h != "" {
 		n, err := strconv.Atoi(h)
 		if err != nil || n < 1 || n > most {
-			return invalidRequest(`Parameter "hours" must be between 1 and %d.`, most)
+			return nil, invalidRequest(`Parameter "hours" must be between 1 and %d.`, most)
 		}
 		hours = n
 	}
 	if keyID != "" {
 		if _, ok := parseKeyID(keyID); !ok {
-			return invalidRequest(`Parameter "key_id" must be a key id like key_0123456789abcdef.`)
+			return nil, invalidRequest(`Parameter "key_id" must be a key id like key_0123456789abcdef.`)
 		}
 	}
 	if err := s.behind.Flush(); err != nil {
-		return s.internal(err, "flushing usage")
+		return nil, s.internal(err, "flushing usage")
 	}
 	to := s.now().Unix() / 3600 * 3600
 	from := to - int64(hours-1)*3600
 	if keyID != "" {
-		return s.keyUsage(w, p.ByName("org"), keyID, env, from, to)
+		return s.keyUsage(org, keyID, env, from, to)
 	}
-	buckets, err := s.store.ReadUsage(p.ByName("org"), env, from)
+	buckets, err := s.store.ReadUsage(org, env, from)
 	if err != nil {
-		return s.internal(err, "reading usage")
+		return nil, s.internal(err, "reading usage")
 	}
-	writeJSON(w, 200, map[string][]usageBucket{"buckets": buckets})
-	return nil
+	return buckets, nil
 }
 
-// keyUsage answers one key's hours, from its own rows; a key of another
+// keyUsage is one key's hours, from its own rows; a key of another
 // organization is not found.
-func (s *server) keyUsage(w http.ResponseWriter, orgID, keyID, env string, from, to int64) *apiError {
+func (s *server) keyUsage(orgID, keyID, env string, from, to int64) ([]usageBucket, *apiError) {
 	k, err := s.store.Key(orgID, keyID)
 	if errors.Is(err, errNotFound) {
-		return notFound("Key")
+		return nil, notFound("Key")
 	}
 	if err != nil {
-		return s.internal(err, "loading key")
+		return nil, s.internal(err, "loading key")
 	}
 	buckets := []usageBucket{}
 	if env == "" || env == k.Env {
 		if buckets, err = s.store.ReadKeyUsage(orgID, keyID, k.Env, from, to); err != nil {
-			return s.internal(err, "reading usage")
+			return nil, s.internal(err, "reading usage")
 		}
 	}
-	writeJSON(w, 200, map[string][]usageBucket{"buckets": buckets})
-	return nil
+	return buckets, nil
 }

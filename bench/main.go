@@ -5,6 +5,7 @@
 //	bench [-rounds 7] [-duration 3s] [-connections 32] [-floors] [-only NAME] -keyhole path/to/keyhole
 //	bench scale -keyhole path/to/keyhole [-orgs 10000] [-keys 1000000]
 //	bench create -keyhole path/to/keyhole [-clients 32] [-duration 10s]
+//	bench cluster -keyhole path/to/keyhole [-duration 5s] [-rounds 3] [-connections 32]
 //	perf script -F ip,sym -i perf.data | bench costs   (bench/profile.sh)
 //
 // The subcommands bare, revproxy, floor and proxyfloor are the servers it
@@ -47,6 +48,9 @@ func main() {
 			return
 		case "create":
 			runCreate(os.Args[2:])
+			return
+		case "cluster":
+			runCluster(os.Args[2:])
 			return
 		case "revproxy", "proxyfloor":
 			serveRevProxy(os.Args[2], os.Args[3], atoi(os.Args[4]), os.Args[1] == "proxyfloor")
