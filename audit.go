@@ -271,6 +271,11 @@ func (s *server) pruneAuditEvery(ctx context.Context, interval time.Duration) {
 // transaction, so that admin writes are never held up for long.
 func (s *server) pruneAudit() error {
 	before := s.now().Add(-s.cfg.auditRetention).UnixNano()
+	if c := s.store.cluster; c != nil {
+		if err := c.pruneAudit(before); err != nil {
+			return err
+		}
+	}
 	for {
 		n, err := s.store.PruneAudit(before, auditPruneBatch)
 		if err != nil || n < auditPruneBatch {

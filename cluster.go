@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -842,6 +843,42 @@ func (c *cluster) applyAdminTokenFlag(hash [32]byte, a auditEntry) error {
 		}
 	}
 	return errClusterConflict
+}
+
+// pruneAudit deletes the shared audit entries older than before (Unix
+// nanoseconds), which their keys start with, and the replica's marks of
+// them. Every node does it; a second delete of the same range is a no-op.
+// The watch applies puts only, so no node's copy loses anything by it: each
+// prunes its own copy as one node does.
+func (c *cluster) pruneAudit(before int64) error {
+	from, to := clusterPrefix+"audit/", fmt.Sprintf("%saudit/%016x", clusterPrefix, before)
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	if _, err := c.cli.Delete(ctx, from, clientv3.WithRange(to)); err != nil {
+		return fmt.Errorf("pruning the cluster's audit log: %w", err)
+	}
+	start, end := []byte("audit/"), strings.TrimPrefix(to, clusterPrefix)
+	for done := false; !done; {
+		err := c.st.db.Update(func(tx *bolt.Tx) error {
+			cur := tx.Bucket(bucketCluster).Cursor()
+			for range auditPruneBatch {
+				// Sought again after each delete: a bbolt cursor's Next
+				// after a Delete can skip a key.
+				k, _ := cur.Seek(start)
+				if done = k == nil || !bytes.HasPrefix(k, start) || string(k) >= end; done {
+					return nil
+				}
+				if err := cur.Delete(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *cluster) record(a auditEntry) error {

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -111,12 +114,14 @@ func hammer(t *testing.T, nodes []*clusterNode, key string, perNode int) map[str
 	return got
 }
 
-// TestClusterLimits: a key's rate limit and credits hold across nodes
-// under concurrent load, through its owner; with the owner unreachable the
-// others admit at most their shares, and refuse a key with credits; when
-// the owner stops, the key moves, and the move admits at most one more
-// limit (README: Cluster, rate limits and credits).
-func TestClusterLimits(t *testing.T) {
+// TestClusterNodes: what the nodes do for each other. A key's rate limit
+// and credits hold across nodes under concurrent load, through its owner;
+// with the owner unreachable the others admit at most their shares, and
+// refuse a key with credits; when the owner stops, the key moves, and the
+// move admits at most one more limit (README: Cluster, rate limits and
+// credits). Log and usage queries are every node's. The shared audit log
+// is pruned, and the nodes' copies only by their own retention.
+func TestClusterNodes(t *testing.T) {
 	skipShort(t, "starts a 3-member etcd cluster")
 	nodes := startTestCluster(t, 3)
 	names := []string{"n0", "n1", "n2"}
@@ -202,12 +207,15 @@ func TestClusterLimits(t *testing.T) {
 
 	// A node that died keeps its place until its lease runs out: a
 	// presence written here with a dead address is one.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL}, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL, nodes[1].clientURL, nodes[2].clientURL},
+		DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	ctx := context.Background()
+	// Bounded: a call to a stopped member is retried on the others until then.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	lease, err := cli.Grant(ctx, 60)
 	if err != nil {
 		t.Fatal(err)
@@ -257,6 +265,7 @@ func TestClusterLimits(t *testing.T) {
 		}
 	})
 
+	var rest []*clusterNode // the nodes still up after the owner stops
 	t.Run("when the owner stops, the key moves and admits at most one more limit", func(t *testing.T) {
 		key, id := newKeyOn(t, nodes[0], nodes, org, `{"name":"m","env":"live","rate_limits":[{"limit":30,"window":"1h"}],"credits":{"remaining":50}}`)
 		if _, err := cli.Revoke(ctx, lease.ID); err != nil {
@@ -265,7 +274,6 @@ func TestClusterLimits(t *testing.T) {
 		waitOwners(t, nodes, 3)
 		owner := ownerOf(t, id, names...)
 		before := hammer(t, nodes, key, 15)
-		var rest []*clusterNode
 		var restNames []string
 		for i, nd := range nodes {
 			if nd.name == owner {
@@ -294,6 +302,49 @@ func TestClusterLimits(t *testing.T) {
 		// stopping: 50 less the 30 spent.
 		if after["valid"] != 20 {
 			t.Fatalf("after the move: %v; want 20 valid (the credits left)", after)
+		}
+	})
+
+	t.Run("the shared audit log is pruned, not the nodes' copies", func(t *testing.T) {
+		count := func(prefix string) int64 {
+			resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.Count
+		}
+		if count(clusterPrefix+"audit/") == 0 {
+			t.Fatal("no audit entry in etcd to prune")
+		}
+		st, err := openStore(filepath.Join(t.TempDir(), "replica.db"), lockTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		cutoff := time.Now().UnixNano()
+		old, kept := fmt.Sprintf("audit/%016x0a0b", cutoff-1), fmt.Sprintf("audit/%016x0a0b", cutoff+1)
+		st.db.Update(func(tx *bolt.Tx) error {
+			b, _ := tx.CreateBucketIfNotExists(bucketCluster)
+			b.Put([]byte(old), nil)
+			b.Put([]byte(kept), nil)
+			return b.Put(clusterRevKey, u64(1))
+		})
+		c := &cluster{cli: cli, st: st}
+		if err := c.pruneAudit(cutoff); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(clusterPrefix + "audit/"); n != 0 {
+			t.Fatalf("%d audit entries left in etcd past the retention", n)
+		}
+		st.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketCluster)
+			if b.Get([]byte(old)) != nil || b.Get([]byte(kept)) == nil || b.Get(clusterRevKey) == nil {
+				t.Error("the replica's marks: want the old one gone, the newer one and the revision kept")
+			}
+			return nil
+		})
+		if n := auditCount(t, rest[0]); n == 0 {
+			t.Fatalf("%s's copy of the audit log is empty after etcd's was pruned", rest[0].name)
 		}
 	})
 }
