@@ -368,7 +368,7 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 	cfg.UserHandlers = map[string]http.Handler{nodeAPIPath: node}
 	cfg.ClusterState = embed.ClusterStateFlagNew
 	cfg.LogLevel = cmp.Or(o.etcdLogLevel, "error")
-	cfg.LogOutputs = []string{"stderr"}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(etcdLogger(log, cfg.LogLevel))
 	cfg.TickMs, cfg.ElectionMs = 50, 500
 	if o.tickMs > 0 {
 		cfg.TickMs, cfg.ElectionMs = o.tickMs, o.electionMs

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -347,4 +348,36 @@ func TestClusterNodes(t *testing.T) {
 			t.Fatalf("%s's copy of the audit log is empty after etcd's was pruned", rest[0].name)
 		}
 	})
+}
+
+// TestClusterEtcdLog: an embedded member's log lines are keyhole's, in its
+// format, marked as etcd's.
+func TestClusterEtcdLog(t *testing.T) {
+	skipShort(t, "starts an etcd member")
+	ports := freePorts(t, 2)
+	cfg, err := parseServeFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "solo.db"),
+		"--admin-token", testRootToken, "--node-name", "solo", "--cluster-peers", "solo=http://" + ports[0],
+		"--cluster-addr", ports[1], "--cluster-insecure"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.cluster.tickMs, cfg.cluster.electionMs, cfg.cluster.noFsync = 10, 100, true
+	cfg.cluster.etcdLogLevel = "info"
+	nd := &clusterNode{name: "solo", cfg: cfg, client: &http.Client{Timeout: 5 * time.Second}}
+	nd.start()
+	nd.waitUp(t, 30*time.Second)
+	nd.halt(t)
+	etcdLines := 0
+	for _, line := range bytes.Split(bytes.TrimSpace([]byte(nd.log.String())), []byte("\n")) {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil || m["level"] == nil || m["message"] == nil {
+			t.Fatalf("a log line not in keyhole's format: %s", line)
+		}
+		if m["component"] == "etcd" {
+			etcdLines++
+		}
+	}
+	if etcdLines == 0 {
+		t.Fatalf("no line of etcd's at level info:\n%s", nd.log.String())
+	}
 }
