@@ -53,6 +53,12 @@ const (
 	forwardTimeout = 500 * time.Millisecond
 	ownerRest      = 2 * time.Second
 	maxTakeBody    = 4 << 10
+	// Takes for one owner go in batches, as many as are waiting when a
+	// sender is free, up to maxBatch, with up to maxSenders batches on the
+	// way: under load one request carries many takes, and alone a take
+	// goes at once.
+	maxBatch   = 256
+	maxSenders = 4
 	// nodeIdleTimeout closes idle connections to other nodes soon. An
 	// embedded member serves the node API on its client port, behind a
 	// multiplexer that reads each new connection's first bytes with no
@@ -67,11 +73,24 @@ const (
 var errOwnerUnreachable = &apiError{503, "verification_failed",
 	"The keyhole node that counts this key's credits cannot be reached; try again in a few seconds."}
 
-// ringNode is one live node that owns keys.
+// ringNode is one live node that owns keys, and the takes waiting to be
+// sent to it.
 type ringNode struct {
 	name, url string // url: scheme://host:port of its node API
 	seed      uint64
 	restUntil atomic.Int64 // Unix nanoseconds: a forward failed; count locally until then
+
+	mu      sync.Mutex
+	queue   []*pendingTake
+	senders int // goroutines sending the queue, at most maxSenders
+}
+
+// pendingTake is one take on its way to the owner, and what came back.
+type pendingTake struct {
+	req  takeRequest
+	ans  takeAnswer
+	err  error
+	done chan struct{}
 }
 
 // owners is this node's view of which node owns each key, and the means to
@@ -185,6 +204,7 @@ type takeRequest struct {
 // takeAnswer is the owner's decision: each window's tokens after the take,
 // under the windows named by Sig, and the credits.
 type takeAnswer struct {
+	Unknown    bool      `json:"unknown,omitempty"` // the owner has no such key (yet): the rest is empty
 	Allowed    bool      `json:"allowed"`
 	Exceeded   bool      `json:"exceeded"`
 	Sig        string    `json:"sig"`
@@ -194,16 +214,68 @@ type takeAnswer struct {
 	RefillIn   int64     `json:"refill_in"`
 }
 
-// forward asks owner n for the take; on any failure it says so, and the
-// caller counts the key in its share. An owner that could not be reached,
-// or failed, rests: it is asked again after ownerRest.
+// forward asks owner n for the take, in the next batch to it; on any
+// failure it says so, and the caller counts the key in its share. An owner
+// that could not be reached, or failed, rests: it is asked again after
+// ownerRest.
 func (o *owners) forward(n *ringNode, req *takeRequest) (*takeAnswer, error) {
 	start := time.Now()
 	defer func() { o.forwardUs.Observe(time.Since(start).Seconds()) }()
 	if start.UnixNano() < n.restUntil.Load() {
 		return nil, errors.New("owner resting after a failure")
 	}
-	body, _ := json.Marshal(req)
+	p := &pendingTake{req: *req, done: make(chan struct{})}
+	n.mu.Lock()
+	n.queue = append(n.queue, p)
+	spawn := n.senders < maxSenders
+	if spawn {
+		n.senders++
+	}
+	n.mu.Unlock()
+	if spawn {
+		go o.send(n)
+	}
+	<-p.done
+	if p.err != nil {
+		return nil, p.err
+	}
+	return &p.ans, nil
+}
+
+// send sends n's queue in batches until it is empty.
+func (o *owners) send(n *ringNode) {
+	for {
+		n.mu.Lock()
+		batch := n.queue
+		if len(batch) > maxBatch {
+			batch, n.queue = batch[:maxBatch:maxBatch], slices.Clone(batch[maxBatch:])
+		} else {
+			n.queue = nil
+		}
+		if len(batch) == 0 {
+			n.senders--
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Unlock()
+		err := o.sendBatch(n, batch)
+		for _, p := range batch {
+			if err != nil {
+				p.err = err
+			}
+			close(p.done)
+		}
+	}
+}
+
+// sendBatch asks owner n for the takes of batch, and puts each answer in
+// its take.
+func (o *owners) sendBatch(n *ringNode, batch []*pendingTake) error {
+	reqs := make([]takeRequest, len(batch))
+	for i, p := range batch {
+		reqs[i] = p.req
+	}
+	body, _ := json.Marshal(reqs)
 	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 	defer cancel()
 	hreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.url+nodeTakePath, bytes.NewReader(body))
@@ -211,21 +283,36 @@ func (o *owners) forward(n *ringNode, req *takeRequest) (*takeAnswer, error) {
 	resp, err := o.client.Do(hreq)
 	if err == nil {
 		defer resp.Body.Close()
-		var ans takeAnswer
-		if resp.StatusCode != 200 {
+		var answers []takeAnswer
+		switch {
+		case resp.StatusCode != 200:
 			err = fmt.Errorf("owner %s answered %s", n.name, resp.Status)
 			if resp.StatusCode < 500 {
-				return nil, err
+				return err
 			}
-		} else if err = json.NewDecoder(io.LimitReader(resp.Body, maxTakeBody)).Decode(&ans); err == nil {
-			if _, err = o.set(ans.Sig); err == nil && len(ans.Tokens) == strings.Count(ans.Sig, ",") {
-				return &ans, nil
+		case json.NewDecoder(io.LimitReader(resp.Body, maxNodeAnswer)).Decode(&answers) != nil || len(answers) != len(batch):
+			err = fmt.Errorf("owner %s: a garbled answer", n.name)
+		default:
+			for i, p := range batch {
+				p.ans, p.err = answers[i], o.checkAnswer(n, &answers[i])
 			}
-			err = fmt.Errorf("owner %s: windows %q with %d tokens", n.name, ans.Sig, len(ans.Tokens))
+			return nil
 		}
 	}
 	n.restUntil.Store(time.Now().Add(ownerRest).UnixNano())
-	return nil, err
+	return err
+}
+
+// checkAnswer says whether an owner's answer can be used: a key it knows,
+// with windows this node can read and a token count for each.
+func (o *owners) checkAnswer(n *ringNode, ans *takeAnswer) error {
+	if ans.Unknown {
+		return fmt.Errorf("owner %s does not have the key yet", n.name)
+	}
+	if _, err := o.set(ans.Sig); err != nil || len(ans.Tokens) != strings.Count(ans.Sig, ",") {
+		return fmt.Errorf("owner %s: windows %q with %d tokens", n.name, ans.Sig, len(ans.Tokens))
+	}
+	return nil
 }
 
 // set is the limit set a signature ("5/1m,100/1h,") names.
@@ -287,43 +374,62 @@ func (s *server) takeLocal(k *keyEntry, x *keyExtra, a *checkArgs, allowed bool,
 	return s.limiter.take(k.id, s.limitsFor(k), now, allowed, a.windows), false
 }
 
-// serveNodeTake answers a take forwarded by another node for a key this
-// node owns. It is served only on the node API (--cluster-addr, mTLS with
-// --cluster-tls), never on --addr.
+// serveNodeTake answers a batch of takes forwarded by another node for
+// keys this node owns, in order. It is served only on the node API
+// (--cluster-addr, mTLS with --cluster-tls), never on --addr.
 func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 	if !s.store.cluster.fresh(s.now()) {
 		http.Error(w, "not confirmed current with the cluster", http.StatusServiceUnavailable)
 		return
 	}
-	var req takeRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxTakeBody))
+	var reqs []takeRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBatch*maxTakeBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Cost < 0 || req.Cost > maxCredits {
-		http.Error(w, "bad take", http.StatusBadRequest)
+	if err := dec.Decode(&reqs); err != nil || len(reqs) > maxBatch ||
+		slices.ContainsFunc(reqs, func(t takeRequest) bool { return t.Cost < 0 || t.Cost > maxCredits }) {
+		http.Error(w, "bad takes", http.StatusBadRequest)
 		return
 	}
-	k := s.index.get(req.Lookup, req.Key)
-	if k == nil && s.store.cluster.applied.Load() < req.Rev {
+	keys := make([]*keyEntry, len(reqs))
+	var need int64 // the newest revision an asking node had applied for a key not here
+	for i, t := range reqs {
+		if keys[i] = s.index.get(t.Lookup, t.Key); keys[i] == nil {
+			need = max(need, t.Rev)
+		}
+	}
+	if need > s.store.cluster.applied.Load() {
 		// The asking node has applied more: wait for it, briefly.
 		ctx, cancel := context.WithTimeout(r.Context(), forwardTimeout/2)
-		if s.store.cluster.waitApplied(ctx, req.Rev) == nil {
-			k = s.index.get(req.Lookup, req.Key)
-		}
+		s.store.cluster.waitApplied(ctx, need)
 		cancel()
+		for i, t := range reqs {
+			if keys[i] == nil {
+				keys[i] = s.index.get(t.Lookup, t.Key)
+			}
+		}
 	}
+	answers := make([]takeAnswer, len(reqs))
+	now := s.now().UnixNano()
+	for i := range reqs {
+		answers[i] = s.takeFor(keys[i], &reqs[i], now)
+	}
+	writeJSON(w, 200, answers)
+}
+
+// takeFor is the owner's take for k as t asks; for no key (k nil), an
+// answer that says so, and the asking node counts it in its share.
+func (s *server) takeFor(k *keyEntry, t *takeRequest, now int64) takeAnswer {
 	if k == nil {
-		// The asking node counts it in its share.
-		http.Error(w, "no such key here", http.StatusNotFound)
-		return
+		return takeAnswer{Unknown: true}
 	}
 	var windows [maxWindows]float64
 	var x *keyExtra
 	if k.flags.Load()&flagExtra != 0 {
 		x = s.index.extra(k)
 	}
-	d, exceeded := s.takeLocal(k, x, &checkArgs{cost: req.Cost, windows: &windows}, req.Allowed, s.now().UnixNano())
-	writeJSON(w, 200, takeAnswer{Allowed: d.allowed, Exceeded: exceeded, Sig: d.set.sig,
-		Tokens: windows[:len(d.set.limits)], HasCredits: d.hasCredits, Credits: d.credits, RefillIn: d.refillIn})
+	d, exceeded := s.takeLocal(k, x, &checkArgs{cost: t.Cost, windows: &windows}, t.Allowed, now)
+	return takeAnswer{Allowed: d.allowed, Exceeded: exceeded, Sig: d.set.sig,
+		Tokens: windows[:len(d.set.limits)], HasCredits: d.hasCredits, Credits: d.credits, RefillIn: d.refillIn}
 }
 
 // nodeAPI serves the node API's routes (server.nodeRoutes) once the server
