@@ -116,7 +116,8 @@ func TestLogEntryCodec(t *testing.T) {
 	for i, path := range paths {
 		got := decodeEntry(seg[offsets[i]:], uint64(7+i), "org_1")
 		want := logEntry{ID: fmt.Sprint(7 + i), Time: "2023-11-14T22:13:20.123Z", Method: "PATCH", Path: path, Status: 429,
-			LatencyMS: 1.5, KeyID: "key_ab01000000000000", OrgID: "org_1", Env: envLive, RequestID: "req_00112233445566ff"}
+			LatencyMS: 1.5, KeyID: "key_ab01000000000000", OrgID: "org_1", Env: envLive, RequestID: "req_00112233445566ff",
+			at: 1_700_000_000_123_456_789}
 		if got != want {
 			t.Errorf("entry %d: got %+v; want %+v", i, got, want)
 		}

@@ -187,25 +187,16 @@ func (b *creditBook) drop(id [8]byte) {
 
 // restore installs spending written behind, at start, if it counts from
 // the setting the key has.
-func (b *creditBook) restore(id [8]byte, st creditState) {
-	b.mu.Lock()
-	kc := b.keys[id]
-	b.mu.Unlock()
-	if kc == nil {
-		return
-	}
-	kc.mu.Lock()
-	if kc.gen == st.gen {
-		kc.remaining, kc.refilledAt = st.remaining, st.refilledAt
-		kc.next = nextRefill(kc.refill, st.refilledAt)
-	}
-	kc.mu.Unlock()
-}
+func (b *creditBook) restore(id [8]byte, st creditState) { b.install(id, st, false) }
 
 // merge takes spending another node shared, if it counts from the same
 // setting and is further along: a later refill, or less remaining since
 // the same one. Spending only lowers remaining between refills.
-func (b *creditBook) merge(id [8]byte, st creditState) {
+func (b *creditBook) merge(id [8]byte, st creditState) { b.install(id, st, true) }
+
+// install makes id's credits st if st counts from the key's setting and,
+// with onlyFurther, is further along than what the book has.
+func (b *creditBook) install(id [8]byte, st creditState, onlyFurther bool) {
 	b.mu.Lock()
 	kc := b.keys[id]
 	b.mu.Unlock()
@@ -214,7 +205,8 @@ func (b *creditBook) merge(id [8]byte, st creditState) {
 	}
 	kc.mu.Lock()
 	defer kc.mu.Unlock()
-	if kc.gen == st.gen && (st.refilledAt > kc.refilledAt || st.refilledAt == kc.refilledAt && st.remaining < kc.remaining) {
+	further := st.refilledAt > kc.refilledAt || st.refilledAt == kc.refilledAt && st.remaining < kc.remaining
+	if kc.gen == st.gen && (further || !onlyFurther) {
 		kc.remaining, kc.refilledAt = st.remaining, st.refilledAt
 		kc.next = nextRefill(kc.refill, st.refilledAt)
 	}

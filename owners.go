@@ -40,10 +40,11 @@ import (
 // and a local share of them could not be bounded. When ownership moves (a
 // node joins, leaves or dies), the new owner starts the key's windows from
 // its own state, full if it never owned the key: in the window of the move
-// the key can be admitted up to twice its limit. Credits do not move that
-// way: the owner shares their spending through etcd every flush, and each
-// node keeps it (shareCredits), so a new owner continues from at most one
-// flush interval before, as a restart of one node does.
+// the key can be admitted up to its limit again, and when an owner died,
+// the shares of its lease's time on top (README: Cluster). Credits do not
+// move that way: the owner shares their spending through etcd every flush,
+// and each node keeps it (shareCredits), so a new owner continues from at
+// most one flush interval before, as a restart of one node does.
 
 const (
 	nodeAPIPath  = "/keyhole/node/v1/"
