@@ -277,6 +277,7 @@ func TestCluster(t *testing.T) {
 	t.Run("a node on --etcd-endpoints shares the same keys", func(t *testing.T) {
 		cfg, err := parseServeFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "client.db"),
 			"--node-name", "client", "--etcd-endpoints", a.clientURL + "," + b.clientURL + "," + c.clientURL,
+			"--cluster-addr", freePorts(t, 1)[0], // its own node API: it owns keys too
 			"--cluster-insecure", "--max-staleness", clusterTestStaleness.String(), "--rate-limits", "1000000/1m"},
 			func(string) string { return "" })
 		if err != nil {
@@ -295,6 +296,34 @@ func TestCluster(t *testing.T) {
 		a.waitVerify(t, k["key"].(string), "valid", 2*time.Second)
 		a.admin(t, "POST", "/orgs/"+org+"/keys/"+k["id"].(string)+"/revoke", "", 200)
 		d.waitVerify(t, k["key"].(string), "invalid", 2*time.Second)
+		// Four owners; each node reaches the others' node APIs, d's own
+		// listener too, with a key d owns.
+		all := []*clusterNode{a, b, c, d}
+		waitOwners(t, all, 4)
+		var dKey string
+		for i := 0; dKey == ""; i++ {
+			if i == 40 {
+				t.Fatal("no key of 40 is the --etcd-endpoints node's")
+			}
+			if k, id := newKeyOn(t, d, all, org, `{"name":"d","env":"live"}`); ownerOf(t, id, "n0", "n1", "n2", "client") == "client" {
+				dKey = k
+			}
+		}
+		for range 8 {
+			for _, nd := range all {
+				if got := nd.verify(t, dKey); got != "valid" {
+					t.Fatalf("a key the --etcd-endpoints node owns, on %s: %s", nd.name, got)
+				}
+			}
+		}
+		for _, nd := range all {
+			if share := nd.metric(t, `keyhole_cluster_forwards_total{outcome="share"}`); share > 0 {
+				t.Fatalf("%s could not reach an owner", nd.name)
+			}
+		}
+		if status, body := a.do(t, "GET", "/admin/v1/orgs/"+org+"/usage", testRootToken, ""); status != 200 || bytes.Contains(body, []byte("missing_nodes")) {
+			t.Fatalf("usage with an --etcd-endpoints node = %d %s", status, body)
+		}
 	})
 
 	t.Run("a node's metrics say it is fresh", func(t *testing.T) {
@@ -844,6 +873,26 @@ func TestClusterTLS(t *testing.T) {
 	org := a.admin(t, "POST", "/orgs", `{"name":"acme"}`, 201)["id"].(string)
 	key := a.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"k","env":"live"}`, 201)["key"].(string)
 	b.waitVerify(t, key, "valid", 2*time.Second)
+	// Takes forwarded to the owner, and logs asked of the others, over mTLS.
+	waitOwners(t, nodes, 3)
+	for _, nd := range nodes {
+		if got := nd.verify(t, key); got != "valid" {
+			t.Fatalf("on %s: %s", nd.name, got)
+		}
+	}
+	forwarded := 0.0
+	for _, nd := range nodes {
+		forwarded += max(0, nd.metric(t, `keyhole_cluster_forwards_total{outcome="ok"}`))
+		if share := nd.metric(t, `keyhole_cluster_forwards_total{outcome="share"}`); share > 0 {
+			t.Fatalf("%s could not reach an owner over mTLS", nd.name)
+		}
+	}
+	if forwarded < 2 {
+		t.Fatalf("%v takes forwarded over mTLS; want those of the two nodes that do not own the key", forwarded)
+	}
+	if status, body := a.do(t, "GET", "/admin/v1/orgs/"+org+"/usage", testRootToken, ""); status != 200 || bytes.Contains(body, []byte("missing_nodes")) {
+		t.Fatalf("usage over mTLS = %d %s", status, body)
+	}
 	var out bytes.Buffer
 	cl := &cli{stdout: &out, stderr: io.Discard, getenv: func(string) string { return "" }}
 	if err := clusterCmd(cl, []string{"status", "--etcd-endpoints", a.clientURL, "--cluster-tls", dir}); err != nil {
@@ -852,15 +901,18 @@ func TestClusterTLS(t *testing.T) {
 	if got := out.String(); strings.Count(got, "https://") != 3 {
 		t.Fatalf("cluster status over mTLS:\n%s", got)
 	}
-	// Without a client certificate the member's client address refuses.
+	// Without a client certificate the member's client address refuses,
+	// etcd's API and the node API alike.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(ctx, "GET", a.clientURL+"/version", nil)
-	if resp, err := (&http.Client{Transport: tr}).Do(req); err == nil {
-		resp.Body.Close()
-		t.Fatalf("a client without a certificate got %d from a member", resp.StatusCode)
+	for _, path := range []string{"/version", nodeLogsPath + "?org=" + org} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", a.clientURL+path, nil)
+		if resp, err := (&http.Client{Transport: tr}).Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("a client without a certificate got %d from a member's %s", resp.StatusCode, path)
+		}
 	}
 }
 
