@@ -131,15 +131,24 @@ func printLogLine(w io.Writer, e *logEntry) {
 		cell(e.Env), cell(e.KeyID), cell(e.RequestID), cell(e.Path))
 }
 
-// follower prints a log's new entries as they come. Entries' ids grow; a
-// poll reads pages from the newest back, with the log's cursor, until it
-// reaches the newest entry printed before.
+// follower prints a log's new entries as they come. Entries' ids grow, on
+// each node of a cluster apart (an entry names its node; none on one
+// node); a poll reads pages from the newest back, with the log's cursor,
+// until it reaches, for every node it printed entries of, the newest entry
+// printed before: an entry can come later than a newer one, and on a
+// cluster, from another node.
 type follower struct {
 	a     *adminConn
 	path  string
 	query url.Values
-	last  uint64 // the id of the newest entry printed; 0: none yet
-	began bool   // the header is printed, once the server has answered
+	last  map[string]uint64 // by node: the id of the newest entry printed
+	began bool              // the header is printed, once the server has answered
+}
+
+// logRef is what the follower reads of an entry: its node and id.
+type logRef struct {
+	node string
+	id   uint64
 }
 
 // run prints the newest limit entries, then new ones every interval,
@@ -167,36 +176,40 @@ func (f *follower) run(ctx context.Context, limit int, interval time.Duration) e
 // of them when most is not 0.
 func (f *follower) poll(ctx context.Context, most int) error {
 	var fresh []json.RawMessage
-	var ids []uint64
+	var refs []logRef
 	q := cloneValues(f.query)
 	if most == 0 {
 		q.Set("limit", strconv.Itoa(maxLogLimit))
 	}
+	reached := map[string]bool{} // the nodes whose newest printed entry this poll read back to
 	for {
 		page, err := f.page(ctx, q)
 		if err != nil {
 			return err
 		}
-		done := false
+		full := false
 		for i, raw := range page.raw {
-			if id := page.ids[i]; id > f.last && (most == 0 || len(fresh) < most) {
-				fresh, ids = append(fresh, raw), append(ids, id)
-			} else {
-				done = true
+			ref := page.refs[i]
+			if last, ok := f.last[ref.node]; ok && ref.id <= last {
+				reached[ref.node] = true
+				continue
+			}
+			if full = most != 0 && len(fresh) >= most; full {
 				break
 			}
+			fresh, refs = append(fresh, raw), append(refs, ref)
 		}
-		if done || page.next == nil || most != 0 && len(fresh) >= most {
+		if full || page.next == nil || len(f.last) > 0 && len(reached) == len(f.last) {
 			break
 		}
 		q.Set("before", *page.next)
 	}
-	return f.print(fresh, ids)
+	return f.print(fresh, refs)
 }
 
 type rawLogPage struct {
 	raw  []json.RawMessage
-	ids  []uint64
+	refs []logRef
 	next *string
 }
 
@@ -213,13 +226,14 @@ func (f *follower) page(ctx context.Context, q url.Values) (rawLogPage, error) {
 	if err := json.Unmarshal(body, &page); err != nil {
 		return rawLogPage{}, fmt.Errorf("reading the log: %w", err)
 	}
-	p := rawLogPage{raw: page.Entries, next: page.Next, ids: make([]uint64, len(page.Entries))}
+	p := rawLogPage{raw: page.Entries, next: page.Next, refs: make([]logRef, len(page.Entries))}
 	for i, raw := range page.Entries {
-		var e struct{ ID string }
+		var e struct{ ID, Node string }
 		if json.Unmarshal(raw, &e) != nil {
 			return p, errors.New("reading the log: an entry without an id")
 		}
-		if p.ids[i], err = strconv.ParseUint(e.ID, 10, 64); err != nil {
+		p.refs[i].node = e.Node
+		if p.refs[i].id, err = strconv.ParseUint(e.ID, 10, 64); err != nil {
 			return p, fmt.Errorf("reading the log: entry id %q is not a number", e.ID)
 		}
 	}
@@ -228,7 +242,7 @@ func (f *follower) page(ctx context.Context, q url.Values) (rawLogPage, error) {
 
 // print writes the new entries, given newest first, oldest first: a JSON
 // object a line under --json.
-func (f *follower) print(fresh []json.RawMessage, ids []uint64) error {
+func (f *follower) print(fresh []json.RawMessage, refs []logRef) error {
 	if !f.began && !f.a.json {
 		printLogHeader(f.a.out.stdout)
 	}
@@ -243,7 +257,10 @@ func (f *follower) print(fresh []json.RawMessage, ids []uint64) error {
 			}
 			printLogLine(f.a.out.stdout, &e)
 		}
-		f.last = max(f.last, ids[i])
+		if f.last == nil {
+			f.last = map[string]uint64{}
+		}
+		f.last[refs[i].node] = max(f.last[refs[i].node], refs[i].id)
 	}
 	return nil
 }

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +133,7 @@ func TestClusterNodes(t *testing.T) {
 	org := nodes[0].admin(t, "POST", "/orgs", `{"name":"acme"}`, 201)["id"].(string)
 
 	t.Run("logs and usage are every node's", func(t *testing.T) {
+		ctx := context.Background()
 		key, id := newKeyOn(t, nodes[0], nodes, org, `{"name":"f","env":"live"}`)
 		for _, nd := range nodes {
 			for range 4 {
@@ -164,6 +168,22 @@ func TestClusterNodes(t *testing.T) {
 		if len(seen) != want || len(byNode) != 3 {
 			t.Fatalf("the logs paged from n1 hold %d entries, by node %v; want %d from 3 nodes", len(seen), byNode, want)
 		}
+		// keyhole logs --follow on a cluster: each node's ids grow apart.
+		var out bytes.Buffer
+		conn := &adminConn{cmd: "logs", base: "http://" + nodes[1].addr, token: testRootToken, json: true,
+			out: &cli{stdout: &out, stderr: io.Discard}}
+		f := &follower{a: conn, path: apiPath("orgs", org, "logs"), query: url.Values{"key_id": {id}}}
+		if err := f.poll(ctx, 1000); err != nil || strings.Count(out.String(), "\n") != want {
+			t.Fatalf("the first poll printed, with %v:\n%s", err, out.String())
+		}
+		for _, nd := range nodes {
+			nd.verify(t, key)
+			nd.verify(t, key)
+		}
+		out.Reset()
+		if err := f.poll(ctx, 0); err != nil || strings.Count(out.String(), "\n") != 6 || len(f.last) != 3 {
+			t.Fatalf("the next poll printed, with %v, %d nodes known:\n%s", err, len(f.last), out.String())
+		}
 		var usage struct {
 			Buckets []struct {
 				OK     uint64 `json:"2xx"`
@@ -172,8 +192,8 @@ func TestClusterNodes(t *testing.T) {
 		}
 		_, body := nodes[2].do(t, "GET", "/admin/v1/orgs/"+org+"/usage?key_id="+id, testRootToken, "")
 		json.Unmarshal(body, &usage)
-		if len(usage.Buckets) != 1 || usage.Buckets[0].OK != 12 || usage.Buckets[0].Client != 3 {
-			t.Fatalf("usage on n2 = %s; want one hour of 12 2xx and 3 4xx (the probes)", body)
+		if len(usage.Buckets) != 1 || usage.Buckets[0].OK != 18 || usage.Buckets[0].Client != 3 {
+			t.Fatalf("usage on n2 = %s; want one hour of 18 2xx and 3 4xx (the probes)", body)
 		}
 	})
 
