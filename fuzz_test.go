@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1285,6 +1286,36 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 		if got := appendJSONString(nil, s); string(got) != string(want) {
 			t.Fatalf("appendJSONString(%q) = %s; encoding/json gives %s", s, got, want)
+		}
+	})
+}
+
+// FuzzNodeTakes: a batch of takes from another node is read or refused
+// whole, never with a cost a key cannot spend or more than a batch holds,
+// and what is read is what was sent.
+func FuzzNodeTakes(f *testing.F) {
+	f.Add(`[{"lookup":"kh_live_1a2b3c4d","key":"key_0011223344556677","allowed":true,"cost":1,"rev":7}]`)
+	f.Add(`[]`)
+	f.Add(`[{"cost":-1}]`)
+	f.Add(`[{"cost":1e30}]`)
+	f.Add(`[{"extra":1}]`)
+	f.Add(`null`)
+	f.Fuzz(func(t *testing.T, body string) {
+		reqs, ok := parseTakes(strings.NewReader(body))
+		if !ok {
+			return
+		}
+		if len(reqs) > maxBatch {
+			t.Fatalf("%d takes read; at most %d", len(reqs), maxBatch)
+		}
+		for _, r := range reqs {
+			if r.Cost < 0 || r.Cost > maxCredits {
+				t.Fatalf("cost %d read", r.Cost)
+			}
+		}
+		again, _ := json.Marshal(reqs)
+		if back, ok := parseTakes(bytes.NewReader(again)); !ok || !slices.Equal(back, reqs) {
+			t.Fatalf("%s read as %+v, written as %s, read back as %+v", body, reqs, again, back)
 		}
 	})
 }

@@ -383,11 +383,8 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not confirmed current with the cluster", http.StatusServiceUnavailable)
 		return
 	}
-	var reqs []takeRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBatch*maxTakeBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&reqs); err != nil || len(reqs) > maxBatch ||
-		slices.ContainsFunc(reqs, func(t takeRequest) bool { return t.Cost < 0 || t.Cost > maxCredits }) {
+	reqs, ok := parseTakes(r.Body)
+	if !ok {
 		http.Error(w, "bad takes", http.StatusBadRequest)
 		return
 	}
@@ -415,6 +412,19 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 		answers[i] = s.takeFor(keys[i], &reqs[i], now)
 	}
 	writeJSON(w, 200, answers)
+}
+
+// parseTakes reads a batch of takes: a JSON array of at most maxBatch,
+// each with known fields only and a cost a key can spend.
+func parseTakes(r io.Reader) ([]takeRequest, bool) {
+	var reqs []takeRequest
+	dec := json.NewDecoder(io.LimitReader(r, maxBatch*maxTakeBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&reqs); err != nil || len(reqs) > maxBatch ||
+		slices.ContainsFunc(reqs, func(t takeRequest) bool { return t.Cost < 0 || t.Cost > maxCredits }) {
+		return nil, false
+	}
+	return reqs, true
 }
 
 // takeFor is the owner's take for k as t asks; for no key (k nil), an
