@@ -756,27 +756,41 @@ var errClusterConflict = errors.New("cluster: a record changed under the write; 
 func (c *cluster) commit(cmps []clientv3.Cmp, ops []clientv3.Op, a *auditEntry) (ok bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
-	if a != nil {
-		buf, err := encodeRecord(*a)
-		if err != nil {
-			return false, err
-		}
-		id := fmt.Sprintf("%016x%s", time.Now().UnixNano(), randomHex(4))
-		ops = append(ops, clientv3.OpPut(clusterPrefix+"audit/"+id, string(buf)))
-	}
-	ops = append(ops, clientv3.OpPut(clusterHead, ""))
-	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		return false, fmt.Errorf("cluster write: %w", err)
-	}
-	if !resp.Succeeded {
-		return false, nil
+	resp, err := commitShared(ctx, c.cli, cmps, ops, a)
+	if err != nil || !resp.Succeeded {
+		return false, err
 	}
 	if err := c.waitApplied(ctx, resp.Header.Revision); err != nil {
 		// Committed: the watch brings it here later.
 		c.log.Warn().Int64("revision", resp.Header.Revision).Msg("a cluster write committed but is not yet applied here")
 	}
 	return true, nil
+}
+
+// commitShared is one change of the shared records: ops, the audit entry a
+// (unless nil) and the head, in one etcd transaction if cmps hold.
+func commitShared(ctx context.Context, cli *clientv3.Client, cmps []clientv3.Cmp, ops []clientv3.Op, a *auditEntry) (*clientv3.TxnResponse, error) {
+	if a != nil {
+		buf, err := encodeRecord(*a)
+		if err != nil {
+			return nil, err
+		}
+		id := fmt.Sprintf("%016x%s", time.Now().UnixNano(), randomHex(4))
+		ops = append(ops, clientv3.OpPut(clusterPrefix+"audit/"+id, string(buf)))
+	}
+	ops = append(ops, clientv3.OpPut(clusterHead, ""))
+	resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("cluster write: %w", err)
+	}
+	return resp, nil
+}
+
+// resetClusterRootToken makes hash the cluster's root token's, for
+// keyhole admin-token reset --etcd-endpoints: every node applies it.
+func resetClusterRootToken(ctx context.Context, cli *clientv3.Client, hash [32]byte, a auditEntry) error {
+	_, err := commitShared(ctx, cli, nil, []clientv3.Op{clientv3.OpPut(clusterPrefix+"meta/"+string(metaRootToken), string(hash[:]))}, &a)
+	return err
 }
 
 func putOp(key string, v any) (clientv3.Op, error) {
@@ -1201,4 +1215,15 @@ func printNodes(ctx context.Context, cli *clientv3.Client, w io.Writer, head int
 		fmt.Fprintln(tw, "(no keyhole node is running)")
 	}
 	return tw.Flush()
+}
+
+// isClusterReplica says whether the file is a cluster node's copy of the
+// cluster's records (claimFile made it one).
+func (st *store) isClusterReplica() (bool, error) {
+	var ok bool
+	err := st.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketCluster) != nil
+		return nil
+	})
+	return ok, err
 }

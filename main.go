@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -358,6 +359,8 @@ func adminTokenCmd(c *cli, args []string) error {
 	fs := newFlagSet("admin-token reset")
 	dbPath := fs.String("db", "keyhole.db", "bbolt `FILE`")
 	brand := fs.String("brand", "kh", "key prefix `BRAND` of the token")
+	endpoints := fs.String("etcd-endpoints", "", "a cluster's etcd client `URLs`, comma-separated: reset the cluster's root token instead of a file's")
+	tlsDir := fs.String("cluster-tls", "", "`DIR` of the cluster's mTLS certificates, with --etcd-endpoints")
 	if first(args) == "reset" {
 		args = args[1:]
 	} else if !isHelpFlag(first(args)) {
@@ -369,7 +372,31 @@ func adminTokenCmd(c *cli, args []string) error {
 	if fs.NArg() > 0 {
 		return usageErrorf("admin-token", "unexpected argument %q", fs.Arg(0))
 	}
-	st, err := openStore(*dbPath, lockTimeout)
+	token := *brand + "_admin_" + randomHex(16)
+	entry := systemAudit(actionRootReset, "keyhole admin-token reset", time.Now())
+	if *endpoints != "" {
+		cli, err := etcdClient(*endpoints, *tlsDir)
+		if err != nil {
+			return fmt.Errorf("--etcd-endpoints: %w", err)
+		}
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		defer cancel()
+		if err := resetClusterRootToken(ctx, cli, hashKey(token), entry); err != nil {
+			return err
+		}
+	} else if err := resetFileRootToken(*dbPath, hashKey(token), entry); err != nil {
+		return err
+	}
+	// The token alone, so that TOKEN=$(keyhole admin-token reset) works.
+	fmt.Fprintf(c.stdout, "%s\n", token)
+	return nil
+}
+
+// resetFileRootToken sets a one-node file's root token hash; a cluster
+// node's file, a copy of the cluster's, is refused.
+func resetFileRootToken(dbPath string, hash [32]byte, a auditEntry) error {
+	st, err := openStore(dbPath, lockTimeout)
 	if errors.Is(err, errLocked) {
 		return fmt.Errorf("%w; stop the server first", err)
 	}
@@ -377,13 +404,11 @@ func adminTokenCmd(c *cli, args []string) error {
 		return err
 	}
 	defer st.Close()
-	token := *brand + "_admin_" + randomHex(16)
-	if err := st.SetRootTokenHash(hashKey(token), systemAudit(actionRootReset, "keyhole admin-token reset", time.Now())); err != nil {
-		return err
+	if ok, err := st.isClusterReplica(); err != nil || ok {
+		return cmp.Or(err, fmt.Errorf("%s is a cluster node's copy of the cluster's records: "+
+			"reset the cluster's root token with keyhole admin-token reset --etcd-endpoints URL,…", dbPath))
 	}
-	// The token alone, so that TOKEN=$(keyhole admin-token reset) works.
-	fmt.Fprintf(c.stdout, "%s\n", token)
-	return nil
+	return st.SetRootTokenHash(hash, a)
 }
 
 func isHelpFlag(arg string) bool {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,22 +229,22 @@ func TestClusterNodes(t *testing.T) {
 
 	// A node that died keeps its place until its lease runs out: a
 	// presence written here with a dead address is one.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL, nodes[1].clientURL, nodes[2].clientURL},
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL, nodes[1].clientURL, nodes[2].clientURL},
 		DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
+	defer etcd.Close()
 	// Bounded: a call to a stopped member is retried on the others until then.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	lease, err := cli.Grant(ctx, 60)
+	lease, err := etcd.Grant(ctx, 60)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead := "http://" + freePorts(t, 1)[0]
 	ghost, _ := json.Marshal(nodePresence{URL: dead})
-	if _, err := cli.Put(ctx, nodesPrefix+"ghost", string(ghost), clientv3.WithLease(lease.ID)); err != nil {
+	if _, err := etcd.Put(ctx, nodesPrefix+"ghost", string(ghost), clientv3.WithLease(lease.ID)); err != nil {
 		t.Fatal(err)
 	}
 	waitOwners(t, nodes, 4)
@@ -289,7 +290,7 @@ func TestClusterNodes(t *testing.T) {
 	var rest []*clusterNode // the nodes still up after the owner stops
 	t.Run("when the owner stops, the key moves and admits at most one more limit", func(t *testing.T) {
 		key, id := newKeyOn(t, nodes[0], nodes, org, `{"name":"m","env":"live","rate_limits":[{"limit":30,"window":"1h"}],"credits":{"remaining":50}}`)
-		if _, err := cli.Revoke(ctx, lease.ID); err != nil {
+		if _, err := etcd.Revoke(ctx, lease.ID); err != nil {
 			t.Fatal(err)
 		}
 		waitOwners(t, nodes, 3)
@@ -328,7 +329,7 @@ func TestClusterNodes(t *testing.T) {
 
 	t.Run("the shared audit log is pruned, not the nodes' copies", func(t *testing.T) {
 		count := func(prefix string) int64 {
-			resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			resp, err := etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -350,7 +351,7 @@ func TestClusterNodes(t *testing.T) {
 			b.Put([]byte(kept), nil)
 			return b.Put(clusterRevKey, u64(1))
 		})
-		c := &cluster{cli: cli, st: st}
+		c := &cluster{cli: etcd, st: st}
 		if err := c.pruneAudit(cutoff); err != nil {
 			t.Fatal(err)
 		}
@@ -366,6 +367,36 @@ func TestClusterNodes(t *testing.T) {
 		})
 		if n := auditCount(t, rest[0]); n == 0 {
 			t.Fatalf("%s's copy of the audit log is empty after etcd's was pruned", rest[0].name)
+		}
+	})
+
+	t.Run("admin-token reset: the cluster's root token, never one node's copy", func(t *testing.T) {
+		stopped := nodes[slices.IndexFunc(nodes, func(nd *clusterNode) bool { return !slices.Contains(rest, nd) })]
+		var out, errOut bytes.Buffer
+		cl := &cli{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
+		err := adminTokenCmd(cl, []string{"reset", "--db", stopped.cfg.dbPath})
+		if err == nil || !strings.Contains(err.Error(), "--etcd-endpoints") || out.Len() > 0 {
+			t.Fatalf("reset of %s's file = %v, printed %q; want it refused, pointing to --etcd-endpoints", stopped.name, err, out.String())
+		}
+		if err := adminTokenCmd(cl, []string{"reset", "--etcd-endpoints", rest[0].clientURL}); err != nil {
+			t.Fatal(err)
+		}
+		token := strings.TrimSpace(out.String())
+		for _, nd := range rest {
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				status, _ := nd.do(t, "GET", "/admin/v1/orgs", token, "")
+				if status == 200 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the new root token on %s: %d after 2s", nd.name, status)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if status, _ := nd.do(t, "GET", "/admin/v1/orgs", testRootToken, ""); status != 401 {
+				t.Fatalf("the old root token on %s: %d; want 401", nd.name, status)
+			}
 		}
 	})
 }
