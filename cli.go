@@ -41,7 +41,7 @@ func commands() []command {
 		{"tokens", "list|create|revoke|roll ORG …", "An organization's admin tokens.", nil, tokensCommands()},
 		{"logs", "ORG [--follow]", "An organization's request log, newest first; --follow prints new entries until Ctrl-C.", logsCmd, nil},
 		{"audit", "[ORG]", "The audit log, an organization's or the whole of it: who changed what.", auditCmd, nil},
-		{"cluster", "import|status [--db FILE] [--etcd-endpoints URL,…]", "Copy a one-node db's orgs, keys and tokens into a cluster (idempotent), or show the cluster's members.", clusterCmd, nil},
+		{"cluster", "import|status|add NAME=PEER_URL|remove NAME [--db FILE] [--etcd-endpoints URL,…]", "Copy a one-node db's orgs, keys and tokens into a cluster (idempotent), show the cluster's members, or add or remove one.", clusterCmd, nil},
 		{"version", "", "Print keyhole's version.", versionCmd, nil},
 		{"help", "[COMMAND]", "Show this help, or a command's.", helpCmd, nil},
 	}

@@ -90,6 +90,7 @@ type clusterOpts struct {
 	tlsDir       string
 	insecure     bool
 	endpoints    string // URL,…
+	state        string // --cluster-state: new, or existing to join a running cluster
 	maxStaleness time.Duration
 
 	// Not flags: tests shorten etcd's ticks and turn fsync off.
@@ -103,8 +104,8 @@ func (o *clusterOpts) enabled() bool { return o.peers != "" || o.endpoints != ""
 // validate checks the cluster flags against each other.
 func (o *clusterOpts) validate(c *config) error {
 	if !o.enabled() {
-		if o.nodeName != "" || o.addr != "" || o.tlsDir != "" || o.insecure {
-			return usageErrorf("serve", "--node-name, --cluster-addr, --cluster-tls and --cluster-insecure need --cluster-peers or --etcd-endpoints")
+		if o.nodeName != "" || o.addr != "" || o.tlsDir != "" || o.insecure || o.state != clusterStateNew {
+			return usageErrorf("serve", "--node-name, --cluster-addr, --cluster-tls, --cluster-insecure and --cluster-state need --cluster-peers or --etcd-endpoints")
 		}
 		return nil
 	}
@@ -121,6 +122,10 @@ func (o *clusterOpts) validate(c *config) error {
 		return usageErrorf("serve", "--max-staleness %s: want at least 50ms, like 1s", o.maxStaleness)
 	case c.demo:
 		return usageErrorf("serve", "--demo is for one node; it cannot be used with a cluster")
+	case o.state != clusterStateNew && o.state != clusterStateExisting:
+		return usageErrorf("serve", "--cluster-state %q: want new or existing", o.state)
+	case o.state == clusterStateExisting && o.peers == "":
+		return usageErrorf("serve", "--cluster-state existing is for an embedded member joining a cluster (--cluster-peers)")
 	}
 	if o.tlsDir != "" {
 		for _, f := range []string{tlsCA, tlsCert, tlsKey} {
@@ -366,7 +371,7 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 	cfg.InitialCluster = strings.Join(names, ",")
 	cfg.InitialClusterToken = "keyhole"
 	cfg.UserHandlers = map[string]http.Handler{nodeAPIPath: node}
-	cfg.ClusterState = embed.ClusterStateFlagNew
+	cfg.ClusterState = cmp.Or(o.state, clusterStateNew)
 	cfg.LogLevel = cmp.Or(o.etcdLogLevel, "error")
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(etcdLogger(log, cfg.LogLevel))
 	cfg.TickMs, cfg.ElectionMs = 50, 500
@@ -1041,16 +1046,21 @@ func clusterCmd(c *cli, args []string) error {
 	endpoints := fs.String("etcd-endpoints", "http://127.0.0.1:2379", "the cluster's etcd client `URLs` (a node's --cluster-addr as http://HOST:PORT), comma-separated")
 	tlsDir := fs.String("cluster-tls", "", "`DIR` of the cluster's mTLS certificates (ca.crt, node.crt, node.key), as its nodes use")
 	sub := first(args)
-	if sub == "import" || sub == "status" {
+	if slices.Contains([]string{"import", "status", "add", "remove"}, sub) {
 		args = args[1:]
 	} else if !isHelpFlag(sub) {
-		return usageErrorf("cluster", "want the subcommand import or status: keyhole cluster import --db FILE --etcd-endpoints URL,…")
+		return usageErrorf("cluster", "want the subcommand import, status, add or remove: keyhole cluster import --db FILE --etcd-endpoints URL,…")
 	}
-	if err := parseFlags(fs, args, c.getenv); err != nil {
+	ops, err := parseArgsAnywhere(fs, args, c.getenv)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageErrorf("cluster", "unexpected argument %q", fs.Arg(0))
+	member := sub == "add" || sub == "remove"
+	switch {
+	case member && len(ops) != 1:
+		return usageErrorf("cluster", "%s wants one member: keyhole cluster add NAME=PEER_URL, keyhole cluster remove NAME", sub)
+	case !member && len(ops) > 0:
+		return usageErrorf("cluster", "unexpected argument %q", ops[0])
 	}
 	cli, err := etcdClient(*endpoints, *tlsDir)
 	if err != nil {
@@ -1059,8 +1069,13 @@ func clusterCmd(c *cli, args []string) error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if sub == "status" {
+	switch sub {
+	case "status":
 		return clusterStatus(ctx, cli, c.stdout)
+	case "add":
+		return clusterAdd(ctx, cli, ops[0], c.stdout)
+	case "remove":
+		return clusterRemove(ctx, cli, ops[0], c.stdout)
 	}
 	st, err := openStoreReadOnly(*dbPath, lockTimeout)
 	if err != nil {

@@ -775,6 +775,9 @@ func TestClusterFlags(t *testing.T) {
 		{[]string{"--node-name", "a", "--etcd-endpoints", "127.0.0.1:2379", "--cluster-insecure"}, "want http URLs"},
 		{[]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure", "--max-staleness", "10ms"}, "want at least 50ms"},
 		{[]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure", "--demo"}, "--demo is for one node"},
+		{[]string{"--cluster-state", "existing"}, "need --cluster-peers or --etcd-endpoints"},
+		{[]string{"--node-name", "a", "--cluster-peers", peers, "--cluster-addr", "127.0.0.1:2379", "--cluster-insecure", "--cluster-state", "old"}, "want new or existing"},
+		{[]string{"--node-name", "a", "--etcd-endpoints", "http://127.0.0.1:2379", "--cluster-insecure", "--cluster-state", "existing"}, "is for an embedded member"},
 	}
 	for _, tt := range tests {
 		_, err := parseServeFlags(tt.args, func(string) string { return "" })

@@ -102,6 +102,7 @@ func parseServeFlags(args []string, getenv func(string) string) (config, error) 
 	fs.StringVar(&c.cluster.addr, "cluster-addr", "", "`HOST:PORT` where the other nodes reach this one: its etcd member's client address with --cluster-peers, and where it counts the rate limits and credits of the keys it owns")
 	fs.StringVar(&c.cluster.tlsDir, "cluster-tls", "", "`DIR` of the cluster's mTLS certificates: ca.crt, and this node's node.crt and node.key")
 	fs.BoolVar(&c.cluster.insecure, "cluster-insecure", false, "plaintext between cluster nodes and etcd instead of --cluster-tls, for tests and one-machine trials")
+	fs.StringVar(&c.cluster.state, "cluster-state", clusterStateNew, "new: the --cluster-peers members start a cluster together; existing: this member joins a running one, after keyhole cluster add")
 	fs.StringVar(&c.cluster.endpoints, "etcd-endpoints", "", "an existing etcd cluster's client `URLs`, comma-separated, instead of --cluster-peers")
 	fs.DurationVar(&c.cluster.maxStaleness, "max-staleness", time.Second, "a cluster node not confirmed current for this long fails closed")
 	if err := parseFlags(fs, args, getenv); err != nil {

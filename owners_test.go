@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -430,5 +431,62 @@ func TestClusterEtcdLog(t *testing.T) {
 	}
 	if etcdLines == 0 {
 		t.Fatalf("no line of etcd's at level info:\n%s", nd.log.String())
+	}
+}
+
+// TestClusterMembers: a dead member is replaced while the cluster runs:
+// removed, a new one added, which joins with --cluster-state existing and
+// has every key and revocation.
+func TestClusterMembers(t *testing.T) {
+	skipShort(t, "starts a 3-member etcd cluster")
+	nodes := startTestCluster(t, 3)
+	n0, dead := nodes[0], nodes[2]
+	org := n0.admin(t, "POST", "/orgs", `{"name":"acme"}`, 201)["id"].(string)
+	k := n0.admin(t, "POST", "/orgs/"+org+"/keys", `{"name":"k","env":"live"}`, 201)
+	dead.halt(t)
+	os.RemoveAll(dead.cfg.dbPath + ".etcd") // the VM is gone
+	cluster := func(args ...string) string {
+		t.Helper()
+		// etcd adds a member only once its leader has been in touch with
+		// a quorum for 5 s ("unhealthy cluster"): this one is new.
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			var out bytes.Buffer
+			cl := &cli{stdout: &out, stderr: io.Discard, getenv: func(string) string { return "" }}
+			err := clusterCmd(cl, append(args, "--etcd-endpoints", n0.clientURL))
+			if err == nil {
+				return out.String()
+			}
+			if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+				t.Fatalf("keyhole cluster %s: %v", strings.Join(args, " "), err)
+			}
+		}
+	}
+	cluster("remove", dead.name)
+	ports := freePorts(t, 2)
+	said := cluster("add", "n3=http://"+ports[0])
+	m := regexp.MustCompile(`--cluster-peers (\S+)`).FindStringSubmatch(said)
+	kept := strings.Split(n0.cfg.cluster.peers, ",")[:2] // n0's and n1's, without n2's
+	if m == nil || m[1] != strings.Join(kept, ",")+",n3=http://"+ports[0] {
+		t.Fatalf("cluster add said:\n%s", said)
+	}
+	cfg, err := parseServeFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "n3.db"),
+		"--node-name", "n3", "--cluster-peers", m[1], "--cluster-state", "existing", "--cluster-addr", ports[1],
+		"--cluster-insecure", "--max-staleness", clusterTestStaleness.String()}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.cluster.tickMs, cfg.cluster.electionMs, cfg.cluster.noFsync = 10, 100, true
+	cfg.cluster.etcdLogLevel = "panic"
+	cfg.drainTimeout = time.Second
+	n3 := &clusterNode{name: "n3", cfg: cfg, clientURL: "http://" + ports[1], client: &http.Client{Timeout: 5 * time.Second}}
+	n3.start()
+	defer n3.halt(t)
+	n3.waitUp(t, 30*time.Second)
+	n3.waitVerify(t, k["key"].(string), "valid", 5*time.Second)
+	n0.admin(t, "POST", "/orgs/"+org+"/keys/"+k["id"].(string)+"/revoke", "", 200)
+	n3.waitVerify(t, k["key"].(string), "invalid", 2*time.Second)
+	status := cluster("status")
+	if !strings.Contains(status, "n3 ") || strings.Contains(status, "n2 ") {
+		t.Fatalf("cluster status after n2 was replaced by n3:\n%s", status)
 	}
 }
