@@ -181,8 +181,12 @@ func tlsInfo(dir string) transport.TLSInfo {
 }
 
 // etcdClient dials an etcd cluster's client URLs, with mTLS if dir is set.
-func etcdClient(endpoints, dir string) (*clientv3.Client, error) {
-	cfg := clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second}
+// The client's own log lines (its retries, at warn) go to log at error
+// level only: what fails is returned, and a server's failing reads show in
+// its freshness.
+func etcdClient(endpoints, dir string, log zerolog.Logger) (*clientv3.Client, error) {
+	cfg := clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second,
+		Logger: etcdLogger(log, "error")}
 	if dir != "" {
 		tc, err := tlsInfo(dir).ClientConfig()
 		if err != nil {
@@ -268,7 +272,7 @@ func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, 
 		c.member = m
 		c.cli = v3client.New(m.Server)
 	} else {
-		cli, err := etcdClient(o.endpoints, o.tlsDir)
+		cli, err := etcdClient(o.endpoints, o.tlsDir, c.log)
 		if err != nil {
 			return nil, fmt.Errorf("--etcd-endpoints: %w", err)
 		}
@@ -1062,7 +1066,7 @@ func clusterCmd(c *cli, args []string) error {
 	case !member && len(ops) > 0:
 		return usageErrorf("cluster", "unexpected argument %q", ops[0])
 	}
-	cli, err := etcdClient(*endpoints, *tlsDir)
+	cli, err := etcdClient(*endpoints, *tlsDir, zerolog.Nop())
 	if err != nil {
 		return fmt.Errorf("--etcd-endpoints: %w", err)
 	}

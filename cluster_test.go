@@ -30,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // The cluster tests run three keyhole nodes in this process, each with an
@@ -587,7 +588,7 @@ func auditCount(t *testing.T, nd *clusterNode) int {
 // clusterLeader is the node whose etcd member leads.
 func clusterLeader(t *testing.T, nodes []*clusterNode) *clusterNode {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL}, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

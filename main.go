@@ -376,7 +376,7 @@ func adminTokenCmd(c *cli, args []string) error {
 	token := *brand + "_admin_" + randomHex(16)
 	entry := systemAudit(actionRootReset, "keyhole admin-token reset", time.Now())
 	if *endpoints != "" {
-		cli, err := etcdClient(*endpoints, *tlsDir)
+		cli, err := etcdClient(*endpoints, *tlsDir, zerolog.Nop())
 		if err != nil {
 			return fmt.Errorf("--etcd-endpoints: %w", err)
 		}

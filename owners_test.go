@@ -20,6 +20,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // ownerOf is the node that owns keyID among names, as every node computes it.
@@ -231,7 +232,7 @@ func TestClusterNodes(t *testing.T) {
 	// A node that died keeps its place until its lease runs out: a
 	// presence written here with a dead address is one.
 	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{nodes[0].clientURL, nodes[1].clientURL, nodes[2].clientURL},
-		DialTimeout: 5 * time.Second})
+		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
