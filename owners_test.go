@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -489,5 +490,63 @@ func TestClusterMembers(t *testing.T) {
 	status := cluster("status")
 	if !strings.Contains(status, "n3 ") || strings.Contains(status, "n2 ") {
 		t.Fatalf("cluster status after n2 was replaced by n3:\n%s", status)
+	}
+}
+
+// TestReadmeCluster runs README.md's three-node blocks with bash: the
+// three serve commands in the background, on free ports, then the curl
+// lines against them.
+func TestReadmeCluster(t *testing.T) {
+	skipShort(t, "runs three keyhole processes with etcd members")
+	for _, tool := range []string{"bash", "curl", "jq", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			integrationMissing(t, tool+" is not installed")
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(marker string) string {
+		_, b, ok := strings.Cut(string(readme), "<!-- "+marker+" -->\n```sh\n")
+		b, _, ok2 := strings.Cut(b, "```")
+		if !ok || !ok2 {
+			t.Fatalf("README.md has no %s block", marker)
+		}
+		return b
+	}
+	start, try := block("cluster-start"), block("cluster-try")
+	// Each of the README's ports becomes a free one.
+	free := freePorts(t, 9)
+	ports := map[string]string{}
+	for i, p := range []string{"2379", "2380", "2381", "2382", "2383", "2384", "8081", "8082", "8083"} {
+		ports[p] = strings.TrimPrefix(free[i], "127.0.0.1:")
+	}
+	onFreePorts := func(s string) string {
+		return regexp.MustCompile(`\b(2379|238[0-4]|808[1-3])\b`).ReplaceAllStringFunc(s, func(p string) string { return ports[p] })
+	}
+	// The serve lines run in the background, each with its own log.
+	serve := regexp.MustCompile(`(?m)^(keyhole serve --node-name (\w) .*)$`)
+	start = serve.ReplaceAllString(start, "$1 >$2.log 2>&1 &")
+	script := "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + onFreePorts(start) +
+		"for p in " + ports["8081"] + " " + ports["8082"] + " " + ports["8083"] + "; do\n" +
+		"  for i in $(seq 600); do curl -sf localhost:$p/readyz >/dev/null && break; sleep 0.1; done\n" +
+		"done\n" + onFreePorts(try)
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(keyholeBinary(t))+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	logs, _ := exec.Command("bash", "-c", "tail -n 20 "+cmd.Dir+"/*.log").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the README's cluster blocks failed: %v\n%s\nnode logs:\n%s", err, out, logs)
+	}
+	for _, want := range []string{`"valid":true`, `{"valid":true,"code":null}`, `{"valid":false,"code":"rate_limited"}`,
+		"MEMBER", "NODE"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the README's cluster blocks printed no %s:\n%s\nnode logs:\n%s", want, out, logs)
+		}
+	}
+	if n := strings.Count(string(out), `{"valid":true,"code":null}`); n != 2 {
+		t.Errorf("a limit of 2 a minute admitted %d of 3 across the nodes:\n%s", n, out)
 	}
 }
