@@ -526,6 +526,7 @@ func (c *cluster) announce(ctx context.Context) {
 }
 
 func (c *cluster) close() {
+	c.leave()
 	if c.cancel != nil {
 		c.cancel()
 	}
@@ -537,6 +538,17 @@ func (c *cluster) close() {
 	if c.member != nil {
 		c.member.Close()
 	}
+}
+
+// leave hands the keys this node owns to the nodes that own them without
+// it, before its presence goes: a clean stop keeps their limits.
+func (c *cluster) leave() {
+	move := c.owners.onMove.Load()
+	if move == nil {
+		return
+	}
+	nodes := *c.owners.nodes.Load()
+	(*move)(nodes, slices.DeleteFunc(slices.Clone(nodes), func(n *ringNode) bool { return n.name == c.name }))
 }
 
 // fresh says whether the replica was confirmed current within maxStale.

@@ -44,6 +44,7 @@ func (s *server) nodeRoutes() *http.ServeMux {
 	mux.HandleFunc("POST "+nodeTakePath, s.serveNodeTake)
 	mux.HandleFunc("GET "+nodeLogsPath, s.serveNodeLogs)
 	mux.HandleFunc("GET "+nodeUsagePath, s.serveNodeUsage)
+	mux.HandleFunc("POST "+nodeHandoffPath, s.serveNodeHandoff)
 	return mux
 }
 

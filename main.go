@@ -274,6 +274,8 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, logger zerolog.Log
 		apply := s.applyShared
 		c.onApply.Store(&apply)
 		c.node.routes.Store(s.nodeRoutes())
+		move := s.handOff
+		c.owners.onMove.Store(&move)
 		shared := s.credits.merge
 		c.onCredits.Store(&shared)
 		s.behind.shareCredits = c.shareCredits

@@ -37,14 +37,14 @@ import (
 // the nodes that can still reach each other then admit at most the limit
 // between them. A key with credits is refused instead (503
 // verification_failed), for at most the lease's time: credits are money,
-// and a local share of them could not be bounded. When ownership moves (a
-// node joins, leaves or dies), the new owner starts the key's windows from
-// its own state, full if it never owned the key: in the window of the move
-// the key can be admitted up to its limit again, and when an owner died,
-// the shares of its lease's time on top (README: Cluster). Credits do not
-// move that way: the owner shares their spending through etcd every flush,
-// and each node keeps it (shareCredits), so a new owner continues from at
-// most one flush interval before, as a restart of one node does.
+// and a local share of them could not be bounded. When ownership moves
+// because a node joins or stops, the old owner hands the key's windows to
+// the new one (handoff.go). When an owner dies, the new owner starts the
+// key's windows from its own state, full if it never owned the key, after
+// the shares of its lease's time (README: Cluster). Credits do not depend
+// on either: the owner shares their spending through etcd every flush, and
+// each node keeps it (shareCredits), so a new owner continues from at most
+// one flush interval before, as a restart of one node does.
 
 const (
 	nodeAPIPath  = "/keyhole/node/v1/"
@@ -103,6 +103,9 @@ type owners struct {
 	shares   *limiter // the buckets of keys whose owner cannot be reached
 	shareSet sync.Map // shareKey -> *limitSet
 	sets     sync.Map // a limit signature -> *limitSet, for owners' answers
+	// onMove hands the windows of the keys this node no longer owns to
+	// their new owners (handoff.go), when the live nodes change.
+	onMove atomic.Pointer[func(from, to []*ringNode)]
 
 	forwards  *prometheus.CounterVec
 	forwardUs prometheus.Histogram
@@ -156,14 +159,20 @@ func (o *owners) setMembers(members map[string]string) {
 		nodes = append(nodes, &ringNode{name: name, url: members[name], seed: h.Sum64()})
 	}
 	o.nodes.Store(&nodes)
+	if move := o.onMove.Load(); move != nil {
+		go (*move)(old, nodes) // HTTP calls: not on the watch's goroutine
+	}
 }
 
 // owner is the node that owns key id, nil when no node announces itself.
-func (o *owners) owner(id [8]byte) *ringNode {
+func (o *owners) owner(id [8]byte) *ringNode { return ownerIn(*o.nodes.Load(), id) }
+
+// ownerIn is the node of nodes that owns key id, nil for none.
+func ownerIn(nodes []*ringNode, id [8]byte) *ringNode {
 	var best *ringNode
 	var bestScore uint64
 	x := binary.LittleEndian.Uint64(id[:])
-	for _, n := range *o.nodes.Load() {
+	for _, n := range nodes {
 		if s := mix64(n.seed ^ x); best == nil || s > bestScore {
 			best, bestScore = n, s
 		}

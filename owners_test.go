@@ -291,18 +291,26 @@ func TestClusterNodes(t *testing.T) {
 	})
 
 	var rest []*clusterNode // the nodes still up after the owner stops
-	t.Run("when the owner stops, the key moves and admits at most one more limit", func(t *testing.T) {
-		key, id := newKeyOn(t, nodes[0], nodes, org, `{"name":"m","env":"live","rate_limits":[{"limit":30,"window":"1h"}],"credits":{"remaining":50}}`)
+	t.Run("when the owner stops, its keys move with their windows and credits", func(t *testing.T) {
 		if _, err := etcd.Revoke(ctx, lease.ID); err != nil {
 			t.Fatal(err)
 		}
 		waitOwners(t, nodes, 3)
-		owner := ownerOf(t, id, names...)
-		before := hammer(t, nodes, key, 15)
+		// Two keys of one owner: one with a limit, one with credits.
+		limited, limitedID := newKeyOn(t, nodes[0], nodes, org, `{"name":"m","env":"live","rate_limits":[{"limit":30,"window":"1h"}]}`)
+		owner := ownerOf(t, limitedID, names...)
+		var paid, paidID string
+		for i := 0; paid == "" || ownerOf(t, paidID, names...) != owner; i++ {
+			if i == 30 {
+				t.Fatalf("no key of 30 is %s's", owner)
+			}
+			paid, paidID = newKeyOn(t, nodes[0], nodes, org, `{"name":"p","env":"live","credits":{"remaining":50}}`)
+		}
+		before := [2]map[string]int{hammer(t, nodes, limited, 15), hammer(t, nodes, paid, 10)}
 		var restNames []string
 		for i, nd := range nodes {
 			if nd.name == owner {
-				nd.halt(t)
+				nd.halt(t) // a clean stop: it hands its keys off
 				continue
 			}
 			rest, restNames = append(rest, nd), append(restNames, names[i])
@@ -310,23 +318,23 @@ func TestClusterNodes(t *testing.T) {
 		waitOwners(t, rest, 2)
 		for _, nd := range rest { // the old owner's last share of the credits
 			deadline := time.Now().Add(2 * time.Second)
-			for nd.admin(t, "GET", "/orgs/"+org+"/keys/"+id, "", 200)["credits"].(map[string]any)["remaining"] != 20.0 {
+			for nd.admin(t, "GET", "/orgs/"+org+"/keys/"+paidID, "", 200)["credits"].(map[string]any)["remaining"] != 20.0 {
 				if time.Now().After(deadline) {
 					t.Fatalf("%s does not have the credits the old owner left after 2s", nd.name)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
-		after := hammer(t, rest, key, 30)
-		t.Logf("owner %s, then %s: before %v, after %v", owner, ownerOf(t, id, restNames...), before, after)
-		if before["valid"] != 30 {
-			t.Fatalf("before the move: %v; want 30 valid", before)
+		after := [2]map[string]int{hammer(t, rest, limited, 15), hammer(t, rest, paid, 15)}
+		t.Logf("owner %s, then %s: before %v, after %v", owner, ownerOf(t, limitedID, restNames...), before, after)
+		if before[0]["valid"] != 30 || before[1]["valid"] != 30 {
+			t.Fatalf("before the move: %v; want 30 valid of each", before)
 		}
-		// The new owner starts the window full (at most 30 more), and the
-		// credits from what the old owner shared at its last flush, on
-		// stopping: 50 less the 30 spent.
-		if after["valid"] != 20 {
-			t.Fatalf("after the move: %v; want 20 valid (the credits left)", after)
+		// The new owner has the windows the old one handed off (none of the
+		// 30 left), and the credits it shared at its last flush, on stopping
+		// (50 less the 30 spent).
+		if after[0]["valid"] != 0 || after[1]["valid"] != 20 {
+			t.Fatalf("after the move: %v; want 0 of the limited key (its window handed off), 20 of the other (its credits left)", after)
 		}
 	})
 
@@ -464,7 +472,22 @@ func TestClusterMembers(t *testing.T) {
 		}
 	}
 	cluster("remove", dead.name)
+	// A key n3 will own, its window spent before n3 joins: its owner then
+	// hands the window to n3.
 	ports := freePorts(t, 2)
+	var spent string
+	for i := 0; spent == ""; i++ {
+		if i == 30 {
+			t.Fatal("no key of 30 is n3's to be")
+		}
+		k, id := newKeyOn(t, n0, nodes[:2], org, `{"name":"s","env":"live","rate_limits":[{"limit":10,"window":"1h"}]}`)
+		if ownerOf(t, id, "n0", "n1", "n3") == "n3" {
+			spent = k
+		}
+	}
+	if got := hammer(t, nodes[:2], spent, 8); got["valid"] != 10 {
+		t.Fatalf("a limit of 10 on n0 and n1: %v", got)
+	}
 	said := cluster("add", "n3=http://"+ports[0])
 	m := regexp.MustCompile(`--cluster-peers (\S+)`).FindStringSubmatch(said)
 	kept := strings.Split(n0.cfg.cluster.peers, ",")[:2] // n0's and n1's, without n2's
@@ -485,6 +508,20 @@ func TestClusterMembers(t *testing.T) {
 	defer n3.halt(t)
 	n3.waitUp(t, 30*time.Second)
 	n3.waitVerify(t, k["key"].(string), "valid", 5*time.Second)
+	waitOwners(t, []*clusterNode{n0, nodes[1], n3}, 3)
+	// Outside its scopes: identified, the window reported, nothing spent.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		_, b := n3.do(t, "POST", "/v1/keys/verify", "", `{"key":"`+spent+`","scope":"never:granted"}`)
+		if bytes.Contains(b, []byte(`"remaining":0,`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n3 was not handed the spent window of its key: %s", b)
+		}
+	}
+	if got := hammer(t, []*clusterNode{n0, nodes[1], n3}, spent, 4); got["valid"] != 0 {
+		t.Fatalf("a key whose window was spent before n3 joined and owns it: %v", got)
+	}
 	n0.admin(t, "POST", "/orgs/"+org+"/keys/"+k["id"].(string)+"/revoke", "", 200)
 	n3.waitVerify(t, k["key"].(string), "invalid", 2*time.Second)
 	status := cluster("status")
