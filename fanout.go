@@ -3,9 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -96,7 +93,7 @@ func askNodes[T any](c *cluster, ctx context.Context, path string, query url.Val
 		}
 		wg.Go(func() {
 			v := new(T)
-			err := c.owners.get(ctx, n.url+path+"?"+query.Encode(), v)
+			err := c.owners.call(ctx, http.MethodGet, n.url+path+"?"+query.Encode(), nil, v)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -110,23 +107,6 @@ func askNodes[T any](c *cluster, ctx context.Context, path string, query url.Val
 	wg.Wait()
 	slices.Sort(missing)
 	return answers, missing
-}
-
-// get decodes the JSON answer of a GET to url into v.
-func (o *owners) get(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := o.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("answered %s", resp.Status)
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, maxNodeAnswer)).Decode(v)
 }
 
 // clusterLogs answers a log query for every node: this node's page and

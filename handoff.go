@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -45,32 +43,14 @@ func (s *server) handOff(from, to []*ringNode) {
 	}
 	for n, items := range batches {
 		for chunk := range slices.Chunk(items, maxHandoff) {
-			if err := o.post(n, nodeHandoffPath, chunk); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), fanOutTimeout)
+			err := o.call(ctx, http.MethodPost, n.url+nodeHandoffPath, chunk, nil)
+			cancel()
+			if err != nil {
 				s.log.Warn().Err(err).Str("peer", n.name).Int("keys", len(chunk)).Msg("handing keys' windows to their new owner")
 			}
 		}
 	}
-}
-
-// post sends v as JSON to node n's path and wants 204.
-func (o *owners) post(n *ringNode, path string, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), fanOutTimeout)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.url+path, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := o.client.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("answered %s", resp.Status)
-	}
-	return nil
 }
 
 // serveNodeHandoff takes keys' windows from their old owner.

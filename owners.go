@@ -285,32 +285,59 @@ func (o *owners) sendBatch(n *ringNode, batch []*pendingTake) error {
 	for i, p := range batch {
 		reqs[i] = p.req
 	}
-	body, _ := json.Marshal(reqs)
 	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 	defer cancel()
-	hreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.url+nodeTakePath, bytes.NewReader(body))
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := o.client.Do(hreq)
-	if err == nil {
-		defer resp.Body.Close()
-		var answers []takeAnswer
-		switch {
-		case resp.StatusCode != 200:
-			err = fmt.Errorf("owner %s answered %s", n.name, resp.Status)
-			if resp.StatusCode < 500 {
-				return err
-			}
-		case json.NewDecoder(io.LimitReader(resp.Body, maxNodeAnswer)).Decode(&answers) != nil || len(answers) != len(batch):
-			err = fmt.Errorf("owner %s: a garbled answer", n.name)
-		default:
-			for i, p := range batch {
-				p.ans, p.err = answers[i], o.checkAnswer(n, &answers[i])
-			}
-			return nil
+	var answers []takeAnswer
+	err := o.call(ctx, http.MethodPost, n.url+nodeTakePath, reqs, &answers)
+	var refused *nodeRefusal
+	switch {
+	case errors.As(err, &refused) && refused.status < 500:
+		return fmt.Errorf("owner %s: %w", n.name, err) // it is up: no rest
+	case err == nil && len(answers) != len(batch):
+		err = fmt.Errorf("%d answers to %d takes", len(answers), len(batch))
+	case err == nil:
+		for i, p := range batch {
+			p.ans, p.err = answers[i], o.checkAnswer(n, &answers[i])
 		}
+		return nil
 	}
 	n.restUntil.Store(time.Now().Add(ownerRest).UnixNano())
-	return err
+	return fmt.Errorf("owner %s: %w", n.name, err)
+}
+
+// nodeRefusal is a node API's answer other than the one wanted.
+type nodeRefusal struct{ status int }
+
+func (e *nodeRefusal) Error() string { return "answered " + http.StatusText(e.status) }
+
+// call sends in (nil: no body) as JSON to another node's API at url, and
+// decodes its 200 answer into out; with out nil it wants 204 No Content.
+func (o *owners) call(ctx context.Context, method, url string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := o.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if want := map[bool]int{true: http.StatusNoContent, false: http.StatusOK}[out == nil]; resp.StatusCode != want {
+		return &nodeRefusal{resp.StatusCode}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, maxNodeAnswer)).Decode(out)
 }
 
 // checkAnswer says whether an owner's answer can be used: a key it knows,
