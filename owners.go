@@ -331,11 +331,11 @@ func (o *owners) call(ctx context.Context, method, url string, in, out any) erro
 		return err
 	}
 	defer resp.Body.Close()
-	if want := map[bool]int{true: http.StatusNoContent, false: http.StatusOK}[out == nil]; resp.StatusCode != want {
-		return &nodeRefusal{resp.StatusCode}
-	}
-	if out == nil {
+	switch {
+	case out == nil && resp.StatusCode == http.StatusNoContent:
 		return nil
+	case out == nil || resp.StatusCode != http.StatusOK:
+		return &nodeRefusal{resp.StatusCode}
 	}
 	return json.NewDecoder(io.LimitReader(resp.Body, maxNodeAnswer)).Decode(out)
 }
