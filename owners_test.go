@@ -288,6 +288,9 @@ func TestClusterNodes(t *testing.T) {
 		if got := nodes[2].verify(t, key); got != "refused verification_failed" {
 			t.Fatalf("verify = %s; want refused verification_failed", got)
 		}
+		if status, body := nodes[1].do(t, "GET", "/api/v1/prod/whoami", key, ""); status != 503 || !bytes.Contains(body, []byte(`"verification_failed"`)) {
+			t.Fatalf("whoami = %d %s; want 503 verification_failed", status, body)
+		}
 	})
 
 	var rest []*clusterNode // the nodes still up after the owner stops
