@@ -1227,20 +1227,22 @@ func clusterStatus(ctx context.Context, cli *clientv3.Client, w io.Writer) error
 }
 
 // printNodes lists the live keyhole nodes (their presence, announce) with
-// the revision each has applied and how far behind head that is.
+// the revision each has applied, how far behind head that is, and where
+// the others reach it for the keys it owns.
 func printNodes(ctx context.Context, cli *clientv3.Client, w io.Writer, head int64) error {
 	resp, err := cli.Get(ctx, nodesPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return fmt.Errorf("keyhole nodes: %w", err)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nNODE\tAPPLIED\tBEHIND")
+	fmt.Fprintln(tw, "\nNODE\tAPPLIED\tBEHIND\tNODE API (owns keys)")
 	for _, kv := range resp.Kvs {
 		var p nodePresence
 		if json.Unmarshal(kv.Value, &p) != nil {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\n", strings.TrimPrefix(string(kv.Key), nodesPrefix), p.Applied, max(head-p.Applied, 0))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", strings.TrimPrefix(string(kv.Key), nodesPrefix), p.Applied, max(head-p.Applied, 0),
+			cmp.Or(p.URL, "none: owns no keys"))
 	}
 	if len(resp.Kvs) == 0 {
 		fmt.Fprintln(tw, "(no keyhole node is running)")

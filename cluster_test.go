@@ -902,7 +902,7 @@ func TestClusterTLS(t *testing.T) {
 	if err := clusterCmd(cl, []string{"status", "--etcd-endpoints", a.clientURL, "--cluster-tls", dir}); err != nil {
 		t.Fatal(err)
 	}
-	if got := out.String(); strings.Count(got, "https://") != 3 {
+	if got := out.String(); strings.Count(got, "https://") != 6 { // each member's client URL, and each node's API on it
 		t.Fatalf("cluster status over mTLS:\n%s", got)
 	}
 	// Without a client certificate the member's client address refuses,

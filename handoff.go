@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 )
@@ -73,16 +74,13 @@ func (s *server) serveNodeHandoff(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// statesOf copies the state of the keys pick picks.
+// statesOf copies the state of the keys pick picks. The limiter's lock,
+// which every request takes, is held only to copy the ids.
 func (l *limiter) statesOf(pick func(id [8]byte) bool) map[[8]byte]bucketState {
 	l.mu.Lock()
-	var ids [][8]byte
-	for id := range l.keys {
-		if pick(id) {
-			ids = append(ids, id)
-		}
-	}
+	ids := slices.Collect(maps.Keys(l.keys))
 	l.mu.Unlock()
+	ids = slices.DeleteFunc(ids, func(id [8]byte) bool { return !pick(id) })
 	out := make(map[[8]byte]bucketState, len(ids))
 	for _, id := range ids {
 		kb := l.buckets(id)

@@ -581,7 +581,7 @@ func TestReadmeCluster(t *testing.T) {
 		t.Fatalf("the README's cluster blocks failed: %v\n%s\nnode logs:\n%s", err, out, logs)
 	}
 	for _, want := range []string{`"valid":true`, `{"valid":true,"code":null}`, `{"valid":false,"code":"rate_limited"}`,
-		"MEMBER", "NODE"} {
+		"MEMBER", "NODE API (owns keys)", "http://127.0.0.1:" + ports["2383"]} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the README's cluster blocks printed no %s:\n%s\nnode logs:\n%s", want, out, logs)
 		}
