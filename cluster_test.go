@@ -398,8 +398,9 @@ func TestCluster(t *testing.T) {
 			nd.waitVerify(t, oneKey, "valid", 2*time.Second)
 		}
 		// Each node announces the revision it applied, at most every
-		// presenceEvery: status shows all three, none behind.
-		caughtUp := regexp.MustCompile(`(?m)^n\d +\d+ +0$`)
+		// presenceEvery: status shows all three, none behind, each with
+		// its node API (the member's client URL: 3 of them, twice).
+		caughtUp := regexp.MustCompile(`(?m)^n\d +\d+ +0 +http://\S+$`)
 		for deadline := time.Now().Add(3 * presenceEvery); ; time.Sleep(100 * time.Millisecond) {
 			out.Reset()
 			if err := clusterCmd(cl, []string{"status", "--etcd-endpoints", a.clientURL}); err != nil {
@@ -409,7 +410,7 @@ func TestCluster(t *testing.T) {
 				break
 			}
 		}
-		if got := out.String(); strings.Count(got, "http://") != 3 || strings.Count(got, "true") != 1 ||
+		if got := out.String(); strings.Count(got, "http://") != 6 || strings.Count(got, "true") != 1 ||
 			!strings.Contains(got, "newest keyhole change") || len(caughtUp.FindAllString(got, -1)) != 3 {
 			t.Fatalf("cluster status (want 3 members, 1 leader, 3 nodes 0 behind):\n%s", got)
 		}

@@ -93,7 +93,7 @@ func askNodes[T any](c *cluster, ctx context.Context, path string, query url.Val
 		}
 		wg.Go(func() {
 			v := new(T)
-			err := c.owners.call(ctx, http.MethodGet, n.url+path+"?"+query.Encode(), nil, v)
+			err := c.owners.callJSON(ctx, http.MethodGet, n.url+path+"?"+query.Encode(), nil, v)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
 	"os"
@@ -1290,32 +1291,42 @@ func FuzzAppendJSONString(f *testing.F) {
 	})
 }
 
-// FuzzNodeTakes: a batch of takes from another node is read or refused
-// whole, never with a cost a key cannot spend or more than a batch holds,
-// and what is read is what was sent.
+// FuzzNodeTakes: a batch of takes, or of an owner's answers, from another
+// node is read or refused whole, never with a cost a key cannot spend, more
+// than a batch or more windows than a key has, and what is read is written
+// back the same.
 func FuzzNodeTakes(f *testing.F) {
-	f.Add(`[{"lookup":"kh_live_1a2b3c4d","key":"key_0011223344556677","allowed":true,"cost":1,"rev":7}]`)
-	f.Add(`[]`)
-	f.Add(`[{"cost":-1}]`)
-	f.Add(`[{"cost":1e30}]`)
-	f.Add(`[{"extra":1}]`)
-	f.Add(`null`)
-	f.Fuzz(func(t *testing.T, body string) {
-		reqs, ok := parseTakes(strings.NewReader(body))
-		if !ok {
-			return
-		}
-		if len(reqs) > maxBatch {
-			t.Fatalf("%d takes read; at most %d", len(reqs), maxBatch)
-		}
-		for _, r := range reqs {
-			if r.Cost < 0 || r.Cost > maxCredits {
-				t.Fatalf("cost %d read", r.Cost)
+	reqs, _ := appendTakeRequests(nil, []takeRequest{{Lookup: "kh_live_1a2b3c4d", Key: [8]byte{1, 2}, Allowed: true, Cost: 1, Rev: 7}})
+	answers, _ := appendTakeAnswers(nil, []takeAnswer{{Allowed: true, Sig: "5/1m,", Tokens: []float64{4}, HasCredits: true, Credits: 9}, {Unknown: true}})
+	f.Add(reqs)
+	f.Add(answers)
+	f.Add([]byte{0, 0})
+	f.Add([]byte{0xff, 0xff})
+	f.Add(append(reqs, 0))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if reqs, err := decodeTakeRequests(b); err == nil {
+			if len(reqs) > maxBatch {
+				t.Fatalf("%d takes read; at most %d", len(reqs), maxBatch)
+			}
+			for _, r := range reqs {
+				if r.Cost < 0 || r.Cost > maxCredits {
+					t.Fatalf("cost %d read", r.Cost)
+				}
+			}
+			if again, err := appendTakeRequests(nil, reqs); err != nil || !bytes.Equal(again, b) {
+				t.Fatalf("%x read as %+v, written back as %x (%v)", b, reqs, again, err)
 			}
 		}
-		again, _ := json.Marshal(reqs)
-		if back, ok := parseTakes(bytes.NewReader(again)); !ok || !slices.Equal(back, reqs) {
-			t.Fatalf("%s read as %+v, written as %s, read back as %+v", body, reqs, again, back)
+		if answers, err := decodeTakeAnswers(b); err == nil {
+			for _, a := range answers {
+				if len(a.Tokens) > maxWindows || slices.ContainsFunc(a.Tokens, func(tok float64) bool { return !(tok >= 0 && tok <= math.MaxFloat64) }) {
+					t.Fatalf("windows %v read", a.Tokens)
+				}
+			}
+			again, err := appendTakeAnswers(nil, answers)
+			if back, err2 := decodeTakeAnswers(again); err != nil || err2 != nil || !reflect.DeepEqual(back, answers) {
+				t.Fatalf("%x read as %+v, written back as %x, read again as %+v (%v, %v)", b, answers, again, back, err, err2)
+			}
 		}
 	})
 }

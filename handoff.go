@@ -45,7 +45,7 @@ func (s *server) handOff(from, to []*ringNode) {
 	for n, items := range batches {
 		for chunk := range slices.Chunk(items, maxHandoff) {
 			ctx, cancel := context.WithTimeout(context.Background(), fanOutTimeout)
-			err := o.call(ctx, http.MethodPost, n.url+nodeHandoffPath, chunk, nil)
+			err := o.callJSON(ctx, http.MethodPost, n.url+nodeHandoffPath, chunk, nil)
 			cancel()
 			if err != nil {
 				s.log.Warn().Err(err).Str("peer", n.name).Int("keys", len(chunk)).Msg("handing keys' windows to their new owner")

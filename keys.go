@@ -453,6 +453,11 @@ func (ix *keyIndex) get(lookup, keyID string) *keyEntry {
 	if !ok {
 		return nil
 	}
+	return ix.getID(lookup, id)
+}
+
+// getID is get with the key id's bytes.
+func (ix *keyIndex) getID(lookup string, id [8]byte) *keyEntry {
 	ix.mu.RLock()
 	ref, chunks := ix.byLookup[lookupValue(lookup)], ix.chunks
 	ix.mu.RUnlock()

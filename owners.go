@@ -199,26 +199,26 @@ func (c *cluster) remoteOwner(id [8]byte) *ringNode {
 }
 
 // takeRequest is a take forwarded to the key's owner: the lookup value and
-// id name the key, the rest is checkArgs's and verify's.
+// id name the key, the rest is checkArgs's and verify's (takewire.go).
 type takeRequest struct {
-	Lookup  string `json:"lookup"`
-	Key     string `json:"key"`
-	Allowed bool   `json:"allowed"` // every earlier check passed: consume
-	Cost    int64  `json:"cost"`
-	Rev     int64  `json:"rev"` // the asking node's applied revision: the owner has the key once it has this
+	Lookup  string
+	Key     [8]byte
+	Allowed bool  // every earlier check passed: consume
+	Cost    int64 // credits an allowed take spends
+	Rev     int64 // the asking node's applied revision: the owner has the key once it has this
 }
 
 // takeAnswer is the owner's decision: each window's tokens after the take,
 // under the windows named by Sig, and the credits.
 type takeAnswer struct {
-	Unknown    bool      `json:"unknown,omitempty"` // the owner has no such key (yet): the rest is empty
-	Allowed    bool      `json:"allowed"`
-	Exceeded   bool      `json:"exceeded"`
-	Sig        string    `json:"sig"`
-	Tokens     []float64 `json:"tokens"`
-	HasCredits bool      `json:"has_credits"`
-	Credits    int64     `json:"credits"`
-	RefillIn   int64     `json:"refill_in"`
+	Unknown    bool // the owner has no such key (yet): the rest is empty
+	Allowed    bool
+	Exceeded   bool
+	Sig        string
+	Tokens     []float64
+	HasCredits bool
+	Credits    int64
+	RefillIn   int64
 }
 
 // forward asks owner n for the take, in the next batch to it; on any
@@ -282,10 +282,17 @@ func (o *owners) sendBatch(n *ringNode, batch []*pendingTake) error {
 	for i, p := range batch {
 		reqs[i] = p.req
 	}
+	body, err := appendTakeRequests(nil, reqs)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 	defer cancel()
 	var answers []takeAnswer
-	err := o.call(ctx, http.MethodPost, n.url+nodeTakePath, reqs, &answers)
+	body, err = o.call(ctx, http.MethodPost, n.url+nodeTakePath, body, true)
+	if err == nil {
+		answers, err = decodeTakeAnswers(body)
+	}
 	var refused *nodeRefusal
 	switch {
 	case errors.As(err, &refused) && refused.status < 500:
@@ -307,34 +314,42 @@ type nodeRefusal struct{ status int }
 
 func (e *nodeRefusal) Error() string { return "answered " + http.StatusText(e.status) }
 
-// call sends in (nil: no body) as JSON to another node's API at url, and
-// decodes its 200 answer into out; with out nil it wants 204 No Content.
-func (o *owners) call(ctx context.Context, method, url string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
+// call sends body (nil: none) to another node's API at url and returns
+// its answer: a 200's body when answer, else nothing from a 204.
+func (o *owners) call(ctx context.Context, method, url string, body []byte, answer bool) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
 	resp, err := o.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	switch {
-	case out == nil && resp.StatusCode == http.StatusNoContent:
-		return nil
-	case out == nil || resp.StatusCode != http.StatusOK:
-		return &nodeRefusal{resp.StatusCode}
+	case !answer && resp.StatusCode == http.StatusNoContent:
+		return nil, nil
+	case !answer || resp.StatusCode != http.StatusOK:
+		return nil, &nodeRefusal{resp.StatusCode}
 	}
-	return json.NewDecoder(io.LimitReader(resp.Body, maxNodeAnswer)).Decode(out)
+	return io.ReadAll(io.LimitReader(resp.Body, maxNodeAnswer))
+}
+
+// callJSON is call with in (nil: no body) as JSON, and the answer decoded
+// into out (nil: none, a 204).
+func (o *owners) callJSON(ctx context.Context, method, url string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	answer, err := o.call(ctx, method, url, body, out != nil)
+	if err != nil || out == nil {
+		return err
+	}
+	return json.Unmarshal(answer, out)
 }
 
 // checkAnswer says whether an owner's answer can be used: a key it knows,
@@ -381,7 +396,7 @@ func (o *owners) share(set *limitSet) *limitSet {
 // when that is another node, else here.
 func (s *server) takeAt(owner *ringNode, k *keyEntry, lookup string, x *keyExtra, a *checkArgs, allowed bool, now int64) (decision, bool, *apiError) {
 	o := s.store.cluster.owners
-	ans, err := o.forward(owner, &takeRequest{Lookup: lookup, Key: k.keyID(), Allowed: allowed, Cost: a.cost,
+	ans, err := o.forward(owner, &takeRequest{Lookup: lookup, Key: k.id, Allowed: allowed, Cost: a.cost,
 		Rev: s.store.cluster.applied.Load()})
 	if err != nil {
 		o.forwards.WithLabelValues("share").Inc()
@@ -418,15 +433,16 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not confirmed current with the cluster", http.StatusServiceUnavailable)
 		return
 	}
-	reqs, ok := parseTakes(r.Body)
-	if !ok {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBatch*maxTakeBody))
+	reqs, derr := decodeTakeRequests(body)
+	if err != nil || derr != nil {
 		http.Error(w, "bad takes", http.StatusBadRequest)
 		return
 	}
 	keys := make([]*keyEntry, len(reqs))
 	var need int64 // the newest revision an asking node had applied for a key not here
 	for i, t := range reqs {
-		if keys[i] = s.index.get(t.Lookup, t.Key); keys[i] == nil {
+		if keys[i] = s.index.getID(t.Lookup, t.Key); keys[i] == nil {
 			need = max(need, t.Rev)
 		}
 	}
@@ -437,7 +453,7 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 		cancel()
 		for i, t := range reqs {
 			if keys[i] == nil {
-				keys[i] = s.index.get(t.Lookup, t.Key)
+				keys[i] = s.index.getID(t.Lookup, t.Key)
 			}
 		}
 	}
@@ -446,20 +462,13 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 	for i := range reqs {
 		answers[i] = s.takeFor(keys[i], &reqs[i], now)
 	}
-	writeJSON(w, 200, answers)
-}
-
-// parseTakes reads a batch of takes: a JSON array of at most maxBatch,
-// each with known fields only and a cost a key can spend.
-func parseTakes(r io.Reader) ([]takeRequest, bool) {
-	var reqs []takeRequest
-	dec := json.NewDecoder(io.LimitReader(r, maxBatch*maxTakeBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&reqs); err != nil || len(reqs) > maxBatch ||
-		slices.ContainsFunc(reqs, func(t takeRequest) bool { return t.Cost < 0 || t.Cost > maxCredits }) {
-		return nil, false
+	out, err := appendTakeAnswers(nil, answers)
+	if err != nil {
+		http.Error(w, "an answer past the format", http.StatusInternalServerError)
+		return
 	}
-	return reqs, true
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(out)
 }
 
 // takeFor is the owner's take for k as t asks; for no key (k nil), an
