@@ -544,3 +544,36 @@ func newestFirst(ids []string) bool {
 	}
 	return len(ids) > 0
 }
+
+// TestConsoleClusterLogs: on a cluster node, the console's log page shows
+// every node's requests, and its poll adds those that come later from
+// each node, whose ids count apart.
+func TestConsoleClusterLogs(t *testing.T) {
+	skipShort(t, "starts a 3-member etcd cluster and Chromium")
+	b := newBrowser(t)
+	nodes := startTestCluster(t, 3)
+	waitOwners(t, nodes, 3)
+	org := nodes[0].admin(t, "POST", "/orgs", `{"name":"acme"}`, 201)["id"].(string)
+	key, _ := newKeyOn(t, nodes[0], nodes, org, `{"name":"k","env":"live"}`) // a probe on each node: 3 entries
+	traffic := func(nd *clusterNode, n int) {
+		for range n {
+			nd.verify(t, key)
+		}
+	}
+	// n0's ids run ahead of the others', and its entries are the newest.
+	traffic(nodes[1], 2)
+	traffic(nodes[2], 2)
+	traffic(nodes[0], 8)
+	rows := `document.querySelectorAll('#logs-table tbody tr').length`
+	b.do("signing in on n1", chromedp.Navigate("http://"+nodes[1].addr+"/"), visible("#token"),
+		typeInto("#token", testRootToken+kb.Enter), visible("#orgs-table"))
+	b.do("opening the logs", chromedp.Navigate("http://"+nodes[1].addr+"/#/orgs/"+org+"/logs"), visible("#logs-table"),
+		until(rows+` === 15`))
+	if got := mustEval[string](b, `[...new Set([...document.querySelectorAll('#logs-table tbody tr')].map(r => r.dataset.node))].sort().join(',')`); got != "n0,n1,n2" {
+		t.Fatalf("the log's rows come from nodes %q; want n0,n1,n2", got)
+	}
+	// New entries of n1 and n2 have lower ids than n0's newest shown.
+	traffic(nodes[1], 2)
+	traffic(nodes[2], 2)
+	b.do("waiting for the poll to add every node's new requests", until(rows+` === 19`))
+}

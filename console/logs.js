@@ -50,7 +50,7 @@ export function logSection(org, params, key) {
 
   function row(e, fresh) {
     const cls = e.status === 429 ? '429' : String(e.status)[0] + 'xx';
-    return h('tr', { 'data-id': e.id, class: fresh ? 'fresh' : null },
+    return h('tr', { 'data-id': e.id, 'data-node': e.node, title: e.node ? `Served by ${e.node}` : null, class: fresh ? 'fresh' : null },
       h('td', { 'data-label': 'Time' }, h('time', { datetime: e.time, title: fullTime(e.time) }, clock.format(new Date(e.time)))),
       h('td', { 'data-label': 'Status' }, h('span', { class: `badge s${cls}` }, e.status)),
       h('td', { 'data-label': 'Method' }, e.method),
@@ -94,17 +94,26 @@ export function logSection(org, params, key) {
     tbody.replaceChildren(...entries.map((e) => row(e)));
   });
 
-  // poll puts entries newer than the top one on top, keeping older pages.
+  // newest is the highest entry id shown of each node: ids count on each
+  // node of a cluster apart (an entry names its node there; none on one).
+  function newest(list) {
+    const ids = new Map();
+    for (const e of list) ids.set(e.node || '', Math.max(ids.get(e.node || '') || 0, Number(e.id)));
+    return ids;
+  }
+
+  // poll puts entries newer than those shown on top, keeping older pages.
   let polling = false;
   const fetchNew = update(async () => {
     const page = await pages.get();
     if (!page) return false;
-    const top = entries.length ? Number(entries[0].id) : 0;
-    const fresh = page.entries.filter((e) => Number(e.id) > top);
+    const shown = newest(entries);
+    const fresh = page.entries.filter((e) => Number(e.id) > (shown.get(e.node || '') || 0));
     if (!entries.length || (fresh.length === page.entries.length && page.next)) {
+      const had = entries.length > 0;
       entries = page.entries; // empty before, or more arrived than a page holds: start over
       next = page.next;
-      tbody.replaceChildren(...entries.map((e) => row(e, top > 0)));
+      tbody.replaceChildren(...entries.map((e) => row(e, had)));
     } else if (fresh.length) {
       entries = fresh.concat(entries);
       tbody.prepend(...fresh.map((e) => row(e, true)));
