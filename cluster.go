@@ -101,6 +101,15 @@ type clusterOpts struct {
 
 func (o *clusterOpts) enabled() bool { return o.peers != "" || o.endpoints != "" }
 
+// scheme is the URL scheme of every address between nodes: https with
+// --cluster-tls, else http.
+func (o *clusterOpts) scheme() string {
+	if o.tlsDir != "" {
+		return "https"
+	}
+	return "http"
+}
+
 // validate checks the cluster flags against each other.
 func (o *clusterOpts) validate(c *config) error {
 	if !o.enabled() {
@@ -134,10 +143,7 @@ func (o *clusterOpts) validate(c *config) error {
 			}
 		}
 	}
-	scheme := "http"
-	if o.tlsDir != "" {
-		scheme = "https"
-	}
+	scheme := o.scheme()
 	if o.peers != "" {
 		peers, err := parsePeers(o.peers)
 		if err != nil {
@@ -262,7 +268,7 @@ func startCluster(ctx context.Context, o clusterOpts, dbPath string, st *store, 
 	}
 	c.owners = owners
 	if o.addr != "" {
-		c.nodeURL = map[bool]string{true: "https://", false: "http://"}[o.tlsDir != ""] + o.addr
+		c.nodeURL = o.scheme() + "://" + o.addr
 	}
 	if o.peers != "" {
 		m, err := startMember(ctx, o, dbPath, c.log, c.node)
@@ -352,8 +358,8 @@ func (c *cluster) claimFile(ctx context.Context, dbPath string) error {
 
 // startMember starts the embedded etcd member, in the directory next to
 // the db file, and waits until it has joined the cluster. Its client
-// address serves node too: one port, and one mTLS setup, for all that
-// nodes ask of each other.
+// address serves the node API too: one port, and one mTLS setup, for all
+// that nodes ask of each other.
 func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.Logger, node http.Handler) (*embed.Etcd, error) {
 	peers, _ := parsePeers(o.peers)
 	names := make([]string, 0, len(peers))
@@ -365,9 +371,8 @@ func startMember(ctx context.Context, o clusterOpts, dbPath string, log zerolog.
 	cfg.Name = o.nodeName
 	cfg.Dir = dbPath + ".etcd"
 	peerURL, _ := url.Parse(peers[o.nodeName])
-	clientURL := url.URL{Scheme: "http", Host: o.addr}
+	clientURL := url.URL{Scheme: o.scheme(), Host: o.addr}
 	if o.tlsDir != "" {
-		clientURL.Scheme = "https"
 		cfg.PeerTLSInfo, cfg.ClientTLSInfo = tlsInfo(o.tlsDir), tlsInfo(o.tlsDir)
 	}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
@@ -766,6 +771,10 @@ func (c *cluster) waitApplied(ctx context.Context, rev int64) error {
 	}
 }
 
+// maxTxnOps is how many records go in one etcd transaction of many (an
+// import, shared credit spending): etcd takes up to 128 operations.
+const maxTxnOps = 100
+
 // writeTimeout bounds an admin write's wait for etcd's commit.
 const writeTimeout = 10 * time.Second
 
@@ -1159,9 +1168,7 @@ func clusterImport(ctx context.Context, cli *clientv3.Client, st *store) (n impo
 		}
 		return resp.Succeeded, nil
 	}
-	for len(kvs) > 0 {
-		batch := kvs[:min(len(kvs), 100)] // etcd takes up to 128 operations a transaction
-		kvs = kvs[len(batch):]
+	for batch := range slices.Chunk(kvs, maxTxnOps) {
 		ok, err := put(batch)
 		if err != nil {
 			return n, err

@@ -123,27 +123,23 @@ func (s *server) clusterLogs(w http.ResponseWriter, r *http.Request, org string,
 	query.Set("before_at", strconv.FormatInt(q.beforeAt, 10))
 	answers, missing := askNodes[[]nodeLogEntry](s.store.cluster, r.Context(), nodeLogsPath, query)
 	full := len(page.Entries) == q.limit
-	all := make([]nodeLogEntry, 0, len(page.Entries))
-	for _, e := range page.Entries {
-		e.Node = s.store.cluster.name
-		all = append(all, nodeLogEntry{e, e.at})
+	all := page.Entries
+	for i := range all {
+		all[i].Node = s.store.cluster.name
 	}
 	for node, entries := range answers {
 		full = full || len(*entries) == q.limit
 		for _, e := range *entries {
-			e.Node = node
-			all = append(all, e)
+			e.Node, e.at = node, e.At
+			all = append(all, e.logEntry)
 		}
 	}
-	slices.SortFunc(all, func(a, b nodeLogEntry) int {
-		return cmp.Or(cmp.Compare(b.At, a.At), cmp.Compare(a.Node, b.Node))
+	slices.SortFunc(all, func(a, b logEntry) int {
+		return cmp.Or(cmp.Compare(b.at, a.at), cmp.Compare(a.Node, b.Node))
 	})
-	out := logPage{Entries: make([]logEntry, 0, min(len(all), q.limit)), Missing: missing}
-	for _, e := range all[:min(len(all), q.limit)] {
-		out.Entries = append(out.Entries, e.logEntry)
-	}
+	out := logPage{Entries: all[:min(len(all), q.limit)], Missing: missing}
 	if (full || len(all) > q.limit) && len(out.Entries) > 0 {
-		next := strconv.FormatInt(all[len(out.Entries)-1].At, 10)
+		next := strconv.FormatInt(out.Entries[len(out.Entries)-1].at, 10)
 		out.Next = &next
 	}
 	writeJSON(w, 200, out)

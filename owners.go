@@ -358,7 +358,7 @@ func (o *owners) checkAnswer(n *ringNode, ans *takeAnswer) error {
 	if ans.Unknown {
 		return fmt.Errorf("owner %s does not have the key yet", n.name)
 	}
-	if _, err := o.set(ans.Sig); err != nil || len(ans.Tokens) != strings.Count(ans.Sig, ",") {
+	if set, err := o.set(ans.Sig); err != nil || len(ans.Tokens) != len(set.limits) {
 		return fmt.Errorf("owner %s: windows %q with %d tokens", n.name, ans.Sig, len(ans.Tokens))
 	}
 	return nil
@@ -392,8 +392,8 @@ func (o *owners) share(set *limitSet) *limitSet {
 	return s.(*limitSet)
 }
 
-// takeAt is the take of key k (found by lookup) for verify: at its owner
-// when that is another node, else here.
+// takeAt is the take of key k (found by lookup) for verify at its owner,
+// another node; while that cannot be reached, in this node's share.
 func (s *server) takeAt(owner *ringNode, k *keyEntry, lookup string, x *keyExtra, a *checkArgs, allowed bool, now int64) (decision, bool, *apiError) {
 	o := s.store.cluster.owners
 	ans, err := o.forward(owner, &takeRequest{Lookup: lookup, Key: k.id, Allowed: allowed, Cost: a.cost,
@@ -413,16 +413,6 @@ func (s *server) takeAt(owner *ringNode, k *keyEntry, lookup string, x *keyExtra
 		copy(a.windows[:], ans.Tokens)
 	}
 	return d, ans.Exceeded, nil
-}
-
-// takeLocal is the credits and windows of a key counted on this node, for
-// a take forwarded here. verify has the same two branches written out: as
-// a call, they cost a single node's verify 5% (BenchmarkVerify).
-func (s *server) takeLocal(k *keyEntry, x *keyExtra, a *checkArgs, allowed bool, now int64) (decision, bool) {
-	if x != nil && x.credits != nil {
-		return s.credits.take(x.credits, a.cost, allowed, s.limiter, k.id, s.limitsFor(k), now, a.windows)
-	}
-	return s.limiter.take(k.id, s.limitsFor(k), now, allowed, a.windows), false
 }
 
 // serveNodeTake answers a batch of takes forwarded by another node for
@@ -471,18 +461,25 @@ func (s *server) serveNodeTake(w http.ResponseWriter, r *http.Request) {
 	w.Write(out)
 }
 
-// takeFor is the owner's take for k as t asks; for no key (k nil), an
-// answer that says so, and the asking node counts it in its share.
+// takeFor is the owner's take for k as t asks: its credits and windows,
+// as verify takes them on one node; for no key (k nil), an answer that
+// says so, and the asking node counts it in its share.
 func (s *server) takeFor(k *keyEntry, t *takeRequest, now int64) takeAnswer {
 	if k == nil {
 		return takeAnswer{Unknown: true}
 	}
 	var windows [maxWindows]float64
+	var d decision
+	var exceeded bool
 	var x *keyExtra
 	if k.flags.Load()&flagExtra != 0 {
 		x = s.index.extra(k)
 	}
-	d, exceeded := s.takeLocal(k, x, &checkArgs{cost: t.Cost, windows: &windows}, t.Allowed, now)
+	if x != nil && x.credits != nil {
+		d, exceeded = s.credits.take(x.credits, t.Cost, t.Allowed, s.limiter, k.id, s.limitsFor(k), now, &windows)
+	} else {
+		d = s.limiter.take(k.id, s.limitsFor(k), now, t.Allowed, &windows)
+	}
 	return takeAnswer{Allowed: d.allowed, Exceeded: exceeded, Sig: d.set.sig,
 		Tokens: windows[:len(d.set.limits)], HasCredits: d.hasCredits, Credits: d.credits, RefillIn: d.refillIn}
 }
@@ -535,9 +532,7 @@ func (c *cluster) shareCredits(states map[[8]byte]creditState) {
 			ops = append(ops, clientv3.OpPut(creditsPrefix+string(appendKeyID(nil, id)), string(encodeCreditState(st))))
 		}
 	}
-	for len(ops) > 0 {
-		batch := ops[:min(len(ops), 100)] // etcd takes up to 128 operations a transaction
-		ops = ops[len(batch):]
+	for batch := range slices.Chunk(ops, maxTxnOps) {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		_, err := c.cli.Txn(ctx).Then(batch...).Commit()
 		cancel()

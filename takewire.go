@@ -29,9 +29,12 @@ const (
 var errBadTakes = errors.New("a malformed batch of takes")
 
 func appendTakeRequests(b []byte, reqs []takeRequest) ([]byte, error) {
+	if len(reqs) > maxBatch {
+		return nil, errBadTakes
+	}
 	b = binary.BigEndian.AppendUint16(b, uint16(len(reqs)))
 	for _, t := range reqs {
-		if len(t.Lookup) > math.MaxUint8 || len(reqs) > maxBatch {
+		if len(t.Lookup) > math.MaxUint8 {
 			return nil, errBadTakes
 		}
 		b = append(append(b, byte(len(t.Lookup))), t.Lookup...)
