@@ -131,7 +131,6 @@ func (s *server) verify(token string, a *checkArgs, now time.Time) (v verdict) {
 		var aerr *apiError
 		if v.dec, exceeded, aerr = s.takeAt(owner, k, p.lookup, x, a, v.err == nil, nowNano); aerr != nil {
 			v.err = aerr
-			return v
 		}
 	case x != nil && x.credits != nil:
 		v.dec, exceeded = s.credits.take(x.credits, a.cost, v.err == nil, s.limiter, k.id, s.limitsFor(k), nowNano, a.windows)

@@ -400,10 +400,14 @@ func (s *server) takeAt(owner *ringNode, k *keyEntry, lookup string, x *keyExtra
 		Rev: s.store.cluster.applied.Load()})
 	if err != nil {
 		o.forwards.WithLabelValues("share").Inc()
-		if allowed && x != nil && x.credits != nil {
-			return decision{}, false, errOwnerUnreachable
+		// A key with credits is refused, its share's state still reported
+		// (SPEC 4: every answer for an identified key has the headers).
+		refuse := allowed && x != nil && x.credits != nil
+		d := o.shares.take(k.id, o.share(s.limitsFor(k)), now, allowed && !refuse, a.windows)
+		if refuse {
+			return d, false, errOwnerUnreachable
 		}
-		return o.shares.take(k.id, o.share(s.limitsFor(k)), now, allowed, a.windows), false, nil
+		return d, false, nil
 	}
 	o.forwards.WithLabelValues("ok").Inc()
 	set, _ := o.set(ans.Sig)

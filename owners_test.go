@@ -288,8 +288,22 @@ func TestClusterNodes(t *testing.T) {
 		if got := nodes[2].verify(t, key); got != "refused verification_failed" {
 			t.Fatalf("verify = %s; want refused verification_failed", got)
 		}
-		if status, body := nodes[1].do(t, "GET", "/api/v1/prod/whoami", key, ""); status != 503 || !bytes.Contains(body, []byte(`"verification_failed"`)) {
-			t.Fatalf("whoami = %d %s; want 503 verification_failed", status, body)
+		req, _ := http.NewRequest("GET", "http://"+nodes[1].addr+"/api/v1/prod/whoami", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || !bytes.Contains(body, []byte(`{"error":{"code":"verification_failed","message":"The keyhole node that counts this key's credits cannot be reached; try again in a few seconds."},"request_id":"req_`)) {
+			t.Fatalf("whoami = %d %s; want 503 verification_failed", resp.StatusCode, body)
+		}
+		// The key was identified: SPEC 4's headers, of this node's share.
+		for _, h := range []string{"X-Request-Id", "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit"} {
+			if resp.Header.Get(h) == "" {
+				t.Errorf("the 503 of an identified key has no %s: %v", h, resp.Header)
+			}
 		}
 	})
 
