@@ -437,15 +437,7 @@ func TestReadmeCLI(t *testing.T) {
 			integrationMissing(t, tool+" is not installed")
 		}
 	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, ok := strings.Cut(string(readme), "<!-- cli -->\n```sh\n")
-	block, _, ok2 := strings.Cut(block, "```")
-	if !ok || !ok2 {
-		t.Fatal("README.md has no CLI block")
-	}
+	block := readmeBlock(t, "cli")
 	c := startKeyhole(t, "--db", filepath.Join(t.TempDir(), "cli.db"), "--admin-token", "walkthrough-root-token-change-me")
 	cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+strings.ReplaceAll(block, "http://127.0.0.1:8080", c.url()))
 	cmd.Dir = t.TempDir()

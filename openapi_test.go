@@ -686,15 +686,7 @@ func TestOpenAPIGeneratedClient(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		integrationMissing(t, "curl is not installed")
 	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, ok := strings.Cut(string(readme), "<!-- openapi client -->\n```sh\n")
-	block, _, ok2 := strings.Cut(block, "```")
-	if !ok || !ok2 {
-		t.Fatal("README.md has no openapi client block")
-	}
+	block := readmeBlock(t, "openapi client")
 	dir := t.TempDir()
 	for _, name := range []string{"go.mod", "go.sum", "main.go", "oapi-codegen.yaml"} {
 		b, err := os.ReadFile(filepath.Join("testdata", "openapi-client", name))

@@ -557,19 +557,7 @@ func TestReadmeCluster(t *testing.T) {
 			integrationMissing(t, tool+" is not installed")
 		}
 	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	block := func(marker string) string {
-		_, b, ok := strings.Cut(string(readme), "<!-- "+marker+" -->\n```sh\n")
-		b, _, ok2 := strings.Cut(b, "```")
-		if !ok || !ok2 {
-			t.Fatalf("README.md has no %s block", marker)
-		}
-		return b
-	}
-	start, try := block("cluster-start"), block("cluster-try")
+	start, try := readmeBlock(t, "cluster-start"), readmeBlock(t, "cluster-try")
 	// Each of the README's ports becomes a free one.
 	free := freePorts(t, 9)
 	ports := map[string]string{}

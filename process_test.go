@@ -175,15 +175,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 			integrationMissing(t, tool+" is not installed")
 		}
 	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, ok := strings.Cut(string(readme), "<!-- walkthrough -->\n```sh\n")
-	block, _, ok2 := strings.Cut(block, "```")
-	if !ok || !ok2 {
-		t.Fatal("README.md has no walkthrough block")
-	}
+	block := readmeBlock(t, "walkthrough")
 	db := filepath.Join(t.TempDir(), "walkthrough.db")
 	c := startKeyhole(t, "--db", db, "--admin-token", "walkthrough-root-token-change-me")
 	backup := filepath.Join(t.TempDir(), "backup.db")
