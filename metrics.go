@@ -131,10 +131,11 @@ var (
 	descFlushes     = prometheus.NewDesc("keyhole_flushes_total", "Write-behind flushes.", nil, nil)
 	descFlushErrors = prometheus.NewDesc("keyhole_flush_errors_total", "Write-behind flushes that failed and were kept for the next one.", nil, nil)
 	descFlushTime   = prometheus.NewDesc("keyhole_flush_seconds_total", "Time spent in write-behind flushes.", nil, nil)
+	descConns       = prometheus.NewDesc("keyhole_connections_open", "Client connections open on --addr.", nil, nil)
 )
 
 func (keyholeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descGuarded, descKeys, descPending, descDropped, descFlushes, descFlushErrors, descFlushTime} {
+	for _, d := range []*prometheus.Desc{descGuarded, descKeys, descPending, descDropped, descFlushes, descFlushErrors, descFlushTime, descConns} {
 		ch <- d
 	}
 }
@@ -158,4 +159,5 @@ func (c keyholeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFlushes, float64(lw.flushes.Load()))
 	counter(descFlushErrors, float64(lw.flushErrors.Load()))
 	counter(descFlushTime, float64(lw.flushNanos.Load())/1e9)
+	gauge(descConns, float64(c.s.conns.open()))
 }

@@ -40,6 +40,7 @@ type server struct {
 	router        *httprouter.Router
 	admins        adminTokens
 	throttle      *failThrottle
+	conns         *deadlineWatch // the connections run accepts, and their read deadlines
 	demoKeys      []demoKey
 	demoOrg       string
 }
@@ -168,7 +169,7 @@ func (s *server) run(ctx context.Context, ln net.Listener) error {
 	stopPruner := s.startAuditPruner()
 	defer stopPruner() // it ends before the store closes
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(s.conns.listen(ln, deadlineTick)) }()
 
 	var err error
 	select {
@@ -222,7 +223,7 @@ func newServer(cfg config, st *store, now func() time.Time, logger zerolog.Logge
 		return nil, err
 	}
 	s := &server{
-		cfg: cfg, store: st, limiter: newLimiter(), credits: newCreditBook(),
+		cfg: cfg, store: st, limiter: newLimiter(), credits: newCreditBook(), conns: newDeadlineWatch(),
 		rules: rules, format: keyFormat{brand: cfg.brand, style: cfg.keyStyle}, now: now,
 		log: logger, throttle: newFailThrottle(), defaultLimits: newLimitSet(cfg.rateLimits),
 		envError: &apiError{401, "environment_mismatch", "A test key must be used with " + cfg.testBase +
