@@ -109,7 +109,7 @@ func (w *deadlineWatch) run(tick time.Duration) {
 		w.now.Store(now)
 		w.mu.Lock()
 		for c := range w.conns {
-			if by := c.readBy.Load(); by != 0 && by <= now {
+			if by := c.readBy.Load(); by > 0 && by <= now {
 				c.expire(by)
 			}
 		}
@@ -127,31 +127,39 @@ func (w *deadlineWatch) run(tick time.Duration) {
 // and ReadFrom.
 type watchedConn struct {
 	*net.TCPConn
-	watch     *deadlineWatch
-	readBy    atomic.Int64 // the stored read deadline, Unix ns; 0 for none
-	mu        sync.Mutex   // orders SetReadDeadline against expire
-	armed     bool         // the connection's own deadline is set (to a past time)
+	watch *deadlineWatch
+	// readBy is the stored read deadline in Unix ns, 0 for none, or
+	// armedDeadline while the connection's own deadline is set (to a past
+	// time). Moving a deadline that was not armed is one atomic swap.
+	readBy    atomic.Int64
+	mu        sync.Mutex // held while the connection's own deadline is set or lifted
 	closeOnce sync.Once
 }
 
+const armedDeadline = -1
+
 func (c *watchedConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var by int64
 	if !t.IsZero() {
 		by = t.UnixNano()
 	}
 	if by != 0 && by <= c.watch.now.Load() { // already past: wake the reader now
-		c.readBy.Store(0)
-		c.armed = true
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.readBy.Store(armedDeadline)
 		return c.TCPConn.SetReadDeadline(t)
 	}
-	c.readBy.Store(by)
-	if c.armed { // a deadline that fired is lifted by a later one
-		c.armed = false
-		return c.TCPConn.SetReadDeadline(time.Time{})
+	if c.readBy.Swap(by) != armedDeadline {
+		return nil
 	}
-	return nil
+	// A deadline that fired is lifted by a later one, unless another has
+	// fired since the swap.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readBy.Load() == armedDeadline {
+		return nil
+	}
+	return c.TCPConn.SetReadDeadline(time.Time{})
 }
 
 func (c *watchedConn) SetDeadline(t time.Time) error {
@@ -166,12 +174,9 @@ func (c *watchedConn) SetDeadline(t time.Time) error {
 func (c *watchedConn) expire(by int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.readBy.Load() != by {
-		return
+	if c.readBy.CompareAndSwap(by, armedDeadline) {
+		c.TCPConn.SetReadDeadline(time.Unix(0, by))
 	}
-	c.readBy.Store(0)
-	c.armed = true
-	c.TCPConn.SetReadDeadline(time.Unix(0, by))
 }
 
 func (c *watchedConn) Close() error {

@@ -98,6 +98,37 @@ func TestWatchedDeadlines(t *testing.T) {
 			t.Fatalf("read after the fired deadline was lifted = %v", err)
 		}
 	})
+	t.Run("moved often, never early", func(t *testing.T) {
+		t.Parallel()
+		c, client, _ := watchedPair(t, time.Millisecond) // the watch looks as often as it can
+		stop := time.Now().Add(300 * time.Millisecond)
+		go func() {
+			for time.Now().Before(stop) { // always a deadline ahead, or none: none may fire
+				c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				c.SetReadDeadline(time.Time{})
+				c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				time.Sleep(time.Millisecond)
+			}
+			c.SetReadDeadline(time.Time{})
+			client.Write([]byte("x"))
+		}()
+		if _, err := readFor(c); err != nil {
+			t.Fatalf("a read whose deadline was always ahead ended with %v", err)
+		}
+	})
+	t.Run("a stale look arms nothing", func(t *testing.T) {
+		t.Parallel()
+		c, client, _ := watchedPair(t, time.Hour) // the test plays the watcher
+		c.SetReadDeadline(time.Now().Add(due / 3))
+		time.Sleep(due / 2)
+		looked := c.readBy.Load() // passed, as the watcher sees it
+		c.SetReadDeadline(time.Now().Add(time.Hour))
+		c.expire(looked) // too late: the deadline moved since the look
+		client.Write([]byte("x"))
+		if _, err := readFor(c); err != nil {
+			t.Fatalf("a read after the watcher acted on a deadline since moved = %v", err)
+		}
+	})
 	t.Run("in the past", func(t *testing.T) {
 		t.Parallel()
 		c, _, _ := watchedPair(t, time.Hour) // the watch never looks: the past goes straight through

@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -189,6 +190,8 @@ func startKeyhole(bin, db string, extra ...string) *process {
 	return &process{cmd: cmd, addr: addr}
 }
 
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
 func (p *process) stop() {
 	p.cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
@@ -235,6 +238,7 @@ type result struct {
 	rps      float64
 	p50, p99 time.Duration
 	errors   int64
+	cpu      time.Duration // the server process's CPU time per request, when its pid is known
 }
 
 var (
@@ -284,6 +288,31 @@ func runWrk(cfg wrkConfig, url, script string) result {
 	return r
 }
 
+// runWrkOn is runWrk that also measures the CPU time the server process
+// pid spends per request: steadier than requests per second on shared
+// cores, and it counts the server's work alone, not wrk's.
+func runWrkOn(cfg wrkConfig, url, script string, pid int) result {
+	before := cpuTime(pid)
+	r := runWrk(cfg, url, script)
+	if r.requests > 0 {
+		r.cpu = (cpuTime(pid) - before) / time.Duration(r.requests)
+	}
+	return r
+}
+
+// cpuTime is the user and system time process pid has run, from
+// /proc/PID/stat (in clock ticks of 10 ms).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		log.Fatalf("bench: the server's CPU time: %v", err)
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])) // after the command's name
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
 type wrkConfig struct {
 	conns    int
 	duration time.Duration
@@ -319,11 +348,14 @@ type scenario struct {
 	target         float64
 	keyholeURL     string
 	keyholeScript  string
+	keyholePID     int
 	baselineURL    string
 	baselineScript string
 	floorURL       string // with -floors: the same headers, no keyhole (floor.go)
+	floorPID       int
 	beforeURL      string // with -before: another keyhole build, measured in the same rounds
 	beforeScript   string
+	beforePID      int
 }
 
 type pair struct{ bare, keyhole, floor, before result }
@@ -359,18 +391,18 @@ func runCompare(args []string) {
 	proxyOrg, proxyKey := seedKey(khProxy.addr)
 	auth := map[string]string{"Authorization": "Bearer " + key}
 	scenarios := []scenario{
-		{name: "whoami", target: 0.80, keyholeURL: "http://" + kh.addr + "/api/v1/prod/whoami",
+		{name: "whoami", target: 0.80, keyholePID: kh.pid(), keyholeURL: "http://" + kh.addr + "/api/v1/prod/whoami",
 			keyholeScript: writeScript(dir, "whoami", "GET", auth, ""), baselineURL: "http://" + bare.addr + "/"},
-		{name: "verify", target: 0.75, keyholeURL: "http://" + kh.addr + "/v1/keys/verify",
+		{name: "verify", target: 0.75, keyholePID: kh.pid(), keyholeURL: "http://" + kh.addr + "/v1/keys/verify",
 			keyholeScript: writeScript(dir, "verify", "POST", map[string]string{"Content-Type": "application/json"},
 				`{"key":"`+key+`","env":"live"}`),
 			baselineURL:    "http://" + bare.addr + "/",
 			baselineScript: writeScript(dir, "bareverify", "POST", nil, `{"key":"`+strings.Repeat("x", len(key))+`","env":"live"}`)},
-		{name: "forward auth", target: 0.80, keyholeURL: "http://" + kh.addr + "/v1/auth",
+		{name: "forward auth", target: 0.80, keyholePID: kh.pid(), keyholeURL: "http://" + kh.addr + "/v1/auth",
 			keyholeScript: writeScript(dir, "auth", "GET", map[string]string{"Authorization": "Bearer " + key,
 				"X-Original-URI": "/api/v1/prod/sms/send", "X-Original-Method": "POST"}, ""),
 			baselineURL: "http://" + bare.addr + "/"},
-		{name: "reverse proxy", target: 0.85, keyholeURL: "http://" + khProxy.addr + "/api/v1/prod/sms",
+		{name: "reverse proxy", target: 0.85, keyholePID: khProxy.pid(), keyholeURL: "http://" + khProxy.addr + "/api/v1/prod/sms",
 			keyholeScript: writeScript(dir, "proxy", "GET", map[string]string{"Authorization": "Bearer " + proxyKey}, ""),
 			baselineURL:   "http://" + rproxy.addr + "/api/v1/prod/sms"},
 	}
@@ -384,11 +416,11 @@ func runCompare(args []string) {
 		for i, surface := range []string{"whoami", "verify", "auth"} {
 			p := startSelf("floor", surface)
 			defer p.stop()
-			scenarios[i].floorURL = "http://" + p.addr + "/"
+			scenarios[i].floorURL, scenarios[i].floorPID = "http://"+p.addr+"/", p.pid()
 		}
 		p := startSelf("proxyfloor", "http://"+upstream.addr, strconv.Itoa(cfg.conns))
 		defer p.stop()
-		scenarios[3].floorURL = "http://" + p.addr + "/api/v1/prod/sms"
+		scenarios[3].floorURL, scenarios[3].floorPID = "http://"+p.addr+"/api/v1/prod/sms", p.pid()
 	}
 	fmt.Printf("keyhole bench: %d cores, wrk -t1 -c%d -d%s, %d rounds A B per scenario\n",
 		cores(), cfg.conns, cfg.duration, cfg.rounds)
@@ -428,10 +460,11 @@ func addBefore(scenarios []scenario, bin, dir, upstream, key, proxyKey string) {
 	_, beforeProxyKey := seedKey(khProxy.addr)
 	for i := range scenarios {
 		sc := &scenarios[i]
-		addr, k, mine := kh.addr, beforeKey, key
+		addr, k, mine, pid := kh.addr, beforeKey, key, kh.pid()
 		if sc.name == "reverse proxy" {
-			addr, k, mine = khProxy.addr, beforeProxyKey, proxyKey
+			addr, k, mine, pid = khProxy.addr, beforeProxyKey, proxyKey, khProxy.pid()
 		}
+		sc.beforePID = pid
 		u, err := url.Parse(sc.keyholeURL)
 		if err != nil {
 			log.Fatal(err)
@@ -466,14 +499,14 @@ func measure(cfg wrkConfig, sc scenario) (pairs []pair, sent int64) {
 	pairs = make([]pair, cfg.rounds)
 	for i := range pairs {
 		pairs[i].bare = runWrk(cfg, sc.baselineURL, sc.baselineScript)
-		pairs[i].keyhole = runWrk(cfg, sc.keyholeURL, sc.keyholeScript)
+		pairs[i].keyhole = runWrkOn(cfg, sc.keyholeURL, sc.keyholeScript, sc.keyholePID)
 		sent += pairs[i].keyhole.requests
 		if sc.floorURL != "" {
 			// The floor gets keyhole's request, headers and body alike.
-			pairs[i].floor = runWrk(cfg, sc.floorURL, sc.keyholeScript)
+			pairs[i].floor = runWrkOn(cfg, sc.floorURL, sc.keyholeScript, sc.floorPID)
 		}
 		if sc.beforeURL != "" {
-			pairs[i].before = runWrk(cfg, sc.beforeURL, sc.beforeScript)
+			pairs[i].before = runWrkOn(cfg, sc.beforeURL, sc.beforeScript, sc.beforePID)
 		}
 	}
 	return pairs, sent
@@ -522,8 +555,31 @@ func report(sc scenario, pairs []pair) {
 			fmt.Printf(";\n  the -before build / floor %.2f (rounds %.2f–%.2f), p99 %.2fx the floor's",
 				median(b), slices.Min(b), slices.Max(b), median(bp99))
 		}
+		reportCPU(sc, pairs)
 	}
 	fmt.Print("\n\n")
+}
+
+// reportCPU prints the server CPU time per request, keyhole's and its
+// floor's, and keyhole's own work as a share of a request: 1 - floor /
+// keyhole. Medians of the rounds.
+func reportCPU(sc scenario, pairs []pair) {
+	var kh, floor, own, before, beforeOwn []float64
+	for _, p := range pairs {
+		kh = append(kh, p.keyhole.cpu.Seconds()*1e6)
+		floor = append(floor, p.floor.cpu.Seconds()*1e6)
+		own = append(own, 1-float64(p.floor.cpu)/float64(p.keyhole.cpu))
+		if sc.beforeURL != "" {
+			before = append(before, p.before.cpu.Seconds()*1e6)
+			beforeOwn = append(beforeOwn, 1-float64(p.floor.cpu)/float64(p.before.cpu))
+		}
+	}
+	fmt.Printf(";\n  server CPU per request: keyhole %.2f µs, floor %.2f µs; keyhole's own work %.1f%% of a request (rounds %.1f–%.1f%%)",
+		median(kh), median(floor), 100*median(own), 100*slices.Min(own), 100*slices.Max(own))
+	if sc.beforeURL != "" {
+		fmt.Printf(";\n  the -before build %.2f µs, its own work %.1f%% (rounds %.1f–%.1f%%)",
+			median(before), 100*median(beforeOwn), 100*slices.Min(beforeOwn), 100*slices.Max(beforeOwn))
+	}
 }
 
 func median(xs []float64) float64 {
