@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -48,7 +49,14 @@ var costRules = []costRule{
 		"go.etcd.io/bbolt."}},
 	{"reverse proxy (keyhole's part)", []string{"main.(*proxy).", "main.dropProxyHeaders", "main.copyBuffers"}},
 	{"collector pacing", []string{"main.(*gcPacer)."}},
+	{"read deadlines (deadlines.go)", []string{"main.(*watchedConn).SetReadDeadline", "main.(*watchedConn).SetDeadline",
+		"main.(*watchedConn).expire", "main.(*deadlineWatch)."}},
 }
+
+// passThrough is the methods a watched connection takes from its
+// *net.TCPConn: a frame of theirs is net's work, not keyhole's.
+var passThrough = []string{"main.(*watchedConn).Read", "main.(*watchedConn).Write", "main.(*watchedConn).Close",
+	"main.(*watchedConn).CloseWrite", "main.(*watchedConn).ReadFrom", "main.(*watchedConn).WriteTo"}
 
 const (
 	costOtherKeyhole = "other keyhole work (dispatch, the guarded handler itself)"
@@ -125,6 +133,8 @@ func costOf(frames []string) string {
 			return costClock
 		case strings.HasPrefix(f, "net/http.") || strings.HasPrefix(f, "net/http/httputil."):
 			return costFloor
+		case slices.Contains(passThrough, f):
+			continue
 		case strings.HasPrefix(f, "main.") || strings.HasPrefix(f, "go.etcd.io/bbolt."):
 			return keyholeCost(f)
 		}
