@@ -135,6 +135,8 @@ func costOf(frames []string) string {
 			return costFloor
 		case slices.Contains(passThrough, f):
 			continue
+		case strings.HasPrefix(f, "net.(*conn).SetReadDeadline"):
+			return costFloor // a connection's own deadline, set as the floor's are (net/http wakes its background read so)
 		case strings.HasPrefix(f, "main.") || strings.HasPrefix(f, "go.etcd.io/bbolt."):
 			return keyholeCost(f)
 		}

@@ -35,7 +35,9 @@ var (
 		"X-Keyhole-Env": "live", "X-Keyhole-Scopes": "*",
 	}
 	verifyBody = []byte(`{"valid":true,"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef",` +
-		`"env":"live","scopes":["*"],"ratelimit":{"limit":1000000000,"remaining":999999999,"reset":0}}` + "\n")
+		`"env":"live","scopes":["*"],"name":"bench","meta":null,"expires_at":null,"enabled":true,"credits":null,` +
+		`"ratelimit":{"limit":1000000000,"remaining":999999999,"reset":0},` +
+		`"ratelimits":[{"window":"1s","limit":1000000000,"remaining":999999999,"reset":0}]}` + "\n")
 )
 
 func setAll(h http.Header, values map[string]string) {
@@ -109,6 +111,66 @@ func serveFloor(addr, surface string) {
 		}
 	})
 	log.Fatal(http.ListenAndServe(addr, h))
+}
+
+// benchRequest is what wrk sends keyhole, and a surface's floor, in a
+// scenario.
+type benchRequest struct {
+	method  string
+	headers map[string]string
+	body    string
+}
+
+func (r benchRequest) script(dir, name string) string {
+	return writeScript(dir, name, r.method, r.headers, r.body)
+}
+
+// checkFloors sends keyhole and each surface's floor the scenario's
+// request and stops the run unless both answer with the same status,
+// header names and body length: a floor that sent less than keyhole (as
+// verify's did after its answer grew) would count the difference as
+// keyhole's own work. It says how many requests it sent keyhole. The
+// proxy's floor answers with its upstream's
+// headers and is not checked here.
+func checkFloors(scenarios []scenario) (sent int64, err error) {
+	for _, sc := range scenarios {
+		if sc.floorURL == "" || sc.request.method == "" {
+			continue
+		}
+		kh, floor := answerShape(sc.keyholeURL, sc.request), answerShape(sc.floorURL, sc.request)
+		if kh != floor {
+			return sent, fmt.Errorf("bench: the %s floor does not answer as keyhole does (floor.go):\n  keyhole: %s\n  floor:   %s",
+				sc.name, kh, floor)
+		}
+		sent++
+	}
+	return sent, nil
+}
+
+// answerShape is an answer's status, header names (without Date, which
+// net/http adds to both) and body length.
+func answerShape(url string, r benchRequest) string {
+	req, err := http.NewRequest(r.method, url, strings.NewReader(r.body))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for k, v := range r.headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var names []string
+	for k := range resp.Header {
+		if k != "Date" {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	return fmt.Sprintf("%d, headers %s, body %d bytes", resp.StatusCode, strings.Join(names, " "), len(body))
 }
 
 // addContractHeaders makes the proxy baseline the proxy's floor: it adds the

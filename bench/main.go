@@ -15,6 +15,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -70,7 +71,9 @@ func main() {
 			return
 		}
 	}
-	runCompare(os.Args[1:])
+	if err := runCompare(os.Args[1:]); err != nil {
+		log.Fatal(err) // after runCompare's deferred stops: no server is left running
+	}
 }
 
 func atoi(s string) int {
@@ -81,7 +84,7 @@ func atoi(s string) int {
 	return n
 }
 
-var whoamiBody = []byte(`{"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef","env":"live","scopes":[]}` + "\n")
+var whoamiBody = []byte(`{"key_id":"key_0123456789abcdef","org_id":"org_0123456789abcdef","env":"live","scopes":["*"]}` + "\n")
 
 // serveBare is the baseline: net/http answering a small JSON body.
 func serveBare(addr string) {
@@ -349,6 +352,7 @@ type scenario struct {
 	keyholeURL     string
 	keyholeScript  string
 	keyholePID     int
+	request        benchRequest // keyhole's request, for checkFloors; the proxy's is not checked
 	baselineURL    string
 	baselineScript string
 	floorURL       string // with -floors: the same headers, no keyhole (floor.go)
@@ -360,7 +364,7 @@ type scenario struct {
 
 type pair struct{ bare, keyhole, floor, before result }
 
-func runCompare(args []string) {
+func runCompare(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	bin := fs.String("keyhole", "./keyhole", "keyhole binary")
 	var cfg wrkConfig
@@ -385,33 +389,36 @@ func runCompare(args []string) {
 	rproxy := startSelf("revproxy", "http://"+upstream.addr, strconv.Itoa(cfg.conns))
 	defer rproxy.stop()
 	kh := startKeyhole(*bin, filepath.Join(dir, "direct.db"))
+	defer kh.stop()
 	khProxy := startKeyhole(*bin, filepath.Join(dir, "proxy.db"), "--upstream", "http://"+upstream.addr)
+	defer khProxy.stop()
 
 	org, key := seedKey(kh.addr)
 	proxyOrg, proxyKey := seedKey(khProxy.addr)
-	auth := map[string]string{"Authorization": "Bearer " + key}
+	whoami := benchRequest{"GET", map[string]string{"Authorization": "Bearer " + key}, ""}
+	verify := benchRequest{"POST", map[string]string{"Content-Type": "application/json"}, `{"key":"` + key + `","env":"live"}`}
+	auth := benchRequest{"GET", map[string]string{"Authorization": "Bearer " + key,
+		"X-Original-URI": "/api/v1/prod/sms/send", "X-Original-Method": "POST"}, ""}
 	scenarios := []scenario{
 		{name: "whoami", target: 0.80, keyholePID: kh.pid(), keyholeURL: "http://" + kh.addr + "/api/v1/prod/whoami",
-			keyholeScript: writeScript(dir, "whoami", "GET", auth, ""), baselineURL: "http://" + bare.addr + "/"},
+			request: whoami, keyholeScript: whoami.script(dir, "whoami"), baselineURL: "http://" + bare.addr + "/"},
 		{name: "verify", target: 0.75, keyholePID: kh.pid(), keyholeURL: "http://" + kh.addr + "/v1/keys/verify",
-			keyholeScript: writeScript(dir, "verify", "POST", map[string]string{"Content-Type": "application/json"},
-				`{"key":"`+key+`","env":"live"}`),
+			request: verify, keyholeScript: verify.script(dir, "verify"),
 			baselineURL:    "http://" + bare.addr + "/",
 			baselineScript: writeScript(dir, "bareverify", "POST", nil, `{"key":"`+strings.Repeat("x", len(key))+`","env":"live"}`)},
 		{name: "forward auth", target: 0.80, keyholePID: kh.pid(), keyholeURL: "http://" + kh.addr + "/v1/auth",
-			keyholeScript: writeScript(dir, "auth", "GET", map[string]string{"Authorization": "Bearer " + key,
-				"X-Original-URI": "/api/v1/prod/sms/send", "X-Original-Method": "POST"}, ""),
-			baselineURL: "http://" + bare.addr + "/"},
+			request: auth, keyholeScript: auth.script(dir, "auth"), baselineURL: "http://" + bare.addr + "/"},
 		{name: "reverse proxy", target: 0.85, keyholePID: khProxy.pid(), keyholeURL: "http://" + khProxy.addr + "/api/v1/prod/sms",
 			keyholeScript: writeScript(dir, "proxy", "GET", map[string]string{"Authorization": "Bearer " + proxyKey}, ""),
 			baselineURL:   "http://" + rproxy.addr + "/api/v1/prod/sms"},
 	}
 	if *before != "" && !*floors {
-		log.Fatal("bench: -before compares builds against the floors; give -floors too")
+		return errors.New("bench: -before compares builds against the floors; give -floors too")
 	}
 	if *before != "" {
 		addBefore(scenarios, *before, dir, upstream.addr, key, proxyKey)
 	}
+	var checked int64 // requests checkFloors sent keyhole, for the accounting
 	if *floors {
 		for i, surface := range []string{"whoami", "verify", "auth"} {
 			p := startSelf("floor", surface)
@@ -421,6 +428,10 @@ func runCompare(args []string) {
 		p := startSelf("proxyfloor", "http://"+upstream.addr, strconv.Itoa(cfg.conns))
 		defer p.stop()
 		scenarios[3].floorURL, scenarios[3].floorPID = "http://"+p.addr+"/api/v1/prod/sms", p.pid()
+		var err error
+		if checked, err = checkFloors(scenarios); err != nil {
+			return err
+		}
 	}
 	fmt.Printf("keyhole bench: %d cores, wrk -t1 -c%d -d%s, %d rounds A B per scenario\n",
 		cores(), cfg.conns, cfg.duration, cfg.rounds)
@@ -430,7 +441,7 @@ func runCompare(args []string) {
 		}
 	}
 	fmt.Println()
-	var direct, proxied int64
+	direct, proxied := checked, int64(0)
 	for _, sc := range scenarios {
 		if !strings.Contains(sc.name, *only) {
 			continue
@@ -446,8 +457,7 @@ func runCompare(args []string) {
 	fmt.Println()
 	checkAccounting("direct (whoami, verify, forward auth)", kh.addr, org, direct)
 	checkAccounting("reverse proxy", khProxy.addr, proxyOrg, proxied)
-	kh.stop()
-	khProxy.stop()
+	return nil
 }
 
 // addBefore starts an earlier keyhole build beside the current one, with
