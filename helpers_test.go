@@ -138,7 +138,9 @@ func (te *testEnv) ServeHTTP(w http.ResponseWriter, r *http.Request) { te.s.Serv
 // listen serves te on loopback until the test ends, and is a client of it
 // over the socket.
 func (te *testEnv) listen() *testClient {
-	srv := httptest.NewServer(te)
+	srv := httptest.NewUnstartedServer(te)
+	srv.Listener = newDeadlineWatch().listen(srv.Listener, deadlineTick) // connections as keyhole's own are
+	srv.Start()
 	te.t.Cleanup(srv.Close)
 	return &testClient{t: te.t, base: srv.URL, cfg: &te.cfg}
 }
