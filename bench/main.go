@@ -295,6 +295,9 @@ func runWrk(cfg wrkConfig, url, script string) result {
 // pid spends per request: steadier than requests per second on shared
 // cores, and it counts the server's work alone, not wrk's.
 func runWrkOn(cfg wrkConfig, url, script string, pid int) result {
+	if pid == 0 { // bench scale's servers: requests per second alone
+		return runWrk(cfg, url, script)
+	}
 	before := cpuTime(pid)
 	r := runWrk(cfg, url, script)
 	if r.requests > 0 {
@@ -416,7 +419,7 @@ func runCompare(args []string) error {
 		return errors.New("bench: -before compares builds against the floors; give -floors too")
 	}
 	if *before != "" {
-		addBefore(scenarios, *before, dir, upstream.addr, key, proxyKey)
+		defer addBefore(scenarios, *before, dir, upstream.addr, key, proxyKey)()
 	}
 	var checked int64 // requests checkFloors sent keyhole, for the accounting
 	if *floors {
@@ -461,11 +464,12 @@ func runCompare(args []string) error {
 }
 
 // addBefore starts an earlier keyhole build beside the current one, with
-// keys of its own, and gives each scenario its URL and script.
-// Its processes live as long as the tool.
-func addBefore(scenarios []scenario, bin, dir, upstream, key, proxyKey string) {
+// keys of its own, and gives each scenario its URL and script. stop ends
+// its processes.
+func addBefore(scenarios []scenario, bin, dir, upstream, key, proxyKey string) (stop func()) {
 	kh := startKeyhole(bin, filepath.Join(dir, "before-direct.db"))
 	khProxy := startKeyhole(bin, filepath.Join(dir, "before-proxy.db"), "--upstream", "http://"+upstream)
+	stop = func() { kh.stop(); khProxy.stop() }
 	_, beforeKey := seedKey(kh.addr)
 	_, beforeProxyKey := seedKey(khProxy.addr)
 	for i := range scenarios {
@@ -490,6 +494,7 @@ func addBefore(scenarios []scenario, bin, dir, upstream, key, proxyKey string) {
 			log.Fatal(err)
 		}
 	}
+	return stop
 }
 
 // measure warms both sides up (connections, heap, page cache), then runs
