@@ -37,6 +37,23 @@ func readmeBlock(t *testing.T, marker string) string {
 	return ""
 }
 
+// TestReadmeNamesEveryFile: "How the code is laid out" names every source
+// file, so that its table stays the design a newcomer reads.
+func TestReadmeNamesEveryFile(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, layout, _ := strings.Cut(string(readme), "## How the code is laid out\n")
+	layout, _, _ = strings.Cut(layout, "\n## ")
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") && !strings.Contains(layout, "`"+f+"`") {
+			t.Errorf("README.md's \"How the code is laid out\" does not name %s", f)
+		}
+	}
+}
+
 func checkMode(t *testing.T, path string, want os.FileMode) {
 	t.Helper()
 	info, err := os.Stat(path)
