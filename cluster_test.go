@@ -43,6 +43,7 @@ type clusterNode struct {
 	addr      string // HTTP
 	cfg       config
 	clientURL string // its etcd member's
+	peerAddr  string // its etcd member's raft port
 	log       *lockedBuffer
 	stop      context.CancelFunc
 	ready     chan string
@@ -113,7 +114,7 @@ func startTestClusterTLS(t *testing.T, n int, tlsDir string) []*clusterNode {
 		cfg.cluster.tickMs, cfg.cluster.electionMs, cfg.cluster.noFsync = 10, 100, true
 		cfg.cluster.etcdLogLevel = "panic"
 		cfg.drainTimeout = time.Second
-		nodes[i] = &clusterNode{name: name, cfg: cfg, clientURL: scheme + "://" + ports[n+i],
+		nodes[i] = &clusterNode{name: name, cfg: cfg, clientURL: scheme + "://" + ports[n+i], peerAddr: ports[i],
 			client: &http.Client{Timeout: 5 * time.Second}}
 	}
 	t.Cleanup(func() {
@@ -499,14 +500,16 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("readyz on A = %d before the cut", s)
 		}
 		cut := time.Now()
-		// The members stop taking clients, then stop raft, then wait up
-		// to 1s for their peer connections: A is cut off from about when
-		// the last of them refuses a connection.
+		// The members stop taking clients, then stop raft, then close
+		// their raft ports (after up to 1s for their peer connections): A
+		// is cut off at the latest when the last of them refuses a
+		// connection there. Their client ports close first, but raft can
+		// run on for seconds after on a busy machine, and A with it.
 		gone := make(chan time.Time, 1)
 		go func() {
 			for _, nd := range []*clusterNode{b, c} {
 				for {
-					conn, err := net.DialTimeout("tcp", strings.TrimPrefix(nd.clientURL, "http://"), 50*time.Millisecond)
+					conn, err := net.DialTimeout("tcp", nd.peerAddr, 50*time.Millisecond)
 					if err != nil {
 						break
 					}
@@ -546,7 +549,7 @@ func TestCluster(t *testing.T) {
 		if after := at.Sub(<-gone); after > clusterTestStaleness+clusterTestStaleness/5+100*time.Millisecond {
 			t.Errorf("%s failed closed %v after its peers were gone; want within --max-staleness %v", a.name, after, clusterTestStaleness)
 		} else {
-			t.Logf("%s failed closed %v after its last peer refused connections", a.name, after)
+			t.Logf("%s failed closed %v after its last peer's raft port refused connections", a.name, after)
 		}
 		if s, body := a.do(t, "GET", "/readyz", "", ""); s != 503 {
 			t.Fatalf("readyz on a cut-off node = %d %s", s, body)
