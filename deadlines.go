@@ -22,7 +22,9 @@ import (
 // expects. A deadline so fires up to one tick late; none fires early.
 //
 // Deadlines in the past (net/http's way to wake a blocked read at once)
-// and write deadlines go to the connection straight away.
+// and write deadlines go to the connection straight away. Times are kept
+// as monotonic offsets from the watch's start, as the runtime's deadlines
+// are: a step of the wall clock moves none of them.
 
 // deadlineTick is how late a read deadline may fire: a small part of the
 // shortest timeout keyhole sets (10 s for headers, by default).
@@ -35,14 +37,14 @@ type deadlineListener struct {
 }
 
 func newDeadlineWatch() *deadlineWatch {
-	return &deadlineWatch{conns: map[*watchedConn]struct{}{}}
+	return &deadlineWatch{conns: map[*watchedConn]struct{}{}, base: time.Now()}
 }
 
 // listen wraps ln so that its connections' read deadlines are enforced by
 // the watch, which looks every tick until ln is closed and its last
 // connection too. A watch serves one listener.
 func (w *deadlineWatch) listen(ln net.Listener, tick time.Duration) net.Listener {
-	w.now.Store(time.Now().UnixNano())
+	w.now.Store(int64(time.Since(w.base)))
 	go w.run(tick)
 	return &deadlineListener{Listener: ln, watch: w}
 }
@@ -67,7 +69,8 @@ func (l *deadlineListener) Close() error {
 }
 
 type deadlineWatch struct {
-	now atomic.Int64 // the time of the last look, Unix ns: "in the past" is before it
+	base time.Time    // times are offsets from it, by its monotonic clock reading
+	now  atomic.Int64 // the time of the last look: "in the past" is before it
 
 	mu             sync.Mutex
 	conns          map[*watchedConn]struct{}
@@ -105,7 +108,7 @@ func (w *deadlineWatch) run(tick time.Duration) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for range t.C {
-		now := time.Now().UnixNano()
+		now := int64(time.Since(w.base))
 		w.now.Store(now)
 		w.mu.Lock()
 		for c := range w.conns {
@@ -128,9 +131,10 @@ func (w *deadlineWatch) run(tick time.Duration) {
 type watchedConn struct {
 	*net.TCPConn
 	watch *deadlineWatch
-	// readBy is the stored read deadline in Unix ns, 0 for none, or
-	// armedDeadline while the connection's own deadline is set (to a past
-	// time). Moving a deadline that was not armed is one atomic swap.
+	// readBy is the stored read deadline (an offset from the watch's base,
+	// at least 1), 0 for none, or armedDeadline while the connection's own
+	// deadline is set (to a past time). Moving a deadline that was not
+	// armed is one atomic swap.
 	readBy    atomic.Int64
 	mu        sync.Mutex // held while the connection's own deadline is set or lifted
 	closeOnce sync.Once
@@ -138,16 +142,20 @@ type watchedConn struct {
 
 const armedDeadline = -1
 
+// longAgo is the deadline that fails a connection's pending read at once.
+var longAgo = time.Unix(1, 0)
+
 func (c *watchedConn) SetReadDeadline(t time.Time) error {
-	var by int64
+	var by int64 // none
 	if !t.IsZero() {
-		by = t.UnixNano()
-	}
-	if by != 0 && by <= c.watch.now.Load() { // already past: wake the reader now
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.readBy.Store(armedDeadline)
-		return c.TCPConn.SetReadDeadline(t)
+		// t.Sub reads no clock: net/http's deadlines are time.Now plus a
+		// timeout, and carry the monotonic reading both are taken by.
+		if by = int64(t.Sub(c.watch.base)); by <= c.watch.now.Load() { // already past: wake the reader now
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.readBy.Store(armedDeadline)
+			return c.TCPConn.SetReadDeadline(t)
+		}
 	}
 	if c.readBy.Swap(by) != armedDeadline {
 		return nil
@@ -175,7 +183,7 @@ func (c *watchedConn) expire(by int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.readBy.CompareAndSwap(by, armedDeadline) {
-		c.TCPConn.SetReadDeadline(time.Unix(0, by))
+		c.TCPConn.SetReadDeadline(longAgo)
 	}
 }
 
