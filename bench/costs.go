@@ -154,3 +154,71 @@ func keyholeCost(f string) string {
 	}
 	return costOtherKeyhole
 }
+
+// runCostDiff compares two processes' perf samples per request: keyhole's
+// and its floor's, recorded under the same load (bench/profile.sh). Each
+// sample is named by its innermost function, whoever called it, so what
+// keyhole makes net/http, the runtime or the kernel do more often than
+// the floor does shows too (as the read deadlines did, BENCHMARKS.md).
+// Usage: bench costdiff HZ KEYHOLE.script KEYHOLE_REQUESTS FLOOR.script FLOOR_REQUESTS
+func runCostDiff(args []string) {
+	if len(args) != 5 {
+		log.Fatal("usage: bench costdiff HZ KEYHOLE.script KEYHOLE_REQUESTS FLOOR.script FLOOR_REQUESTS")
+	}
+	hz, khReqs, floorReqs := float64(atoi(args[0])), float64(atoi(args[2])), float64(atoi(args[4]))
+	kh, floor := leafCounts(args[1]), leafCounts(args[3])
+	perRequest := func(n int, reqs float64) float64 { return float64(n) / hz / reqs * 1e6 } // µs
+	total := func(m map[string]int) (n int) {
+		for _, c := range m {
+			n += c
+		}
+		return n
+	}
+	fmt.Printf("CPU in samples per request: keyhole %.2f µs, floor %.2f µs\n",
+		perRequest(total(kh), khReqs), perRequest(total(floor), floorReqs))
+	type row struct {
+		name       string
+		diff, k, f float64
+	}
+	var rows []row
+	for name := range kh {
+		k, f := perRequest(kh[name], khReqs), perRequest(floor[name], floorReqs)
+		rows = append(rows, row{name, k - f, k, f})
+	}
+	for name := range floor {
+		if _, ok := kh[name]; !ok {
+			f := perRequest(floor[name], floorReqs)
+			rows = append(rows, row{name, -f, 0, f})
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].diff > rows[j].diff })
+	fmt.Println("what keyhole spends more than its floor, per request, by innermost function:")
+	for _, r := range rows[:min(25, len(rows))] {
+		fmt.Printf("  %+7.3f µs  (keyhole %.3f, floor %.3f)  %s\n", r.diff, r.k, r.f, r.name)
+	}
+}
+
+// leafCounts counts the samples of a perf script file by their innermost
+// function.
+func leafCounts(path string) map[string]int {
+	f, err := os.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	counts := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	leaf := true
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch _, sym, ok := strings.Cut(line, " "); {
+		case line == "":
+			leaf = true
+		case leaf && ok:
+			counts[sym]++
+			leaf = false
+		}
+	}
+	return counts
+}

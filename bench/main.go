@@ -66,6 +66,9 @@ func main() {
 		case "costs":
 			runCosts(os.Args[2:])
 			return
+		case "costdiff":
+			runCostDiff(os.Args[2:])
+			return
 		case "nheaders":
 			serveHeaders(os.Args[2], atoi(os.Args[3]))
 			return

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Records where a keyhole process spends its CPU under wrk, with perf, and
-# names each cost (bench costs).
+# names each cost (bench costs); then records the surface's floor under the
+# same load and lists what keyhole spends more than it, per request, by
+# innermost function (bench costdiff).
 # Usage: bench/profile.sh [whoami|verify|auth] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +11,8 @@ for tool in wrk perf jq curl; do
 	command -v $tool >/dev/null || { echo "bench/profile.sh: $tool is not installed" >&2; exit 1; }
 done
 out=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$out"' EXIT
+trap 'kill $pid $fpid 2>/dev/null || true; rm -rf "$out"' EXIT
+fpid=
 go build -o "$out/keyhole" .
 go build -o "$out/bench" ./bench
 addr=127.0.0.1:18181
@@ -27,10 +30,24 @@ auth) script="wrk.headers['Authorization']='Bearer $key'; wrk.headers['X-Origina
 *) echo "bench/profile.sh: unknown surface $surface" >&2; exit 2 ;;
 esac
 echo "$script" >"$out/s.lua"
-wrk -t1 -c32 -d2s -s "$out/s.lua" "http://$addr$path" >/dev/null # warm up
-perf record -q -F 1999 -g -p $pid -o "$out/perf.data" -- sleep "$secs" >/dev/null 2>&1 &
-rec=$!
-wrk -t1 -c32 -d"${secs}s" -s "$out/s.lua" "http://$addr$path" | grep -E "Requests/sec"
-wait $rec || true
-echo "$surface, wrk -t1 -c32 -d${secs}s, perf record -F 1999 -g:"
-perf script -F ip,sym -i "$out/perf.data" 2>/dev/null | "$out/bench" costs
+hz=1999
+# record PID ADDR NAME: perf of process PID under wrk; prints the requests wrk made
+record() {
+	wrk -t1 -c32 -d2s -s "$out/s.lua" "http://$2$path" >/dev/null # warm up
+	perf record -q -F $hz -g -p "$1" -o "$out/$3.data" -- sleep "$secs" >/dev/null 2>&1 &
+	local rec=$!
+	wrk -t1 -c32 -d"${secs}s" -s "$out/s.lua" "http://$2$path" >"$out/$3.wrk"
+	wait $rec || true
+	perf script -F ip,sym -i "$out/$3.data" >"$out/$3.script" 2>/dev/null
+	awk '/requests in/{print $1}' "$out/$3.wrk"
+}
+kreqs=$(record $pid $addr keyhole)
+faddr=127.0.0.1:18182
+"$out/bench" floor $faddr $surface >/dev/null 2>&1 &
+fpid=$!
+for _ in $(seq 50); do curl -s -o /dev/null http://$faddr/ && break; sleep 0.1; done
+freqs=$(record $fpid $faddr floor)
+echo "$surface, wrk -t1 -c32 -d${secs}s, perf record -F $hz -g: keyhole $kreqs requests, floor $freqs"
+"$out/bench" costs <"$out/keyhole.script"
+echo
+"$out/bench" costdiff $hz "$out/keyhole.script" "$kreqs" "$out/floor.script" "$freqs"
