@@ -68,7 +68,7 @@ func runCosts(args []string) {
 	if len(args) > 0 {
 		log.Fatal("usage: perf script -F ip,sym -i perf.data | bench costs")
 	}
-	counts, total := countCosts(os.Stdin)
+	counts, total := countCosts(os.Stdin, costOf)
 	if total == 0 {
 		log.Fatal("bench costs: no samples on stdin")
 	}
@@ -94,8 +94,8 @@ func runCosts(args []string) {
 }
 
 // countCosts reads perf script's samples (frames leaf first, a blank line
-// after each) and counts them by cost.
-func countCosts(r io.Reader) (map[string]int, int) {
+// after each) and counts them by what name calls each.
+func countCosts(r io.Reader, name func(frames []string) string) (map[string]int, int) {
 	counts := map[string]int{}
 	total := 0
 	var frames []string
@@ -103,7 +103,7 @@ func countCosts(r io.Reader) (map[string]int, int) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	flush := func() {
 		if len(frames) > 0 {
-			counts[costOf(frames)]++
+			counts[name(frames)]++
 			total++
 			frames = frames[:0]
 		}
@@ -166,16 +166,11 @@ func runCostDiff(args []string) {
 		log.Fatal("usage: bench costdiff HZ KEYHOLE.script KEYHOLE_REQUESTS FLOOR.script FLOOR_REQUESTS")
 	}
 	hz, khReqs, floorReqs := float64(atoi(args[0])), float64(atoi(args[2])), float64(atoi(args[4]))
-	kh, floor := leafCounts(args[1]), leafCounts(args[3])
+	kh, khTotal := leafCounts(args[1])
+	floor, floorTotal := leafCounts(args[3])
 	perRequest := func(n int, reqs float64) float64 { return float64(n) / hz / reqs * 1e6 } // µs
-	total := func(m map[string]int) (n int) {
-		for _, c := range m {
-			n += c
-		}
-		return n
-	}
 	fmt.Printf("CPU in samples per request: keyhole %.2f µs, floor %.2f µs\n",
-		perRequest(total(kh), khReqs), perRequest(total(floor), floorReqs))
+		perRequest(khTotal, khReqs), perRequest(floorTotal, floorReqs))
 	type row struct {
 		name       string
 		diff, k, f float64
@@ -199,26 +194,12 @@ func runCostDiff(args []string) {
 }
 
 // leafCounts counts the samples of a perf script file by their innermost
-// function.
-func leafCounts(path string) map[string]int {
+// function, and all of them.
+func leafCounts(path string) (map[string]int, int) {
 	f, err := os.Open(path)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer f.Close()
-	counts := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	leaf := true
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch _, sym, ok := strings.Cut(line, " "); {
-		case line == "":
-			leaf = true
-		case leaf && ok:
-			counts[sym]++
-			leaf = false
-		}
-	}
-	return counts
+	return countCosts(f, func(frames []string) string { return frames[0] })
 }

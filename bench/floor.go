@@ -130,8 +130,7 @@ func (r benchRequest) script(dir, name string) string {
 // header names and body length: a floor that sent less than keyhole (as
 // verify's did after its answer grew) would count the difference as
 // keyhole's own work. It says how many requests it sent keyhole. The
-// proxy's floor answers with its upstream's
-// headers and is not checked here.
+// proxy's floor answers with its upstream's headers and is not checked.
 func checkFloors(scenarios []scenario) (sent int64, err error) {
 	for _, sc := range scenarios {
 		if sc.floorURL == "" || sc.request.method == "" {
